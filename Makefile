@@ -1,0 +1,35 @@
+# mega: two commands for a new user — `make test` and `make quickstart`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/pip install -c constraints.txt
+STAMP   := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: setup test lint bench quickstart clean
+
+setup: $(STAMP)
+
+# Re-installs only when the dependency list or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) -q --upgrade pip
+	$(PIP) -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check mega scripts tests benchmarks
+	$(BIN)/ruff format --check mega scripts tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/body.py
+
+quickstart: setup
+	$(BIN)/python scripts/quickstart.py
+
+clean:
+	rm -rf $(VENV) outputs

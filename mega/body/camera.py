@@ -1,0 +1,112 @@
+"""Cameras: perspective projection, the weak-perspective crop camera, and crop affines.
+
+Conventions: OpenCV camera frame (x right, y down, z forward), pixels with the origin at the top-left
+corner of the image. The crop camera follows HMR2/CLIFF: ``cam = (s, tx, ty)`` maps a body point
+``X`` to normalised crop coordinates in [-1, 1] as ``s * (X[:2] + (tx, ty))``; its full-image
+translation puts the body at depth ``tz = 2 f / (s b)`` (``b`` the box side in pixels) and shifts
+it by the box's offset from the image centre.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def intrinsics(focal: Tensor, principal: Tensor) -> Tensor:
+    """Pinhole intrinsics.
+
+    Args:
+        focal: (B,) or (B, 2) focal length(s) in pixels.
+        principal: (B, 2) principal point in pixels.
+    Returns:
+        (B, 3, 3) K.
+    """
+    f = focal[:, None].expand(-1, 2) if focal.dim() == 1 else focal
+    k = torch.zeros(f.shape[0], 3, 3, dtype=f.dtype, device=f.device)
+    k[:, 0, 0], k[:, 1, 1] = f[:, 0], f[:, 1]
+    k[:, :2, 2] = principal
+    k[:, 2, 2] = 1
+    return k
+
+
+def project_points(points: Tensor, K: Tensor, eps: float = 1e-6) -> Tensor:  # noqa: N803
+    """Perspective projection of camera-frame points.
+
+    Args:
+        points: (B, N, 3) in the camera frame (z > 0 in front).
+        K: (B, 3, 3) intrinsics.
+    Returns:
+        (B, N, 2) pixel coordinates.
+    """
+    uvw = points @ K.transpose(1, 2)
+    return uvw[..., :2] / uvw[..., 2:].clamp_min(eps)
+
+
+def weak_perspective_to_translation(
+    cam: Tensor, bbox_center: Tensor, bbox_size: Tensor, focal: Tensor, img_size: Tensor
+) -> Tensor:
+    """Crop camera -> full-image camera translation (CLIFF's crop-to-full conversion).
+
+    Args:
+        cam: (B, 3) ``(s, tx, ty)`` of the crop camera.
+        bbox_center: (B, 2) box centre in image pixels.
+        bbox_size: (B,) box side in pixels.
+        focal: (B,) focal length of the full image in pixels.
+        img_size: (B, 2) image ``(width, height)``; the principal point is its centre.
+    Returns:
+        (B, 3) translation of the body in the full-image camera frame.
+    """
+    s, tx, ty = cam.unbind(-1)
+    sb = s * bbox_size
+    offset = bbox_center - img_size / 2
+    tz = 2 * focal / sb
+    return torch.stack([tx + 2 * offset[:, 0] / sb, ty + 2 * offset[:, 1] / sb, tz], dim=-1)
+
+
+def translation_to_weak_perspective(
+    transl: Tensor, bbox_center: Tensor, bbox_size: Tensor, focal: Tensor, img_size: Tensor
+) -> Tensor:
+    """Inverse of :func:`weak_perspective_to_translation`: (B, 3) translation -> (B, 3) ``(s, tx, ty)``."""
+    s = 2 * focal / (bbox_size * transl[:, 2])
+    sb = s * bbox_size
+    offset = bbox_center - img_size / 2
+    return torch.stack([s, transl[:, 0] - 2 * offset[:, 0] / sb, transl[:, 1] - 2 * offset[:, 1] / sb], dim=-1)
+
+
+def crop_affine(bbox_center: Tensor, bbox_size: Tensor, out_hw: tuple[int, int], rotation_deg: Tensor | None = None) -> Tensor:
+    """Affine that maps image pixels into a crop of the box.
+
+    The box has the crop's aspect ratio: height ``bbox_size``, width ``bbox_size * W / H``. The crop
+    is rotated by ``rotation_deg`` (counter-clockwise in the image) about the box centre.
+
+    Args:
+        bbox_center: (B, 2) box centre in image pixels.
+        bbox_size: (B,) box height in pixels.
+        out_hw: crop (height, width).
+        rotation_deg: (B,) or None.
+    Returns:
+        (B, 2, 3) ``A`` with ``crop_px = A[:, :, :2] @ img_px + A[:, :, 2]`` (usable with cv2.warpAffine).
+    """
+    h, w = out_hw
+    scale = h / bbox_size  # (B,)
+    angle = torch.zeros_like(scale) if rotation_deg is None else rotation_deg * (math.pi / 180)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    # Rotation by -angle in image coordinates (y down) = counter-clockwise on screen.
+    lin = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # (B, 2, 2)
+    centre = bbox_center.new_tensor([w / 2, h / 2])
+    shift = centre - (lin @ bbox_center[..., None])[..., 0]
+    return torch.cat([lin, shift[..., None]], dim=-1)
+
+
+def invert_affine(affine: Tensor) -> Tensor:
+    """(B, 2, 3) -> (B, 2, 3) inverse affine (crop pixels -> image pixels)."""
+    lin_inv = torch.linalg.inv(affine[:, :, :2])
+    return torch.cat([lin_inv, -(lin_inv @ affine[:, :, 2:])], dim=-1)
+
+
+def apply_affine(affine: Tensor, points: Tensor) -> Tensor:
+    """Apply (B, 2, 3) affines to (B, N, 2) points -> (B, N, 2)."""
+    return points @ affine[:, :, :2].transpose(1, 2) + affine[:, None, :, 2]

@@ -1,0 +1,34 @@
+"""Shared fixtures: the synthetic SMPL files and the two body models. CPU, no licensed file."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import mega  # noqa: E402,F401  (installs the torchvision shim before any test imports torchvision)
+import pytest  # noqa: E402
+
+from mega.body import load_body_model  # noqa: E402
+from mega.body.synthetic import write_synthetic_smpl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_smpl_dir(tmp_path_factory):
+    """A folder with synthetic ``SMPL_{NEUTRAL,MALE,FEMALE}.{pkl,npz}`` (SMPL's real sizes)."""
+    folder = tmp_path_factory.mktemp("smpl")
+    write_synthetic_smpl(folder, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smpl_body(synthetic_smpl_dir):
+    """The neutral synthetic SMPL model loaded through the real ``smpl`` path."""
+    return load_body_model("smpl", path=synthetic_smpl_dir, gender="neutral")
+
+
+@pytest.fixture(scope="session")
+def free_body():
+    """The free default body shipped in the package."""
+    return load_body_model("free")
