@@ -26,7 +26,7 @@ lint: setup
 	$(BIN)/ruff format --check mega scripts tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/body.py
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 quickstart: setup
 	$(BIN)/python scripts/quickstart.py

@@ -7,9 +7,9 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import mega  # noqa: E402,F401  (installs the torchvision shim before any test imports torchvision)
 import pytest  # noqa: E402
 
+import mega  # noqa: E402,F401  (installs the torchvision shim before any test imports torchvision)
 from mega.body import load_body_model  # noqa: E402
 from mega.body.synthetic import write_synthetic_smpl  # noqa: E402
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from mega.body import camera, rotations as R
+from mega.body import camera
+from mega.body import rotations as R
 
 
 def _random_rotations(n, dtype=torch.float64, seed=0):
