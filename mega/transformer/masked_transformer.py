@@ -1,0 +1,250 @@
+"""MEGA's masked token transformer: an MAE-style encoder-decoder over body-token ids.
+
+Follows MEGA (section 3.3 and supplementary B; the MAE layout of He et al.): the encoder sees only the
+visible tokens, the decoder sees every position (a learned [MASK] embedding where masked) and returns
+logits over the K codes. Image context, when given, is projected and prepended to the decoder sequence
+(MEGA's prefix conditioning in self-attention). With every token masked (MEGA's deterministic mode)
+the encoder is skipped entirely. This module is only the network: masking, the objective and decoding
+live in ``masking.py``, ``losses.py`` and ``mega/samplers``.
+
+Shapes: B batch, L tokens, K codebook size, V visible tokens (max over the batch), N context tokens,
+D model width.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool, True = key may be attended. Returns (B, S, D)."""
+        q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, S, D/H)
+        return self.proj(rearrange(out, "b h s d -> b s (h d)"))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool or None. Returns (B, S, D)."""
+        x = x + self.attn(self.norm1(x), attn_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class MaskedTokenTransformer(nn.Module):
+    """Encoder-decoder masked transformer: ids (B, L) + mask (B, L) [+ context] -> logits (B, L, K).
+
+    Args:
+        num_tokens: L, the token sequence length (read from the tokenizer: ``tokenizer.num_tokens``).
+        codebook_size: K, the number of codes (``tokenizer.codebook_size``).
+        dim: encoder width D (MEGA: 1024).
+        encoder_depth: encoder blocks (MEGA: 12).
+        decoder_depth: decoder blocks (MEGA: 4).
+        decoder_dim: decoder width; ``None`` = ``dim`` (MEGA uses one width).
+        num_heads: attention heads in both stacks (MEGA: 4).
+        mlp_ratio: MLP hidden width / model width.
+        dropout: dropout in attention and MLP.
+        context_dim: width of the conditioning tokens the decoder accepts; ``None`` = unconditional
+            (pre-training). Context is linearly projected to ``decoder_dim`` and prepended.
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        codebook_size: int,
+        dim: int = 1024,
+        encoder_depth: int = 12,
+        decoder_depth: int = 4,
+        decoder_dim: int | None = None,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        context_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        decoder_dim = dim if decoder_dim is None else decoder_dim
+        self.num_tokens = num_tokens
+        self.codebook_size = codebook_size
+        self.token_embed = nn.Embedding(codebook_size, dim)
+        self.encoder_pos = nn.Parameter(torch.zeros(1, num_tokens, dim))
+        self.encoder_blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, dropout) for _ in range(encoder_depth)
+        )
+        self.encoder_norm = nn.LayerNorm(dim)
+        self.encoder_to_decoder = nn.Linear(dim, decoder_dim)
+        self.mask_embed = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_pos = nn.Parameter(torch.zeros(1, num_tokens, decoder_dim))
+        self.context_proj = nn.Linear(context_dim, decoder_dim) if context_dim is not None else None
+        self.decoder_blocks = nn.ModuleList(
+            Block(decoder_dim, num_heads, mlp_ratio, dropout) for _ in range(decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.head = nn.Linear(decoder_dim, codebook_size)
+        self.reset_parameters()
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> MaskedTokenTransformer:
+        """Build with L and K read from ``tokenizer.num_tokens`` and ``tokenizer.codebook_size``.
+
+        Args:
+            tokenizer: any object with integer ``num_tokens`` and ``codebook_size`` attributes.
+            **kwargs: the remaining constructor arguments (a ``configs/transformer/*.yaml``).
+        """
+        return cls(num_tokens=int(tokenizer.num_tokens), codebook_size=int(tokenizer.codebook_size), **kwargs)
+
+    @property
+    def mask_id(self) -> int:
+        """Conventional id (= K) for masked positions; never an output class (logits have K entries)."""
+        return self.codebook_size
+
+    def reset_parameters(self) -> None:
+        """Truncated-normal(0.02) weights, zero biases, unit LayerNorms (ViT/MAE practice)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        for param in (self.encoder_pos, self.decoder_pos, self.mask_embed):
+            nn.init.trunc_normal_(param, std=0.02)
+
+    def forward(self, ids: Tensor, mask: Tensor, context: Tensor | None = None) -> Tensor:
+        """Predict every position's code.
+
+        Args:
+            ids: (B, L) int64 code ids; visible positions must be in [0, K); values at masked
+                positions are ignored (conventionally ``mask_id`` = K).
+            mask: (B, L) bool, True = masked. If every entry is True the encoder is skipped.
+            context: (B, N, context_dim) conditioning tokens, or None.
+
+        Returns:
+            (B, L, K) logits (in the autocast dtype under autocast).
+        """
+        self._check_inputs(ids, mask, context)
+        if bool(mask.all()):
+            return self.forward_decoder(mask, None, context)
+        return self.forward_decoder(mask, self.forward_encoder(ids, mask), context)
+
+    def forward_encoder(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode the visible tokens only, padded to the batch's largest visible count V.
+
+        Visible positions are gathered in their original order (a stable argsort puts them first);
+        padding slots are excluded from attention by a key mask.
+
+        Args:
+            ids: (B, L) int64 ids.
+            mask: (B, L) bool, True = masked.
+
+        Returns:
+            (tokens, index, valid): tokens (B, V, decoder_dim) encoder output projected to the
+            decoder width; index (B, V) int64 source positions; valid (B, V) bool, False = padding.
+        """
+        B = ids.shape[0]
+        num_visible = (~mask).sum(1)  # (B,)
+        lo, hi = torch.stack(torch.aminmax(num_visible)).tolist()  # one host sync
+        index = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :hi]  # (B, V) visible first
+        valid = torch.arange(hi, device=ids.device) < num_visible.unsqueeze(1)  # (B, V)
+        safe_ids = ids.masked_fill(mask, 0).gather(1, index)  # (B, V) masked slots may hold the mask id
+        width = self.encoder_pos.shape[-1]
+        pos = self.encoder_pos.expand(B, -1, -1).gather(1, index.unsqueeze(-1).expand(-1, -1, width))
+        x = self.token_embed(safe_ids) + pos  # (B, V, D)
+        attn_mask = None
+        if lo != hi:
+            # A sample with no visible token may attend to its padding (finite values, discarded later);
+            # a query row with no admissible key would make softmax return NaN.
+            keys = valid | (num_visible == 0).unsqueeze(1)
+            attn_mask = keys[:, None, None, :]  # (B, 1, 1, V)
+        for block in self.encoder_blocks:
+            x = block(x, attn_mask)
+        x = self.encoder_to_decoder(self.encoder_norm(x))  # (B, V, decoder_dim)
+        return x, index, valid
+
+    def forward_decoder(
+        self,
+        mask: Tensor,
+        encoded: tuple[Tensor, Tensor, Tensor] | None,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        """Decode all L positions from the encoded visible tokens and [MASK] embeddings.
+
+        Args:
+            mask: (B, L) bool, True = masked.
+            encoded: ``forward_encoder``'s (tokens, index, valid), or None when every token is masked.
+            context: (B, N, context_dim) conditioning tokens, or None.
+
+        Returns:
+            (B, L, K) logits.
+        """
+        B, L = mask.shape
+        width = self.mask_embed.shape[-1]
+        x = self.mask_embed.expand(B, L, width)  # (B, L, Dd)
+        if encoded is not None:
+            tokens, index, valid = encoded
+            # Padding slots write the [MASK] embedding back, so they change nothing.
+            tokens = torch.where(valid.unsqueeze(-1), tokens.to(x.dtype), self.mask_embed)
+            x = x.scatter(1, index.unsqueeze(-1).expand(-1, -1, width), tokens)
+        x = x + self.decoder_pos  # (B, L, Dd)
+        num_context = 0
+        if context is not None:
+            prefix = self.context_proj(context)  # (B, N, Dd)
+            num_context = prefix.shape[1]
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (B, N + L, Dd)
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.head(self.decoder_norm(x[:, num_context:]))  # (B, L, K)
+
+    def _check_inputs(self, ids: Tensor, mask: Tensor, context: Tensor | None) -> None:
+        expected = (ids.shape[0], self.num_tokens)
+        if ids.dim() != 2 or tuple(ids.shape) != expected or mask.shape != ids.shape:
+            raise ValueError(
+                f"expected ids and mask of shape (B, {self.num_tokens}), got {tuple(ids.shape)} and "
+                f"{tuple(mask.shape)}"
+            )
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be bool (True = masked), got {mask.dtype}")
+        if bool((((ids < 0) | (ids >= self.codebook_size)) & ~mask).any()):
+            raise ValueError(f"visible token ids must lie in [0, {self.codebook_size})")
+        if context is not None:
+            if self.context_proj is None:
+                raise ValueError("this transformer was built without context_dim; it cannot take context")
+            if context.dim() != 3 or context.shape[0] != ids.shape[0]:
+                raise ValueError(f"context must be (B, N, context_dim), got {tuple(context.shape)}")

@@ -1,0 +1,160 @@
+"""The masked token transformer: shapes, encoder skip, padding, context hook, configs, a training step."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from mega.transformer import MaskedTokenTransformer, masked_cross_entropy, sample_training_mask
+
+L, K = 12, 16
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "transformer"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread on the shared CI box; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(seed: int = 0, **kwargs) -> MaskedTokenTransformer:
+    torch.manual_seed(seed)
+    kw = dict(dim=32, encoder_depth=2, decoder_depth=2, num_heads=2, mlp_ratio=2.0)
+    kw.update(kwargs)
+    return MaskedTokenTransformer(L, K, **kw).eval()
+
+
+def _ids(B: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, K, (B, L), generator=torch.Generator().manual_seed(seed))
+
+
+def test_shapes_and_from_tokenizer():
+    model = MaskedTokenTransformer.from_tokenizer(
+        SimpleNamespace(num_tokens=L, codebook_size=K), dim=32, encoder_depth=1, decoder_depth=1, num_heads=2
+    )
+    assert (model.num_tokens, model.codebook_size, model.mask_id) == (L, K, K)
+    mask = sample_training_mask(5, L, generator=torch.Generator().manual_seed(0))
+    logits = model(_ids(5), mask)
+    assert logits.shape == (5, L, K) and logits.dtype == torch.float32
+    assert bool(torch.isfinite(logits).all())
+
+
+def test_all_masked_skips_the_encoder():
+    model = _model()
+    calls = []
+    model.encoder_blocks[0].register_forward_hook(lambda *args: calls.append(1))
+    mask = torch.ones(3, L, dtype=torch.bool)
+    ids = torch.full((3, L), model.mask_id)  # masked positions may hold the mask id
+    model(ids, mask).sum().backward()
+    assert calls == []
+    assert all(p.grad is None for p in model.encoder_blocks.parameters())
+    assert model.token_embed.weight.grad is None
+    assert model.mask_embed.grad is not None
+
+
+def test_deterministic_path_equals_the_general_path():
+    """A fully masked row in a mixed batch (general encoder path) equals the encoder-skip output."""
+    model = _model()
+    ids = _ids(4)
+    mask = sample_training_mask(4, L, generator=torch.Generator().manual_seed(1))
+    mask[0] = True
+    assert not bool(mask.all())
+    general = model(ids, mask)[0]
+    skipped = model(ids[:1], torch.ones(1, L, dtype=torch.bool))[0]
+    torch.testing.assert_close(general, skipped, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_leak_between_samples():
+    """Each row's logits do not depend on the other rows' visible counts (key padding mask)."""
+    model = _model()
+    ids = _ids(6, seed=2)
+    counts = torch.tensor([1, 3, 5, 7, 11, 12])
+    mask = torch.zeros(6, L, dtype=torch.bool)
+    for b, c in enumerate(counts):
+        mask[b, torch.randperm(L, generator=torch.Generator().manual_seed(b))[:c]] = True
+    batched = model(ids, mask)
+    for b in range(6):
+        alone = model(ids[b : b + 1], mask[b : b + 1])
+        torch.testing.assert_close(batched[b : b + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_ids_are_ignored_and_visible_ids_matter():
+    model = _model()
+    ids = _ids(2, seed=3)
+    mask = torch.zeros(2, L, dtype=torch.bool)
+    mask[:, ::2] = True
+    other = ids.clone()
+    other[mask] = (other[mask] + 5) % K
+    torch.testing.assert_close(model(ids, mask), model(other, mask))
+    visible_changed = ids.clone()
+    visible_changed[:, 1] = (visible_changed[:, 1] + 1) % K
+    assert not torch.allclose(model(ids, mask), model(visible_changed, mask))
+
+
+def test_context_hook_changes_predictions():
+    model = _model(context_dim=8)
+    ids, mask = _ids(2), torch.ones(2, L, dtype=torch.bool)
+    ctx = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    a, b = model(ids, mask, context=ctx), model(ids, mask, context=ctx * 2)
+    assert a.shape == (2, L, K) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="context_dim"):
+        _model()(ids, mask, context=ctx)
+
+
+def test_bad_inputs_get_clear_errors():
+    model = _model()
+    ids, mask = _ids(2), torch.zeros(2, L, dtype=torch.bool)
+    with pytest.raises(ValueError, match="visible token ids"):
+        model(ids.masked_fill(~mask, K), mask)
+    with pytest.raises(ValueError, match="shape"):
+        model(ids[:, :-1], mask[:, :-1])
+    with pytest.raises(TypeError, match="bool"):
+        model(ids, mask.long())
+
+
+def test_bf16_autocast_forward_and_backward():
+    model = _model().train()
+    ids = _ids(4)
+    mask = sample_training_mask(4, L, generator=torch.Generator().manual_seed(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids, mask)
+        loss = masked_cross_entropy(logits, ids, mask)
+    assert logits.dtype == torch.bfloat16
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    torch.testing.assert_close(logits.float(), model(ids, mask).detach(), atol=0.1, rtol=0.1)
+
+
+def test_training_steps_lower_the_loss():
+    """Each row repeats one code, so any visible token tells the masked ones."""
+    model = _model().train()
+    ids = torch.arange(16).unsqueeze(1).expand(16, L).clone()  # (16, L)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        mask = sample_training_mask(16, L, generator=g)
+        loss = masked_cross_entropy(model(ids, mask), ids, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_mirrors_the_constructor(path):
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    params = list(inspect.signature(MaskedTokenTransformer.__init__).parameters)[3:]  # after L, K
+    assert list(cfg) == params
+    with torch.device("meta"):  # no memory for the paper size
+        model = MaskedTokenTransformer(54, 512, **cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
