@@ -64,7 +64,7 @@ def test_each_beta_changes_the_mesh(free_body):
     betas = torch.eye(10) * 2.0
     v = free_body(go, bp, betas).vertices
     delta = (v - free_body.v_template).norm(dim=-1).amax(dim=-1)
-    assert (delta > 0.005).all(), delta
+    assert (delta > 0.001).all(), delta  # >= 1 mm somewhere at 2 sigma
 
 
 def test_mesh_is_closed(free_body):

@@ -35,10 +35,11 @@ def test_smpl_equals_direct_smplx_call(synthetic_smpl_dir, ext):
     assert body.faces.shape == (13776, 3) and body.parents[0] == -1 and len(body.joint_names) == 24
 
 
-def test_rotation_matrix_pose_equals_axis_angle(smpl_body):
+@pytest.mark.parametrize("batch", [3, 5])  # 3 axis-angles are (3, 3) like one matrix
+def test_rotation_matrix_pose_equals_axis_angle(smpl_body, batch):
     from mega.body.rotations import axis_angle_to_matrix
 
-    go, bp, betas, _ = _inputs(seed=1)
+    go, bp, betas, _ = _inputs(b=batch, seed=1)
     a = smpl_body(go, bp, betas)
     b = smpl_body(axis_angle_to_matrix(go), axis_angle_to_matrix(bp), betas)
     torch.testing.assert_close(a.vertices, b.vertices)

@@ -121,8 +121,9 @@ class BodyModel(nn.Module):
             BodyOutput with vertices (B, V, 3), joints (B, 24, 3), rot_mats (B, 24, 3, 3).
         """
         batch = global_orient.shape[0]
-        go = global_orient if global_orient.shape[-2:] == (3, 3) else axis_angle_to_matrix(global_orient.reshape(batch, 3))
-        if body_pose.shape[-2:] == (3, 3):
+        # Decide by rank, not by trailing shape: a batch of 3 axis-angles is also (3, 3).
+        go = global_orient if global_orient.dim() == 3 else axis_angle_to_matrix(global_orient.reshape(batch, 3))
+        if body_pose.dim() == 4:
             bp = body_pose.reshape(batch, 23, 3, 3)
         else:
             bp = axis_angle_to_matrix(body_pose.reshape(batch, 23, 3))

@@ -1,0 +1,303 @@
+"""Run a predictor over a benchmark and score every sample under a named protocol.
+
+No shuffling, no dropped last batch, and every number is a mean over samples of per-sample errors
+(never a mean of batch means), so results do not depend on the batch size. Outputs:
+
+- ``per_sample.csv``: one row per sample (index, image, sequence, frame, person, gender, protocol,
+  every metric in mm / cm);
+- ``summary.json``: dataset, protocol (with its description), predictor, counts, and the metrics, with
+  best-of-Q numbers kept apart from single-hypothesis ones;
+- a printed table (:func:`format_table`).
+
+Single-hypothesis numbers (``metrics``) come from the one prediction per image, or, with Q samples,
+from the deterministic prediction if the predictor gives one, else from the mean-of-Q mesh (the
+summary says which). With Q > 1 the summary adds ``best_of_q`` (per-metric minimum over samples),
+``mean_of_q`` (the mean mesh's errors) and ``diversity``: APD of the root-aligned protocol joints (cm),
+the per-vertex standard deviation averaged over vertices (mm) and, with a deterministic prediction,
+the distance of the mean-of-Q mesh to it (mm), as in MEGA's supplementary Table 4.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mega.body.rotations import axis_angle_to_matrix
+from mega.metrics.errors import apd, best_of_q, mean_of_q, per_vertex_std, pve
+from mega.metrics.predictors import Predictor, PredictorOutput
+from mega.metrics.protocols import METRIC_NAMES, BodyFactory, Protocol
+
+log = logging.getLogger(__name__)
+
+MM, CM = 1000.0, 100.0
+META_COLUMNS = ("index", "image", "sequence", "frame", "person", "gender")
+
+
+@dataclass
+class EvaluationResult:
+    """Per-sample values (mm; APD in cm) and the summary written to JSON."""
+
+    per_sample: dict[str, Tensor]
+    meta: dict[str, list[Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _pose(bodies: BodyFactory, genders: list[str], params: dict[str, Tensor], device: torch.device) -> Tensor:
+    """Vertices (B, V, 3) of per-sample parameters, each posed with its gender's body."""
+    out: Tensor | None = None
+    for gender in sorted(set(genders)):
+        idx = torch.tensor([i for i, g in enumerate(genders) if g == gender], device=device)
+        body = bodies(gender).to(device)
+        sel = {k: None if v is None else v.to(device)[idx].float() for k, v in params.items()}
+        verts = body(  # root as matrices: a (3, 3) axis-angle batch would read as one matrix
+            global_orient=axis_angle_to_matrix(sel["global_orient"].reshape(len(idx), 3)),
+            body_pose=sel["body_pose"].reshape(len(idx), 23, -1),
+            betas=sel["betas"],
+            transl=sel["transl"],
+        ).vertices
+        if out is None:
+            out = verts.new_zeros(len(genders), *verts.shape[1:])
+        out[idx] = verts
+    assert out is not None
+    return out
+
+
+class Evaluator:
+    """Scores predictors on a benchmark dataset under one protocol.
+
+    Args:
+        protocol: the named protocol (joints, root, ground-truth body).
+        bodies: ``gender -> body model``; poses ground truth (gendered or neutral, as the protocol
+            says) and parameter predictions (neutral unless the prediction names a gender).
+        batch_size: samples per forward pass (results do not depend on it).
+        num_workers: DataLoader workers.
+        device: where bodies and metrics run.
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        bodies: BodyFactory,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.protocol = protocol
+        self.bodies = bodies
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = torch.device(device)
+        self.progress = progress
+        self.regressor = protocol.regressor_for(bodies("neutral")).to(self.device)
+
+    def _prediction_vertices(self, out: PredictorOutput, batch_size: int) -> Tensor:
+        """(B, Q, V, 3) predicted meshes (Q = 1 for a single prediction)."""
+        q = out.num_hypotheses()
+        if out.vertices is not None:
+            verts = out.vertices.to(self.device).float()
+            return verts if q is not None else verts[:, None]
+        reps = q or 1
+        params = {
+            "global_orient": out.global_orient,
+            "body_pose": out.body_pose,
+            "betas": out.betas,
+            "transl": out.transl,
+        }
+        flat = {}
+        for key, value in params.items():
+            if value is None:
+                flat[key] = torch.zeros(batch_size * reps, 10) if key == "betas" else None
+            else:
+                flat[key] = value.reshape(batch_size * reps, *value.shape[(2 if q is not None else 1) :])
+        gender = (
+            out.gender if out.gender is not None and self.protocol.gendered_gt else ["neutral"] * batch_size
+        )
+        verts = _pose(self.bodies, [g for g in gender for _ in range(reps)], flat, self.device)
+        return verts.view(batch_size, reps, *verts.shape[1:])
+
+    @torch.no_grad()
+    def _score_batch(self, batch: dict[str, Any], predictor: Predictor) -> dict[str, Tensor]:
+        b = len(batch["index"])
+        genders = [self.protocol.gt_gender(g) for g in batch["gender"]]
+        gt_params = {k: batch[k] for k in ("global_orient", "body_pose", "betas", "transl")}
+        gt = _pose(self.bodies, genders, gt_params, self.device)  # (B, V, 3)
+        out = predictor(batch)
+        pred = self._prediction_vertices(out, b)  # (B, Q, V, 3)
+        if not torch.isfinite(pred).all():
+            bad = sorted(
+                {
+                    batch["image"][i]
+                    for i in torch.nonzero(~torch.isfinite(pred).flatten(1).all(1)).flatten().tolist()
+                }
+            )
+            raise ValueError(f"predictor returned NaN/inf for {len(bad)} samples, e.g. {bad[:3]}")
+        q = pred.shape[1]
+        errs = self.protocol.errors(pred.flatten(0, 1), gt.repeat_interleave(q, dim=0), self.regressor)
+        errs = {k: v.view(b, q) * MM for k, v in errs.items()}  # (B, Q) each
+        if q == 1 and out.deterministic_vertices is None:
+            return {k: v[:, 0] for k, v in errs.items()}
+        return self._multi_hypothesis_row(pred, gt, errs, out.deterministic_vertices)
+
+    def _multi_hypothesis_row(
+        self, pred: Tensor, gt: Tensor, errs: dict[str, Tensor], det: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Per-sample numbers for Q hypotheses (B, Q, V, 3) and an optional deterministic mesh (B, V, 3)."""
+        b, q = pred.shape[:2]
+        mean_mesh = mean_of_q(pred)
+        mean_errs = self.protocol.errors(mean_mesh, gt, self.regressor)
+        if det is not None:
+            det = det.to(self.device).float()
+        single = mean_errs if det is None else self.protocol.errors(det, gt, self.regressor)
+        best = best_of_q(errs)
+        row: dict[str, Tensor] = {}
+        for name in METRIC_NAMES:
+            row[name] = single[name] * MM
+            row[f"best_of_q_{name}"] = best[name]
+            row[f"mean_of_q_{name}"] = mean_errs[name] * MM
+        joints, verts = self.protocol.align(pred.flatten(0, 1), self.regressor)
+        row["apd_cm"] = apd(joints.view(b, q, *joints.shape[1:])) * CM
+        row["vertex_std_mm"] = per_vertex_std(verts.view(b, q, *verts.shape[1:])).mean(dim=1) * MM
+        if det is not None:
+            _, det_aligned = self.protocol.align(det, self.regressor)
+            _, mean_aligned = self.protocol.align(mean_mesh, self.regressor)
+            row["dist_to_det_mm"] = pve(mean_aligned, det_aligned) * MM
+        return row
+
+    def run(
+        self, dataset: Dataset, predictor: Predictor, predictor_name: str = "predictor"
+    ) -> EvaluationResult:
+        """Score ``predictor`` on every sample of ``dataset``.
+
+        Args:
+            dataset: a :class:`mega.data.benchmark.BenchmarkDataset` (or anything yielding its items).
+            predictor: ``batch -> PredictorOutput``.
+            predictor_name: label for the summary.
+        Returns:
+            per-sample values and the summary.
+        """
+        if len(dataset) == 0:
+            raise ValueError("the benchmark dataset is empty; check benchmark.split / benchmark.subset")
+        loader = DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers
+        )
+        values: dict[str, list[Tensor]] = {}
+        meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
+        with tqdm(
+            total=len(dataset), desc=f"eval {self.protocol.name}", disable=not self.progress, unit="img"
+        ) as bar:
+            for batch in loader:
+                row = self._score_batch(batch, predictor)
+                for key, value in row.items():
+                    values.setdefault(key, []).append(value.detach().double().cpu())
+                for c in META_COLUMNS:
+                    col = batch[c]
+                    meta[c].extend(col.tolist() if isinstance(col, Tensor) else list(col))
+                bar.update(len(batch["index"]))
+        per_sample = {k: torch.cat(v) for k, v in values.items()}
+        n = len(meta["index"])
+        if n != len(dataset) or any(len(v) != n for v in per_sample.values()):
+            raise RuntimeError(f"evaluated {n} samples but the dataset has {len(dataset)}")
+        result = EvaluationResult(per_sample, meta)
+        result.summary = self._summary(dataset, per_sample, n, predictor_name)
+        return result
+
+    def _summary(
+        self, dataset: Dataset, per_sample: dict[str, Tensor], n: int, predictor: str
+    ) -> dict[str, Any]:
+        index = getattr(dataset, "index", None)
+        multi = "best_of_q_mpjpe" in per_sample
+        source = (
+            ("deterministic" if "dist_to_det_mm" in per_sample else "mean_of_q") if multi else "prediction"
+        )
+        mean = {k: float(v.mean()) if n else float("nan") for k, v in per_sample.items()}
+        summary: dict[str, Any] = {
+            "dataset": getattr(index, "dataset", type(dataset).__name__),
+            "split": getattr(index, "split", None),
+            "subset": getattr(index, "subset", None),
+            "protocol": self.protocol.name,
+            "protocol_info": self.protocol.describe(),
+            "predictor": predictor,
+            "num_samples": n,
+            "num_sequences": len(set(getattr(index, "arrays", {}).get("sequence", [])))
+            if index is not None
+            else None,
+            "units": {"errors": "mm", "apd": "cm"},
+            "single_hypothesis_source": source,
+            "metrics": {k: mean[k] for k in METRIC_NAMES},
+        }
+        if multi:
+            summary["best_of_q"] = {k: mean[f"best_of_q_{k}"] for k in METRIC_NAMES}
+            summary["mean_of_q"] = {k: mean[f"mean_of_q_{k}"] for k in METRIC_NAMES}
+            summary["diversity"] = {
+                k: mean[k] for k in ("apd_cm", "vertex_std_mm", "dist_to_det_mm") if k in mean
+            }
+        return summary
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``per_sample.csv`` and ``summary.json`` into ``out_dir`` atomically.
+
+    Returns:
+        the CSV and JSON paths.
+    """
+    out_dir = Path(out_dir)
+    metrics = list(result.per_sample)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*META_COLUMNS, "protocol", *metrics])
+    protocol = result.summary.get("protocol", "")
+    for i in range(len(result.meta["index"])):
+        values = [f"{float(result.per_sample[m][i]):.4f}" for m in metrics]
+        writer.writerow([*(result.meta[c][i] for c in META_COLUMNS), protocol, *values])
+    csv_path, json_path = out_dir / "per_sample.csv", out_dir / "summary.json"
+    _atomic_write_text(csv_path, buf.getvalue())
+    _atomic_write_text(json_path, json.dumps(result.summary, indent=2) + "\n")
+    return csv_path, json_path
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of the summary, headed by dataset, protocol and predictor."""
+    title = (
+        f"{summary['dataset']} ({summary.get('split')}, {summary.get('subset')}) | protocol {summary['protocol']} | "
+        f"predictor {summary['predictor']} | {summary['num_samples']} samples"
+    )
+    lines = [title, "-" * len(title)]
+    sections = [("", summary["metrics"]), ("best-of-Q ", summary.get("best_of_q", {})),
+                ("mean-of-Q ", summary.get("mean_of_q", {}))]  # fmt: skip
+    for prefix, metrics in sections:
+        for name, value in metrics.items():
+            lines.append(f"{prefix + name.upper().replace('_', '-'):<22}{value:>10.2f} mm")
+    for name, value in summary.get("diversity", {}).items():
+        label, unit = name.rsplit("_", 1)
+        lines.append(f"{label.upper().replace('_', '-'):<22}{value:>10.2f} {unit}")
+    if "best_of_q" in summary:
+        lines.append(f"(single-hypothesis numbers from: {summary['single_hypothesis_source']})")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Read a benchmark's original files once into the compact index that evaluation loads.
+
+    python scripts/prepare_data.py dataset=3dpw root=/path/to/3DPW
+    python scripts/prepare_data.py dataset=3dpw dataset.subset=occ      # 3DPW-OCC
+    python scripts/prepare_data.py dataset=emdb dataset.root=/path/to/EMDB
+
+The ground-truth body (``body_model=smpl``, your SMPL files; see data/README.md) supplies the rest
+pelvis that moves world-frame ground truth into the camera frame. The index goes to
+``dataset.index`` (``data/prepared/<name>_<split>_<subset>.npz``), written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import mega  # noqa: F401  (torchvision shim before anything else)
+from mega.data.benchmark import build_index
+
+log = logging.getLogger("prepare_data")
+
+
+@hydra.main(config_path="../configs", config_name="prepare_data", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
+    kwargs.pop("index")
+    if cfg.root:  # `root=...` is a shortcut for `dataset.root=...`
+        kwargs["root"] = cfg.root
+    index = build_index(**kwargs, body_model=cfg.body_model.name, body_model_path=cfg.body_model.path)
+    path = index.save(cfg.output)
+    n_seq = len(set(index.arrays["sequence"].tolist()))
+    print(
+        f"{index.dataset} ({index.split}, {index.subset}): {len(index)} samples from {n_seq} sequences -> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()
