@@ -1,7 +1,7 @@
 """Pose the body model in a few named poses and random shapes, export .obj meshes and one .npz.
 
-    python scripts/quickstart.py                       # the free default body
-    python scripts/quickstart.py body_model=smpl       # your SMPL files (data/README.md)
+python scripts/quickstart.py                       # the free default body
+python scripts/quickstart.py body_model=smpl       # your SMPL files (data/README.md)
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def main(cfg: DictConfig) -> None:
     np.savez(tmp, names=np.array(names), vertices=out.vertices.numpy(), joints=out.joints.numpy(),
              body_pose=body_pose.numpy(), betas=betas.numpy(), faces=faces)  # fmt: skip
     os.replace(tmp, out_dir / "meshes.npz")
-    log.info("%s body (%d vertices): wrote %d meshes to %s", body.name, body.num_vertices, len(names), out_dir)
+    log.info(
+        "%s body (%d vertices): wrote %d meshes to %s", body.name, body.num_vertices, len(names), out_dir
+    )
 
 
 if __name__ == "__main__":

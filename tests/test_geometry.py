@@ -24,10 +24,14 @@ def test_axis_angle_known_values(dtype):
     m = R.axis_angle_to_matrix(quarter_z)
     assert m.dtype == dtype
     # +90 deg about z sends x to y.
-    torch.testing.assert_close(m @ torch.tensor([1.0, 0, 0], dtype=dtype), torch.tensor([0.0, 1, 0], dtype=dtype))
+    torch.testing.assert_close(
+        m @ torch.tensor([1.0, 0, 0], dtype=dtype), torch.tensor([0.0, 1, 0], dtype=dtype)
+    )
     torch.testing.assert_close(R.axis_angle_to_matrix(torch.zeros(3, dtype=dtype)), torch.eye(3, dtype=dtype))
     half_x = R.axis_angle_to_matrix(torch.tensor([math.pi, 0, 0], dtype=dtype))
-    torch.testing.assert_close(half_x, torch.diag(torch.tensor([1.0, -1, -1], dtype=dtype)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        half_x, torch.diag(torch.tensor([1.0, -1, -1], dtype=dtype)), atol=1e-6, rtol=0
+    )
 
 
 def test_matrix_axis_angle_round_trip_all_angles():
@@ -81,7 +85,14 @@ def test_projection_known_values():
 def _crop_setup(dtype=torch.float64):
     g = torch.Generator().manual_seed(3)
     b = 6
-    cam = torch.stack([torch.rand(b, generator=g) * 0.5 + 0.7, torch.randn(b, generator=g) * 0.1, torch.randn(b, generator=g) * 0.1], -1)
+    cam = torch.stack(
+        [
+            torch.rand(b, generator=g) * 0.5 + 0.7,
+            torch.randn(b, generator=g) * 0.1,
+            torch.randn(b, generator=g) * 0.1,
+        ],
+        -1,
+    )
     center = torch.rand(b, 2, generator=g) * 400 + 100
     size = torch.rand(b, generator=g) * 200 + 100
     focal = torch.rand(b, generator=g) * 500 + 800
@@ -102,7 +113,13 @@ def test_weak_perspective_matches_perspective_for_planar_points():
     cam, center, size, focal, img = _crop_setup()
     t = camera.weak_perspective_to_translation(cam, center, size, focal, img)
     g = torch.Generator().manual_seed(4)
-    pts = torch.cat([torch.randn(6, 20, 2, generator=g, dtype=torch.float64) * 0.5, torch.zeros(6, 20, 1, dtype=torch.float64)], -1)
+    pts = torch.cat(
+        [
+            torch.randn(6, 20, 2, generator=g, dtype=torch.float64) * 0.5,
+            torch.zeros(6, 20, 1, dtype=torch.float64),
+        ],
+        -1,
+    )
     uv = camera.project_points(pts + t[:, None], camera.intrinsics(focal, img / 2))
     crop_norm = (uv - center[:, None]) / (size[:, None, None] / 2)
     expected = cam[:, None, :1] * (pts[..., :2] + cam[:, None, 1:])
@@ -113,12 +130,22 @@ def test_crop_affine_maps_box_to_crop_and_inverts():
     center = torch.tensor([[300.0, 200.0], [50.0, 400.0]], dtype=torch.float64)
     size = torch.tensor([100.0, 256.0], dtype=torch.float64)
     a = camera.crop_affine(center, size, (256, 192))
-    corners = torch.stack([center + torch.stack([-size * 0.375, -size / 2], -1), center + torch.stack([size * 0.375, size / 2], -1)], 1)
+    corners = torch.stack(
+        [
+            center + torch.stack([-size * 0.375, -size / 2], -1),
+            center + torch.stack([size * 0.375, size / 2], -1),
+        ],
+        1,
+    )
     mapped = camera.apply_affine(a, torch.cat([center[:, None], corners], 1))
     expected = torch.tensor([[96.0, 128.0], [0.0, 0.0], [192.0, 256.0]], dtype=torch.float64).expand(2, 3, 2)
     torch.testing.assert_close(mapped, expected)
-    rot = camera.crop_affine(center, size, (256, 192), rotation_deg=torch.tensor([30.0, -75.0], dtype=torch.float64))
+    rot = camera.crop_affine(
+        center, size, (256, 192), rotation_deg=torch.tensor([30.0, -75.0], dtype=torch.float64)
+    )
     pts = torch.rand(2, 10, 2, dtype=torch.float64) * 500
-    torch.testing.assert_close(camera.apply_affine(camera.invert_affine(rot), camera.apply_affine(rot, pts)), pts)
+    torch.testing.assert_close(
+        camera.apply_affine(camera.invert_affine(rot), camera.apply_affine(rot, pts)), pts
+    )
     # The rotation keeps the box centre fixed at the crop centre.
     torch.testing.assert_close(camera.apply_affine(rot, center[:, None])[:, 0], expected[:, 0])

@@ -73,10 +73,14 @@ def translation_to_weak_perspective(
     s = 2 * focal / (bbox_size * transl[:, 2])
     sb = s * bbox_size
     offset = bbox_center - img_size / 2
-    return torch.stack([s, transl[:, 0] - 2 * offset[:, 0] / sb, transl[:, 1] - 2 * offset[:, 1] / sb], dim=-1)
+    return torch.stack(
+        [s, transl[:, 0] - 2 * offset[:, 0] / sb, transl[:, 1] - 2 * offset[:, 1] / sb], dim=-1
+    )
 
 
-def crop_affine(bbox_center: Tensor, bbox_size: Tensor, out_hw: tuple[int, int], rotation_deg: Tensor | None = None) -> Tensor:
+def crop_affine(
+    bbox_center: Tensor, bbox_size: Tensor, out_hw: tuple[int, int], rotation_deg: Tensor | None = None
+) -> Tensor:
     """Affine that maps image pixels into a crop of the box.
 
     The box has the crop's aspect ratio: height ``bbox_size``, width ``bbox_size * W / H``. The crop

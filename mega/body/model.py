@@ -48,9 +48,13 @@ class BodyModel(nn.Module):
         self.name = name
         arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
         if arrays["shapedirs"].shape[-1] < num_betas:
-            raise ValueError(f"{name}: shapedirs has {arrays['shapedirs'].shape[-1]} < {num_betas} components")
+            raise ValueError(
+                f"{name}: shapedirs has {arrays['shapedirs'].shape[-1]} < {num_betas} components"
+            )
         if arrays["kintree_table"].shape[-1] != 24 or arrays["J_regressor"].shape[0] != 24:
-            raise ValueError(f"{name}: expected SMPL's 24 joints, got kintree {arrays['kintree_table'].shape}")
+            raise ValueError(
+                f"{name}: expected SMPL's 24 joints, got kintree {arrays['kintree_table'].shape}"
+            )
         with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a warning for 10 betas
             self.smpl = smplx.SMPL(
                 model_path="",
@@ -76,7 +80,9 @@ class BodyModel(nn.Module):
         for key, value in arrays.items():
             if key.endswith("_regressor") and key != "J_regressor":
                 kind = key[: -len("_regressor")]
-                self.register_buffer(f"_kp_{kind}", torch.as_tensor(value, dtype=torch.float32), persistent=False)
+                self.register_buffer(
+                    f"_kp_{kind}", torch.as_tensor(value, dtype=torch.float32), persistent=False
+                )
                 names = data.get(f"{kind}_names")
                 self._keypoint_names[kind] = [str(n) for n in names] if names is not None else []
 
@@ -122,7 +128,11 @@ class BodyModel(nn.Module):
         """
         batch = global_orient.shape[0]
         # Decide by rank, not by trailing shape: a batch of 3 axis-angles is also (3, 3).
-        go = global_orient if global_orient.dim() == 3 else axis_angle_to_matrix(global_orient.reshape(batch, 3))
+        go = (
+            global_orient
+            if global_orient.dim() == 3
+            else axis_angle_to_matrix(global_orient.reshape(batch, 3))
+        )
         if body_pose.dim() == 4:
             bp = body_pose.reshape(batch, 23, 3, 3)
         else:

@@ -29,7 +29,11 @@ SMPL_DOWNLOAD_HELP = (
 )
 
 _OFFICIAL_NAMES = {
-    "neutral": ("SMPL_NEUTRAL", "basicmodel_neutral_lbs_10_207_0_v1.1.0", "basicModel_neutral_lbs_10_207_0_v1.0.0"),
+    "neutral": (
+        "SMPL_NEUTRAL",
+        "basicmodel_neutral_lbs_10_207_0_v1.1.0",
+        "basicModel_neutral_lbs_10_207_0_v1.0.0",
+    ),
     "male": ("SMPL_MALE", "basicmodel_m_lbs_10_207_0_v1.1.0", "basicModel_m_lbs_10_207_0_v1.0.0"),
     "female": ("SMPL_FEMALE", "basicmodel_f_lbs_10_207_0_v1.1.0", "basicModel_f_lbs_10_207_0_v1.0.0"),
 }

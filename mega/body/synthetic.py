@@ -101,7 +101,9 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def write_synthetic_smpl(folder: str | Path, seed: int = 0, genders=("neutral", "male", "female")) -> dict[str, Path]:
+def write_synthetic_smpl(
+    folder: str | Path, seed: int = 0, genders=("neutral", "male", "female")
+) -> dict[str, Path]:
     """Write ``SMPL_{NEUTRAL,MALE,FEMALE}.pkl`` (chumpy-style) and ``.npz`` into ``folder``.
 
     Args:
