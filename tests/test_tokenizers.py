@@ -56,6 +56,7 @@ def test_mesh_tokenizer_shapes_on_both_topologies(body):
     batch = _poses(4)
     x = _meshes(body, batch)
     assert x.shape == (4, body.num_vertices, 3)
+    torch.testing.assert_close(tok.inputs(batch, body), x)
     torch.testing.assert_close(x.mean(1), torch.zeros(4, 3), atol=1e-5, rtol=0)  # centred
     x_hat, ids, aux = tok.train()(x)
     assert x_hat.shape == x.shape and ids.shape == (4, tok.num_tokens) and ids.dtype == torch.int64
@@ -79,8 +80,9 @@ def test_pose_tokenizer_shapes_and_loss_on_both_bodies(body):
     assert torch.isfinite(loss) and {"pose", "vertices", "joints", "commit", "mve_mm", "usage"} <= set(logs)
     assert all(p.grad is not None for p in tok.encoder.parameters())
     tok.eval()
-    ids = tok.encode(matrix_to_rot6d(body_pose_matrices(batch)))
+    ids = tok.encode(tok.inputs(batch, body))
     assert ids.shape == (4, 8)
+    torch.testing.assert_close(tok.inputs(batch, body), matrix_to_rot6d(body_pose_matrices(batch)))
     assert tok.decode(ids).shape == (4, 23, 6)
     rot = tok.decode(ids, as_matrix=True)
     assert rot.shape == (4, 23, 3, 3)

@@ -137,6 +137,10 @@ class Tokenizer(nn.Module):
         }
         return self.decode_latent(q.z_q), q.ids, aux
 
+    def inputs(self, batch: dict[str, Tensor], body: nn.Module) -> Tensor:
+        """What :meth:`encode` takes, from a batch of body parameters (canonical meshes or 6D poses)."""
+        raise NotImplementedError
+
     def loss(self, batch: dict[str, Tensor], body: nn.Module) -> tuple[Tensor, dict[str, float]]:
         """Training loss of a batch of body poses (see the module docstring for the batch format)."""
         raise NotImplementedError

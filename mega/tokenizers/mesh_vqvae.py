@@ -161,6 +161,10 @@ class MeshVQVAE(Tokenizer):
         with torch.no_grad():
             return canonical_mesh(body, rotmats, betas)
 
+    def inputs(self, batch: dict[str, Tensor], body: nn.Module) -> Tensor:
+        """Canonical meshes (B, V, 3) of a batch of body parameters (what :meth:`encode` takes)."""
+        return self.targets(batch, body)[0]
+
     def loss(self, batch: dict[str, Tensor], body: nn.Module) -> tuple[Tensor, dict[str, float]]:
         """L1 vertex reconstruction + weighted commitment.
 

@@ -2,10 +2,11 @@
 
 GenHMR's supplementary: ResBlocks and 1D convolutions in encoder and decoder, one quantisation
 layer, 96 tokens over a 2048 x 256 codebook; losses L1 on pose, mesh vertices and joints (weights
-1.0, 0.5, 0.3) and an embedding term 0.02, EMA codebook with resets. The paper does not say how 23
-joints become 96 positions; here a learned linear map along the sequence axis (23 -> L in the
-encoder, L -> 23 in the decoder) sits between two stacks of 1D residual conv blocks. The 0.02
-weight is applied to the commitment term: with an EMA codebook the embedding term has no gradient.
+1.0, 0.5, 0.3), an embedding term (0.02) and a commitment term; EMA codebook with resets. The paper
+does not say how 23 joints become 96 positions; here a learned linear map along the sequence axis
+(23 -> L in the encoder, L -> 23 in the decoder) sits between two stacks of 1D residual conv blocks.
+With an EMA codebook the embedding term ||sg[z] - c|| has no gradient (the EMA replaces it); as in
+the T2M-GPT quantiser that TokenHMR reuses, the 0.02 weight goes to the commitment ||z - sg[c]||.
 """
 
 from __future__ import annotations
@@ -32,35 +33,30 @@ IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # first two columns of the identit
 class ResBlock1d(nn.Module):
     """x + conv1(relu(conv3(relu(x)))) over the sequence axis; (B, C, T) -> (B, C, T)."""
 
-    def __init__(self, channels: int, dilation: int = 1, norm: bool = False) -> None:
+    def __init__(self, channels: int, dilation: int = 1) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(1, channels) if norm else nn.Identity()
         self.conv1 = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.conv2 = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T) -> (B, C, T)."""
-        return x + self.conv2(F.relu(self.conv1(F.relu(self.norm(x)))))
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
 class Resample(nn.Module):
     """Learned linear map along the sequence axis: (B, C, T_in) -> (B, C, T_out)."""
 
-    def __init__(self, length_in: int, length_out: int, channels: int = 0, dense: bool = False) -> None:
+    def __init__(self, length_in: int, length_out: int) -> None:
         super().__init__()
-        self.dense = dense
-        self.t_out = length_out
-        self.proj = nn.Linear(length_in * channels, length_out * channels) if dense else nn.Linear(length_in, length_out)
+        self.proj = nn.Linear(length_in, length_out)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T_in) -> (B, C, T_out)."""
-        if self.dense:
-            return self.proj(x.flatten(1)).reshape(x.shape[0], x.shape[1], self.t_out)
         return self.proj(x)
 
 
-def _conv_stack(channels: int, num_blocks: int, norm: bool = False) -> list[nn.Module]:
-    return [ResBlock1d(channels, dilation=3 ** (i % 2), norm=norm) for i in range(num_blocks)]
+def _conv_stack(channels: int, num_blocks: int) -> list[nn.Module]:
+    return [ResBlock1d(channels, dilation=3 ** (i % 2)) for i in range(num_blocks)]
 
 
 class PoseVQVAE(Tokenizer):
@@ -75,7 +71,7 @@ class PoseVQVAE(Tokenizer):
         pose_weight: weight of the L1 loss on rotation matrices (GenHMR lambda_theta = 1.0).
         vertex_weight: weight of the L1 loss on canonical vertices (lambda_V = 0.5).
         joint_weight: weight of the L1 loss on canonical joints (lambda_J = 0.3).
-        commitment_weight: weight of the commitment loss (lambda_E = 0.02).
+        commitment_weight: weight of the commitment loss (GenHMR's lambda_E = 0.02, see above).
         decay: EMA decay of the codebook.
         dead_after: training steps after which an unused code is reset (0: never).
         usage_window: window, in steps, of the reported codebook usage.
@@ -99,8 +95,6 @@ class PoseVQVAE(Tokenizer):
         dead_after: int = 200,
         usage_window: int = 200,
         seed: int = 0,
-        norm: bool = False,
-        dense: bool = False,
     ) -> None:
         quantizer = VectorQuantizer(
             codebook_size, code_dim, decay=decay, dead_after=dead_after, usage_window=usage_window, seed=seed
@@ -111,17 +105,17 @@ class PoseVQVAE(Tokenizer):
         J = NUM_BODY_JOINTS
         self.encoder = nn.Sequential(
             nn.Conv1d(6, width, 3, padding=1),
-            *_conv_stack(width, num_blocks, norm),
-            Resample(J, num_tokens, width, dense),
-            *_conv_stack(width, num_blocks, norm),
+            *_conv_stack(width, num_blocks),
+            Resample(J, num_tokens),
+            *_conv_stack(width, num_blocks),
             nn.ReLU(),
             nn.Conv1d(width, code_dim, 1),
         )
         self.decoder = nn.Sequential(
             nn.Conv1d(code_dim, width, 3, padding=1),
-            *_conv_stack(width, num_blocks, norm),
-            Resample(num_tokens, J, width, dense),
-            *_conv_stack(width, num_blocks, norm),
+            *_conv_stack(width, num_blocks),
+            Resample(num_tokens, J),
+            *_conv_stack(width, num_blocks),
             nn.ReLU(),
             nn.Conv1d(width, 6, 3, padding=1),
         )
@@ -146,6 +140,10 @@ class PoseVQVAE(Tokenizer):
         """Body pose from probabilities (B, L, K): (B, 23, 6), or (B, 23, 3, 3) if ``as_matrix``."""
         pose = super().decode_soft(probs)
         return rot6d_to_matrix(pose) if as_matrix else pose
+
+    def inputs(self, batch: dict[str, Tensor], body: nn.Module | None = None) -> Tensor:
+        """6D body poses (B, 23, 6) of a batch (what :meth:`encode` takes); ``body`` is not needed."""
+        return matrix_to_rot6d(body_pose_matrices(batch))
 
     def _pose_and_body(self, batch: dict[str, Tensor], body: nn.Module) -> tuple[Tensor, Tensor, BodyOutput]:
         rotmats = body_pose_matrices(batch)

@@ -1,0 +1,251 @@
+"""Self-supervised pre-training of the masked token transformer on motion data (MEGA section 3.3, supp. B).
+
+    python scripts/pretrain.py                                    # embedded default: CPU preset, synthetic motion
+    python scripts/pretrain.py tokenizer.checkpoint=PATH transformer=small engine.max_steps=5000 threads=1
+    torchrun --nproc_per_node=4 scripts/pretrain.py experiment=pretrain_paper data=amass tokenizer.checkpoint=PATH
+
+The frozen tokenizer turns every frame of the motion set into ids once (``mega.transformer.token_cache``);
+training predicts randomly masked ids (per-sample cosine ratio) from the visible ones with cross-entropy on
+masked positions only. Held-out masked-token accuracy and NLL are measured at fixed mask ratios, next to
+two baselines computed from the training ids: the single most frequent code, and the most frequent code
+of each position (and that position-wise unigram's NLL). The run directory gets ``pretrained.pt`` (weights,
+transformer kwargs, tokenizer path + hash, config: all ``scripts/generate.py`` needs) and ``metrics.json``.
+
+Tokenizer checkpoint rule (``tokenizer.checkpoint=null``): ``data/checkpoints/tokenizer_mesh.pt`` if it
+exists, else the newest ``outputs/train_tokenizer/*/tokenizer.pt``; otherwise the error says how to make one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import torch
+import torch.distributed as tdist
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+import mega  # noqa: F401  (torchvision shim first)
+from mega.body import load_body_model
+from mega.data.motion import build_motion_dataset
+from mega.engine import (
+    DistInfo,
+    EngineConfig,
+    RngStreams,
+    build_logger,
+    cleanup_dist,
+    register_resolvers,
+    save_checkpoint,
+    seed_everything,
+    setup_dist,
+    stream_seed,
+    train,
+)
+from mega.tokenizers import load_tokenizer, tokenizer_hash
+from mega.transformer import (
+    MaskedTokenTransformer,
+    counts_for_ratio,
+    masked_cross_entropy,
+    masked_token_stats,
+    random_mask,
+    sample_training_mask,
+)
+from mega.transformer.token_cache import TokenDataset, load_or_build_token_ids
+
+log = logging.getLogger("pretrain")
+
+DEFAULT_TOKENIZER = Path("data/checkpoints/tokenizer_mesh.pt")
+TOKENIZER_RUNS = "outputs/train_tokenizer/*/tokenizer.pt"
+MAKE_TOKENIZER = "python scripts/train_tokenizer.py"  # its default: the mesh tokenizer, CPU preset
+PRETRAINED_FORMAT = "mega-pretrained/1"
+
+
+def find_tokenizer(checkpoint: str | None) -> Path:
+    """The tokenizer checkpoint to use (see the module docstring for the rule)."""
+    how = f"make one with `{MAKE_TOKENIZER}` (or copy one to {DEFAULT_TOKENIZER})"
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"tokenizer.checkpoint={checkpoint} does not exist; {how}")
+        return Path(checkpoint)
+    if DEFAULT_TOKENIZER.is_file():
+        return DEFAULT_TOKENIZER
+    runs = sorted(Path().glob(TOKENIZER_RUNS), key=lambda p: p.stat().st_mtime)
+    if runs:
+        return runs[-1]
+    raise FileNotFoundError(
+        f"no tokenizer checkpoint: tokenizer.checkpoint is unset, {DEFAULT_TOKENIZER} does not exist and there "
+        f"is no {TOKENIZER_RUNS}; {how}, then rerun (or pass tokenizer.checkpoint=PATH)"
+    )
+
+
+class GlobalBatchMasks:
+    """Training masks drawn for the *global* batch from one stream shared by all ranks.
+
+    Each step draws (B * W, L) masks (per-sample cosine ratio, random positions) and rank r keeps rows
+    r, r + W, ...: exactly the global-batch rows the ``DistributedSampler`` gives it. Masks, and so the run,
+    therefore do not depend on how the global batch is split over ranks. Checkpointed by the engine
+    (``extra_state``).
+    """
+
+    def __init__(self, seed: int, schedule: str, dist: DistInfo) -> None:
+        self.schedule, self.dist = schedule, dist
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, 0, "pretrain/mask"))
+        self.draws = 0  # micro-batches masked so far (= optimiser steps x grad_accum)
+
+    def __call__(self, batch_size: int, num_tokens: int) -> tuple[Tensor, int]:
+        """This rank's (B, L) bool mask (True = masked) and the global batch's number of masked tokens."""
+        self.draws += 1
+        full = sample_training_mask(batch_size * self.dist.world_size, num_tokens, schedule=self.schedule,
+                                    generator=self.generator)  # fmt: skip
+        return full[self.dist.rank :: self.dist.world_size].to(self.dist.device), int(full.sum())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state(), "draws": torch.tensor(self.draws)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.draws = int(state["draws"])
+
+
+def masked_token_loss(masks: GlobalBatchMasks, world_size: int):
+    """``loss_fn`` for the engine: CE over masked tokens, normalised by the global batch's masked count.
+
+    The local mean is rescaled by (local count * W / global count), so DDP's gradient average equals the
+    mean over every masked token of the global batch (what one process with the whole batch computes).
+    """
+
+    def loss_fn(model: nn.Module, ids: Tensor, rng: RngStreams) -> tuple[Tensor, dict[str, Tensor]]:
+        mask, global_count = masks(ids.shape[0], ids.shape[1])
+        inner = model.module if hasattr(model, "module") else model
+        logits = model(ids.masked_fill(mask, inner.mask_id), mask)  # (B, L, K)
+        scale = mask.sum() * world_size / global_count
+        loss = masked_cross_entropy(logits, ids, mask) * scale
+        _, correct, count = masked_token_stats(logits, ids, mask)
+        return loss, {"acc": correct / count.clamp_min(1), "mask_ratio": mask.float().mean()}
+
+    return loss_fn
+
+
+def code_baselines(train_ids: Tensor, eval_ids: Tensor, codebook_size: int) -> dict[str, float]:
+    """Predictors that ignore the visible tokens, scored on every held-out token.
+
+    Returns:
+        ``baseline_acc`` (the most frequent training code everywhere), ``baseline_acc_position`` (the most
+        frequent training code of each position) and ``baseline_nll_position`` (NLL of the add-one smoothed
+        per-position code frequencies).
+    """
+    counts = torch.zeros(train_ids.shape[1], codebook_size, dtype=torch.float64)  # (L, K)
+    counts.scatter_add_(1, train_ids.T, torch.ones(train_ids.T.shape, dtype=torch.float64))
+    mode = int(counts.sum(0).argmax())
+    logp = ((counts + 1) / (counts + 1).sum(1, keepdim=True)).log()  # (L, K)
+    per_position = logp.gather(1, eval_ids.T)  # (L, M)
+    return {
+        "baseline_acc": float((eval_ids == mode).double().mean()),
+        "baseline_acc_position": float((eval_ids == counts.argmax(1)).double().mean()),
+        "baseline_nll_position": float(-per_position.mean()),
+    }
+
+
+def heldout_eval(
+    eval_ids: Tensor, ratios: list[float], seed: int, batch_size: int, extra: dict[str, float], step_fn=None
+):
+    """``eval_fn``: masked-token accuracy and NLL on held-out ids at fixed ratios (fixed masks per ratio).
+
+    Rows are sharded over ranks and the sums all-reduced, so every rank returns the full-set numbers.
+    ``eval_fn.history`` keeps every evaluation (with ``step_fn()`` as "step" when given).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    num, length = eval_ids.shape
+    masks = {r: random_mask(counts_for_ratio(r, num, length), length, generator=gen) for r in ratios}
+    history: list[dict[str, float]] = []
+
+    def eval_fn(model: nn.Module, dist: DistInfo) -> dict[str, float]:
+        out = dict(extra)
+        for ratio, mask_all in masks.items():
+            sums = torch.zeros(3, dtype=torch.float64, device=dist.device)
+            rows = torch.arange(dist.rank, num, dist.world_size)
+            for chunk in rows.split(batch_size):
+                ids, mask = eval_ids[chunk].to(dist.device), mask_all[chunk].to(dist.device)
+                logits = model(ids.masked_fill(mask, model.mask_id), mask)
+                sums += torch.stack(masked_token_stats(logits, ids, mask))
+            if dist.is_distributed:
+                tdist.all_reduce(sums)
+            out[f"acc@{ratio:g}"] = float(sums[1] / sums[2])
+            out[f"nll@{ratio:g}"] = float(sums[0] / sums[2])
+        history.append({"step": step_fn(), **out} if step_fn is not None else dict(out))
+        return out
+
+    eval_fn.history = history
+    return eval_fn
+
+
+def _atomic_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    engine = EngineConfig(**cfg.engine)
+    dist = setup_dist(engine.device)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        tok_path = find_tokenizer(cfg.tokenizer.checkpoint)
+        tokenizer = load_tokenizer(tok_path, map_location=dist.device)
+        body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
+        token_ids = {}
+        for role, split in cfg.splits.items():
+            motion = build_motion_dataset(cfg.data, split)
+            token_ids[role] = load_or_build_token_ids(
+                tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.data.name, split=split,
+                batch_size=cfg.encode_batch_size, device=dist.device,
+            ).ids  # fmt: skip
+        if cfg.warmup_epochs is not None:  # the paper's warm-up is in epochs; the engine counts updates
+            per_epoch = len(token_ids["train"]) // (engine.batch_size * dist.world_size) // engine.grad_accum
+            engine.warmup_steps = max(1, round(cfg.warmup_epochs * per_epoch))
+        seed_everything(engine.seed)
+        model = MaskedTokenTransformer.from_tokenizer(tokenizer, **cfg.transformer)
+        log.info("tokenizer %s (%s); transformer %.2f M parameters", tok_path, tokenizer_hash(tokenizer)[:12],
+                 sum(p.numel() for p in model.parameters()) / 1e6)  # fmt: skip
+        masks = GlobalBatchMasks(engine.seed, cfg.mask_schedule, dist)
+        baselines = code_baselines(token_ids["train"], token_ids["eval"], tokenizer.codebook_size)
+        eval_fn = heldout_eval(token_ids["eval"], list(cfg.eval_ratios), cfg.eval_seed, cfg.eval_batch_size,
+                               baselines, step_fn=lambda: masks.draws // engine.grad_accum)  # fmt: skip
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
+        try:
+            result = train(model, masked_token_loss(masks, dist.world_size), TokenDataset(token_ids["train"]),
+                           engine=engine, dist=dist, run_dir=run_dir, config=resolved, eval_fn=eval_fn,
+                           logger=logger, extra_state={"masks": masks})  # fmt: skip
+        finally:
+            logger.finish()
+        if dist.is_main:
+            kwargs = dict(OmegaConf.to_container(cfg.transformer), num_tokens=model.num_tokens,
+                          codebook_size=model.codebook_size)  # fmt: skip
+            record = {"format": PRETRAINED_FORMAT, "model": model.state_dict(), "transformer": kwargs,
+                      "tokenizer": {"checkpoint": str(tok_path.resolve()), "sha256": tokenizer_hash(tokenizer)},
+                      "body_model": resolved["body_model"], "data": resolved["data"], "splits": resolved["splits"],
+                      "step": result.step, "metrics": result.metrics, "config": resolved}  # fmt: skip
+            save_checkpoint(run_dir / "pretrained.pt", record)
+            _atomic_json(run_dir / "metrics.json", {"step": result.step, "final": result.metrics,
+                                                     "eval_history": eval_fn.history})  # fmt: skip
+            final = result.metrics
+            log.info("held-out: acc@0.5 %.4f (baselines: most frequent code %.4f, per position %.4f); "
+                     "nll@0.5 %.4f (per-position unigram %.4f)", final.get("eval/acc@0.5", float("nan")),
+                     baselines["baseline_acc"], baselines["baseline_acc_position"],
+                     final.get("eval/nll@0.5", float("nan")), baselines["baseline_nll_position"])  # fmt: skip
+            log.info("wrote %s", run_dir / "pretrained.pt")
+    finally:
+        cleanup_dist()
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()
