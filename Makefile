@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test lint bench quickstart clean
+.PHONY: setup test lint bench quickstart pipeline clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,14 @@ bench: setup
 
 quickstart: setup
 	$(BIN)/python scripts/quickstart.py
+
+# The embedded CPU pipeline so far, on the free body and synthetic motion (about 20 min on 2 cores):
+# mesh tokenizer -> masked-token pre-training -> random generation (APD, Frechet distance).
+PIPE := outputs/pipeline
+pipeline: setup
+	$(BIN)/python scripts/train_tokenizer.py hydra.run.dir=$(PIPE)/tokenizer
+	$(BIN)/python scripts/pretrain.py tokenizer.checkpoint=$(PIPE)/tokenizer/tokenizer.pt hydra.run.dir=$(PIPE)/pretrain
+	$(BIN)/python scripts/generate.py checkpoint=$(PIPE)/pretrain/pretrained.pt hydra.run.dir=$(PIPE)/generate
 
 clean:
 	rm -rf $(VENV) outputs

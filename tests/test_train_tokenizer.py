@@ -14,17 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "tokenizer,extra",
-    [
-        ("mesh_vqvae_cpu", ["tokenizer.hidden_dim=64"]),
-        ("pose_vqvae", ["tokenizer.num_tokens=8", "tokenizer.codebook_size=16", "tokenizer.code_dim=8",
+    "preset,extra",
+    [  # the two CPU presets, made tiny
+        ("experiment=mesh_tokenizer_cpu", ["tokenizer.hidden_dim=64"]),
+        ("experiment=pose_tokenizer_cpu", ["tokenizer.num_tokens=8", "tokenizer.codebook_size=16", "tokenizer.code_dim=8",
                         "tokenizer.width=16", "tokenizer.num_blocks=1"]),
     ],
 )  # fmt: skip
-def test_train_tokenizer_writes_a_loadable_tokenizer_and_metrics(tmp_path, tokenizer, extra):
+def test_train_tokenizer_writes_a_loadable_tokenizer_and_metrics(tmp_path, preset, extra):
     run = tmp_path / "run"
     cmd = [
-        sys.executable, str(ROOT / "scripts" / "train_tokenizer.py"), f"tokenizer={tokenizer}", *extra,
+        sys.executable, str(ROOT / "scripts" / "train_tokenizer.py"), preset, *extra,
         f"data.root={tmp_path / 'motion'}", "data.sequences.train=3", "data.sequences.val=2", "data.sequences.test=2",
         "engine.max_steps=4", "engine.batch_size=16", "engine.warmup_steps=1", "engine.progress_bar=false",
         "logger=none", "threads=1", f"hydra.run.dir={run}",
@@ -33,6 +33,7 @@ def test_train_tokenizer_writes_a_loadable_tokenizer_and_metrics(tmp_path, token
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "tokenizer_metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["num_samples"] > 0
+    assert metrics["tokenizer"] == ("pose_vqvae" if "pose" in preset else "mesh_vqvae")
     assert 0 < metrics["pve_mm"] < 1000 and 0 < metrics["code_usage"] <= 1
     tok = load_tokenizer(run / "tokenizer.pt")
     ids = torch.randint(0, tok.codebook_size, (2, tok.num_tokens))
