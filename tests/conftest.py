@@ -8,6 +8,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import mega  # noqa: E402,F401  (installs the torchvision shim before any test imports torchvision)
 from mega.body import load_body_model  # noqa: E402
@@ -32,3 +33,12 @@ def smpl_body(synthetic_smpl_dir):
 def free_body():
     """The free default body shipped in the package."""
     return load_body_model("free")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with torch on one thread (small models: less overhead on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -41,12 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 CPU = DistInfo()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-exact comparisons need the same kernels in every run
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 def _engine(**overrides) -> EngineConfig:

@@ -16,13 +16,7 @@ from mega.metrics.frechet import (
     frechet_distance_between,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 def _random_cov(d: int, g: torch.Generator) -> torch.Tensor:

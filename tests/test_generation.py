@@ -22,13 +22,7 @@ from mega.tokenizers import build_tokenizer
 from mega.transformer import MaskedTokenTransformer
 from mega.transformer.token_cache import tokenizer_inputs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 @pytest.fixture(scope="module")

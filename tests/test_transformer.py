@@ -16,13 +16,7 @@ L, K = 12, 16
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "transformer"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread on the shared CI box; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 def _model(seed: int = 0, **kwargs) -> MaskedTokenTransformer:
