@@ -31,7 +31,7 @@ bench: setup
 quickstart: setup
 	$(BIN)/python scripts/quickstart.py
 
-# The embedded CPU pipeline so far, on the free body and synthetic motion (about 15 min on 2 cores):
+# The embedded CPU pipeline so far, on the free body and synthetic motion (about 10 min on 2 cores):
 # mesh tokenizer -> masked-token pre-training -> random generation (APD, Frechet distance).
 PIPE := outputs/pipeline
 pipeline: setup

@@ -142,7 +142,10 @@ def main(cfg: DictConfig) -> None:
         seconds = time.perf_counter() - start
         final = evaluate(tokenizer, body, eval_set, dist, cfg.eval_batch_size)
         if dist.is_main:
-            samples = result.step * engine.batch_size * engine.grad_accum * dist.world_size
+            # only the updates this process ran (a resumed run did the others earlier)
+            samples = (
+                (result.step - result.start_step) * engine.batch_size * engine.grad_accum * dist.world_size
+            )
             summary = {
                 "tokenizer": tok_cfg["name"],
                 "body_model": body.name,
@@ -151,6 +154,7 @@ def main(cfg: DictConfig) -> None:
                 **final,
                 "train_code_usage": float(tokenizer.quantizer.usage()),
                 "steps": result.step,
+                "steps_this_run": result.step - result.start_step,
                 "train_seconds": seconds,
                 "train_samples_per_s": samples / max(seconds, 1e-9),
             }
@@ -160,8 +164,9 @@ def main(cfg: DictConfig) -> None:
             log.info("held-out (%s, %d frames): PVE %.2f mm, MPJPE %.2f mm, codes used %.1f %% (train window %.1f %%)",
                      cfg.eval_split, int(final["num_samples"]), final["pve_mm"], final["mpjpe_mm"],
                      100 * final["code_usage"], 100 * summary["train_code_usage"])  # fmt: skip
-            log.info("%d steps in %.0f s (%.0f samples/s); tokenizer -> %s", result.step, seconds,
-                     summary["train_samples_per_s"], run_dir / "tokenizer.pt")  # fmt: skip
+            log.info("%d steps (%d in this run) in %.0f s (%.0f samples/s); tokenizer -> %s", result.step,
+                     summary["steps_this_run"], seconds, summary["train_samples_per_s"],
+                     run_dir / "tokenizer.pt")  # fmt: skip
     finally:
         logger.finish()
         cleanup_dist()

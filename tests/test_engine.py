@@ -64,7 +64,7 @@ def _noisy_loss(model: nn.Module, batch, rng: RngStreams):
 def _train(tmp: Path, engine: EngineConfig, loss_fn=_noisy_loss, dropout: float = 0.3, **kw) -> nn.Module:
     seed_everything(0)
     model = make_model(dropout)
-    train(model, loss_fn, make_dataset(), engine=engine, dist=CPU, run_dir=tmp, **kw)
+    model.result = train(model, loss_fn, make_dataset(), engine=engine, dist=CPU, run_dir=tmp, **kw)
     return model
 
 
@@ -171,6 +171,7 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     config = OmegaConf.create({"engine": {"seed": 0}, "note": "${engine.seed}"})
     resumed = _train(tmp_path / "b", engine, config=config)  # resume=auto picks up checkpoints/last.pt
     assert _same(resumed, reference)
+    assert (reference.result.start_step, resumed.result.start_step, resumed.result.step) == (0, 16, 25)
     final = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert final["step"] == 25 and final["config"] == {"engine": {"seed": 0}, "note": 0}  # resolved, plain
 

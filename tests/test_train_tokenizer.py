@@ -39,3 +39,8 @@ def test_train_tokenizer_writes_a_loadable_tokenizer_and_metrics(tmp_path, prese
     ids = torch.randint(0, tok.codebook_size, (2, tok.num_tokens))
     assert torch.isfinite(tok.decode(ids)).all()
     assert (run / "checkpoints" / "last.pt").is_file()
+    assert metrics["steps_this_run"] == 4 and metrics["train_samples_per_s"] > 0
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)  # resumes, done
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((run / "tokenizer_metrics.json").read_text())
+    assert (resumed["steps"], resumed["steps_this_run"], resumed["pve_mm"]) == (4, 0, metrics["pve_mm"])

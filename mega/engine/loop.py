@@ -103,6 +103,8 @@ class TrainResult:
 
     Attributes:
         step: optimiser updates done.
+        start_step: the update this call started from (> 0 when it resumed a checkpoint), so that
+            ``step - start_step`` updates ran in this call.
         epoch: epoch of the next batch.
         metrics: the last logged train metrics and the last evaluation ("train/...", "eval/...").
         checkpoint: the last checkpoint written (None if none was).
@@ -112,6 +114,7 @@ class TrainResult:
     epoch: int
     metrics: dict[str, float]
     checkpoint: Path | None
+    start_step: int = 0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -266,7 +269,7 @@ def train(
     step, rng_state, last_ckpt = 0, None, find_resume_checkpoint(engine.resume, ckpt_dir)
     if last_ckpt is not None:
         step, rng_state = restore_training_state(last_ckpt, ts, dist, config)
-    ddp = model
+    start_step, ddp = step, model
     if dist.is_distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         ddp = DistributedDataParallel(
@@ -320,7 +323,9 @@ def train(
             window.excluded += time.perf_counter() - t0
     finally:
         bar.close()
-    return TrainResult(step=step, epoch=batches.epoch, metrics=metrics, checkpoint=last_ckpt)
+    return TrainResult(
+        step=step, epoch=batches.epoch, metrics=metrics, checkpoint=last_ckpt, start_step=start_step
+    )
 
 
 def _format(metrics: Mapping[str, float], prefix: str) -> str:
