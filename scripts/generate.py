@@ -19,20 +19,17 @@ generated meshes and meshes decoded from uniformly random token ids (the no-prio
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
-import trimesh
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import mega  # noqa: F401  (torchvision shim first)
+from mega.atomic import write_json, write_npz, write_obj
 from mega.body import load_body_model
 from mega.data.motion import build_motion_dataset
 from mega.engine import load_checkpoint, stream_seed
@@ -84,19 +81,6 @@ def load_pretrained(path: Path, tokenizer_override: str | None, device: torch.de
             f"(hash {record['tokenizer']['sha256'][:12]}); pass tokenizer.checkpoint=<that file>"
         )
     return model.to(device).eval(), tokenizer, record
-
-
-def _save_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.obj")
-    trimesh.Trimesh(vertices, faces, process=False).export(tmp)
-    os.replace(tmp, path)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="generate")
@@ -151,8 +135,8 @@ def main(cfg: DictConfig) -> None:
     faces = body.faces.cpu().numpy()
     (out_dir / "meshes").mkdir(parents=True, exist_ok=True)
     for i in range(min(cfg.num_obj, n)):
-        _save_obj(out_dir / "meshes" / f"generated_{i:03d}.obj", generated.vertices[i].numpy(), faces)
-    _save_npz(out_dir / "generated.npz", ids=generated.ids.numpy(), vertices=generated.vertices.numpy(),
+        write_obj(out_dir / "meshes" / f"generated_{i:03d}.obj", generated.vertices[i].numpy(), faces)
+    write_npz(out_dir / "generated.npz", ids=generated.ids.numpy(), vertices=generated.vertices.numpy(),
               joints=regress_joints(generated.vertices, body.cpu()).numpy(), faces=faces)  # fmt: skip
     results = {
         "checkpoint": str(ckpt), "tokenizer": record["tokenizer"], "sampler": dict(cfg.sampler),
@@ -161,9 +145,7 @@ def main(cfg: DictConfig) -> None:
         "feature_space": {"kind": "pca", "components": cfg.feature_components, "fit_frames": len(fit),
                           "explained_variance": float(features.explained_variance.sum())},
     }  # fmt: skip
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out_dir / "results.json")
+    write_json(out_dir / "results.json", results)
 
     print(f"\n{'set':<14} {'N':>5} {'APD (cm)':>9} {'FD (cm^2)':>10}")
     for name, row in rows.items():

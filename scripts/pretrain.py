@@ -17,9 +17,7 @@ exists, else the newest ``outputs/train_tokenizer/*/tokenizer.pt``; otherwise th
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import hydra
@@ -30,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import mega  # noqa: F401  (torchvision shim first)
+from mega.atomic import write_json
 from mega.body import load_body_model
 from mega.data.motion import build_motion_dataset
 from mega.engine import (
@@ -183,12 +182,6 @@ def heldout_eval(
     return eval_fn
 
 
-def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
@@ -234,7 +227,7 @@ def main(cfg: DictConfig) -> None:
                       "body_model": resolved["body_model"], "data": resolved["data"], "splits": resolved["splits"],
                       "step": result.step, "metrics": result.metrics, "config": resolved}  # fmt: skip
             save_checkpoint(run_dir / "pretrained.pt", record)
-            _atomic_json(run_dir / "metrics.json", {"step": result.step, "final": result.metrics,
+            write_json(run_dir / "metrics.json", {"step": result.step, "final": result.metrics,
                                                      "eval_history": eval_fn.history})  # fmt: skip
             final = result.metrics
             log.info("held-out: acc@0.5 %.4f (baselines: most frequent code %.4f, per position %.4f); "

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-import trimesh
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
+from mega.atomic import write_npz, write_obj
 from mega.body import load_body_model
 
 log = logging.getLogger("quickstart")
@@ -33,13 +32,6 @@ def named_poses() -> dict[str, torch.Tensor]:
         poses["sitting"][hip] = torch.tensor([-math.pi / 2, 0, 0])
         poses["sitting"][knee] = torch.tensor([math.pi / 2, 0, 0])
     return poses
-
-
-def save_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """Write one mesh atomically."""
-    tmp = path.with_name(path.stem + ".tmp.obj")
-    trimesh.Trimesh(vertices, faces, process=False).export(tmp)
-    os.replace(tmp, path)
 
 
 @hydra.main(config_path="../configs", config_name="quickstart", version_base="1.3")
@@ -60,14 +52,12 @@ def main(cfg: DictConfig) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     faces = body.faces.numpy()
     for i, name in enumerate(names):
-        save_obj(out_dir / f"{name}.obj", out.vertices[i].numpy(), faces)
+        write_obj(out_dir / f"{name}.obj", out.vertices[i].numpy(), faces)
         v = out.vertices[i]
         height = float(v[:, 1].max() - v[:, 1].min())
         log.info("%-10s height %.3f m  pelvis (%.3f, %.3f, %.3f)", name, height, *out.joints[i, 0].tolist())
-    tmp = out_dir / "meshes.tmp.npz"
-    np.savez(tmp, names=np.array(names), vertices=out.vertices.numpy(), joints=out.joints.numpy(),
+    write_npz(out_dir / "meshes.npz", names=np.array(names), vertices=out.vertices.numpy(), joints=out.joints.numpy(),
              body_pose=body_pose.numpy(), betas=betas.numpy(), faces=faces)  # fmt: skip
-    os.replace(tmp, out_dir / "meshes.npz")
     log.info(
         "%s body (%d vertices): wrote %d meshes to %s", body.name, body.num_vertices, len(names), out_dir
     )

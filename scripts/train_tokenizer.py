@@ -12,9 +12,7 @@ and training throughput.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import mega  # noqa: F401  (torchvision shim before anything else)
+from mega.atomic import write_json
 from mega.body import load_body_model
 from mega.data.motion import build_motion_dataset
 from mega.engine import (
@@ -91,13 +90,6 @@ def evaluate(
         "code_usage": float((used > 0).double().mean()),
         "num_samples": n,
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 @hydra.main(config_path="../configs", config_name="train_tokenizer", version_base="1.3")

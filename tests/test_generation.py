@@ -20,7 +20,6 @@ from mega.samplers.generation import (
 )
 from mega.tokenizers import build_tokenizer
 from mega.transformer import MaskedTokenTransformer
-from mega.transformer.token_cache import tokenizer_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
@@ -99,7 +98,10 @@ def test_motion_meshes_match_the_tokenizer_inputs(free_body, mesh_tokenizer, tmp
     meshes = motion_meshes(data, index, free_body, batch_size=3)  # a chunk of 3 (not (3, 3) axis-angles)
     batch = {"body_pose": torch.stack([data[int(i)]["body_pose"] for i in index]),
              "betas": torch.stack([data[int(i)]["betas"] for i in index])}  # fmt: skip
-    assert torch.allclose(meshes, tokenizer_inputs(mesh_tokenizer, batch, free_body), atol=1e-6)
+    assert torch.allclose(meshes, mesh_tokenizer.inputs(batch, free_body), atol=1e-6)
+    with torch.no_grad():  # independently: the body with a zero root, minus each mesh's centroid
+        direct = free_body(torch.zeros(4, 3), batch["body_pose"], batch["betas"]).vertices
+    assert torch.allclose(meshes, direct - direct.mean(1, keepdim=True), atol=1e-6)
     joints = regress_joints(meshes, free_body)
     assert joints.shape == (4, 24, 3)
     assert torch.allclose(joints[1], free_body.J_regressor @ meshes[1], atol=1e-6)

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mega.atomic import write_json, write_text
 from mega.body.rotations import axis_angle_to_matrix
 from mega.metrics.errors import apd, best_of_q, mean_of_q, per_vertex_std, pve
 from mega.metrics.predictors import Predictor, PredictorOutput
@@ -250,18 +248,6 @@ class Evaluator:
         return summary
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``per_sample.csv`` and ``summary.json`` into ``out_dir`` atomically.
 
@@ -278,8 +264,8 @@ def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, 
         values = [f"{float(result.per_sample[m][i]):.4f}" for m in metrics]
         writer.writerow([*(result.meta[c][i] for c in META_COLUMNS), protocol, *values])
     csv_path, json_path = out_dir / "per_sample.csv", out_dir / "summary.json"
-    _atomic_write_text(csv_path, buf.getvalue())
-    _atomic_write_text(json_path, json.dumps(result.summary, indent=2) + "\n")
+    write_text(csv_path, buf.getvalue())
+    write_json(json_path, result.summary)
     return csv_path, json_path
 
 

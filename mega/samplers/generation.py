@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, default_collate
 from mega.samplers.deterministic import LogitsFn, SamplerResult
 from mega.tokenizers import MeshVQVAE, PoseVQVAE, Tokenizer
 from mega.tokenizers.base import batch_betas, body_pose_matrices
+from mega.tokenizers.mesh_vqvae import canonical_mesh
 
 log = logging.getLogger(__name__)
 
@@ -117,25 +118,6 @@ def random_token_ids(
     return torch.randint(0, codebook_size, (num, num_tokens), generator=generator)
 
 
-def canonical_vertices(body: nn.Module, body_pose: Tensor, betas: Tensor) -> Tensor:
-    """Canonical meshes: zero global orientation (identity matrices), centred on the vertex centroid.
-
-    The same meshes as ``mega.tokenizers.mesh_vqvae.canonical_mesh``; the root rotation is passed as
-    (B, 3, 3) identity matrices, which the body model cannot mistake for a batch of axis-angles.
-
-    Args:
-        body: the body model.
-        body_pose: (B, 23, 3, 3) rotation matrices.
-        betas: (B, num_betas).
-
-    Returns:
-        (B, V, 3) vertices, metres.
-    """
-    root = torch.eye(3, dtype=body_pose.dtype, device=body_pose.device).expand(body_pose.shape[0], 3, 3)
-    vertices = body(global_orient=root, body_pose=body_pose, betas=betas).vertices
-    return vertices - vertices.mean(1, keepdim=True)
-
-
 @torch.no_grad()
 def decode_meshes(
     tokenizer: Tokenizer, ids: Tensor, body: nn.Module | None = None, *, batch_size: int = 500
@@ -164,7 +146,7 @@ def decode_meshes(
                 raise ValueError("decoding a pose tokenizer's ids into meshes needs the body model")
             rotmats = tokenizer.decode(chunk, as_matrix=True)
             betas = torch.zeros(chunk.shape[0], getattr(body, "num_betas", 10), device=device)
-            vertices = canonical_vertices(body, rotmats, betas)
+            vertices = canonical_mesh(body, rotmats, betas)[0]
         else:
             raise TypeError(f"no mesh decoding rule for tokenizer {type(tokenizer).__name__}")
         vertices = vertices.float()
@@ -225,7 +207,7 @@ def motion_meshes(dataset: Dataset, index: Tensor, body: nn.Module, *, batch_siz
         rotmats = body_pose_matrices({"body_pose": batch["body_pose"].to(device)})
         betas = batch_betas({"betas": batch["betas"].to(device)}, len(chunk), getattr(body, "num_betas", 10),
                             device)  # fmt: skip
-        chunks.append(canonical_vertices(body, rotmats, betas).float().cpu())
+        chunks.append(canonical_mesh(body, rotmats, betas)[0].float().cpu())
     return torch.cat(chunks)
 
 

@@ -37,9 +37,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from mega.body.rotations import matrix_to_rot6d
-from mega.tokenizers import MeshVQVAE, PoseVQVAE, Tokenizer, tokenizer_hash
-from mega.tokenizers.base import body_pose_matrices
+from mega.tokenizers import Tokenizer, tokenizer_hash
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +81,6 @@ class TokenDataset(Dataset):
         return self.ids[index]
 
 
-def tokenizer_inputs(tokenizer: Tokenizer, batch: Mapping[str, Any], body: nn.Module) -> Tensor:
-    """What ``tokenizer.encode`` takes, from a batch of body parameters.
-
-    Args:
-        tokenizer: a :class:`MeshVQVAE` (canonical meshes from the body model) or :class:`PoseVQVAE`.
-        batch: motion batch with ``body_pose`` (B, 23, 3) and ``betas`` (B, 10) on the body's device.
-        body: the body model (used by the mesh tokenizer only).
-
-    Returns:
-        (B, V, 3) canonical meshes (zero global orientation, centred on the vertex centroid) or
-        (B, 23, 6) 6D body poses.
-    """
-    if isinstance(tokenizer, MeshVQVAE):
-        vertices, _ = tokenizer.targets(dict(batch), body)
-        return vertices
-    if isinstance(tokenizer, PoseVQVAE):
-        return matrix_to_rot6d(body_pose_matrices(dict(batch)))
-    raise TypeError(f"no rule for the inputs of tokenizer {type(tokenizer).__name__}; add one here")
-
-
 @torch.no_grad()
 def encode_motion(
     tokenizer: Tokenizer,
@@ -132,7 +110,7 @@ def encode_motion(
         index = list(range(start, min(start + batch_size, len(dataset))))
         batch = _fetch(dataset, index)
         batch = {k: v.to(device) for k, v in batch.items() if k in ("body_pose", "betas")}
-        chunks.append(tokenizer.encode(tokenizer_inputs(tokenizer, batch, body)).cpu())
+        chunks.append(tokenizer.encode(tokenizer.inputs(batch, body)).cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, tokenizer.num_tokens, dtype=torch.long)
 
 
