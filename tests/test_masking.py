@@ -50,21 +50,30 @@ def test_unknown_schedule_is_named():
 
 @pytest.mark.parametrize("name", ["cosine", "linear", "cubic", "sqrt"])
 def test_counts_follow_the_schedule_per_sample(name):
-    """M_b = floor(N gamma(tau_b)) with tau_b drawn per sample, clipped to [1, N]."""
+    """M_b = ceil(N gamma(tau_b)) (MEGA's / GenHMR's code) with tau_b drawn per sample, clipped to [1, N]."""
     B, N = 257, 54
     counts = sample_mask_counts(B, N, schedule=name, generator=torch.Generator().manual_seed(3))
     tau = torch.rand(B, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    want = [min(max(math.floor(N * REFERENCE[name](float(t))), 1), N) for t in tau]
+    want = [min(max(math.ceil(N * REFERENCE[name](float(t)) - 1e-9), 1), N) for t in tau]
     assert counts.tolist() == want
     assert len(set(want)) > 10  # one ratio per sample, not per batch
 
 
 def test_cosine_counts_have_the_expected_mean():
-    """E[cos(pi tau / 2)] = 2 / pi; the floor removes about 1/2 token on average."""
+    """E[cos(pi tau / 2)] = 2 / pi; the ceil adds about 1/2 token on average."""
     B, N = 40000, 54
     counts = sample_mask_counts(B, N, generator=torch.Generator().manual_seed(0))
-    expected = (2 / math.pi * N - 0.5) / N
+    expected = (2 / math.pi * N + 0.5) / N
     assert abs(counts.double().mean().item() / N - expected) < 0.01
+
+
+def test_cosine_counts_reach_the_fully_masked_input():
+    """P(M = N) = P(cos(pi tau / 2) > (N - 1) / N) = 2 acos((N - 1) / N) / pi (~12 % at N = 54)."""
+    B, N = 40000, 54
+    counts = sample_mask_counts(B, N, generator=torch.Generator().manual_seed(0))
+    expected = 2 * math.acos((N - 1) / N) / math.pi
+    assert abs((counts == N).double().mean().item() - expected) < 0.01
+    assert int(counts.min()) >= 1
 
 
 def test_random_mask_has_exact_counts_and_uniform_positions():

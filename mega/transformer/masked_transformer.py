@@ -4,7 +4,9 @@ Follows MEGA (section 3.3 and supplementary B; the MAE layout of He et al.): the
 visible tokens, the decoder sees every position (a learned [MASK] embedding where masked) and returns
 logits over the K codes. Image context, when given, is projected and prepended to the decoder sequence
 (MEGA's prefix conditioning in self-attention). With every token masked (MEGA's deterministic mode)
-the encoder is skipped entirely. This module is only the network: masking, the objective and decoding
+the encoder is skipped when no gradient is needed (inference); in training it still runs on one padding
+slot whose output is discarded, so every parameter takes part in the graph (zero gradient) and DDP's
+gradient reduction, which waits for every parameter, does not fail on a fully masked batch. This module is only the network: masking, the objective and decoding
 live in ``masking.py``, ``losses.py`` and ``mega/samplers``.
 
 Shapes: B batch, L tokens, K codebook size, V visible tokens (max over the batch), N context tokens,
@@ -153,22 +155,27 @@ class MaskedTokenTransformer(nn.Module):
         Args:
             ids: (B, L) int64 code ids; visible positions must be in [0, K); values at masked
                 positions are ignored (conventionally ``mask_id`` = K).
-            mask: (B, L) bool, True = masked. If every entry is True the encoder is skipped.
+            mask: (B, L) bool, True = masked. If every entry is True and no gradient is needed
+                (``torch.no_grad`` or frozen encoder) the encoder is skipped; the output is the same.
             context: (B, N, context_dim) conditioning tokens, or None.
 
         Returns:
             (B, L, K) logits (in the autocast dtype under autocast).
         """
         self._check_inputs(ids, mask, context)
-        if bool(mask.all()):
+        if bool(mask.all()) and not self._encoder_needs_grad():
             return self.forward_decoder(mask, None, context)
         return self.forward_decoder(mask, self.forward_encoder(ids, mask), context)
 
+    def _encoder_needs_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder_blocks.parameters())
+
     def forward_encoder(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Encode the visible tokens only, padded to the batch's largest visible count V.
+        """Encode the visible tokens only, padded to the batch's largest visible count V (at least 1).
 
         Visible positions are gathered in their original order (a stable argsort puts them first);
-        padding slots are excluded from attention by a key mask.
+        padding slots are excluded from attention by a key mask. A batch with no visible token at all
+        still gets one (padding) slot, so the encoder runs and its parameters get a (zero) gradient.
 
         Args:
             ids: (B, L) int64 ids.
@@ -181,6 +188,7 @@ class MaskedTokenTransformer(nn.Module):
         B = ids.shape[0]
         num_visible = (~mask).sum(1)  # (B,)
         lo, hi = torch.stack(torch.aminmax(num_visible)).tolist()  # one host sync
+        hi = max(hi, 1)  # a fully masked batch: one padding slot (see the docstring)
         index = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :hi]  # (B, V) visible first
         valid = torch.arange(hi, device=ids.device) < num_visible.unsqueeze(1)  # (B, V)
         safe_ids = ids.masked_fill(mask, 0).gather(1, index)  # (B, V) masked slots may hold the mask id

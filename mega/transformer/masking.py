@@ -1,7 +1,10 @@
 """Mask-ratio schedules and per-sample random masks for masked-token training (pure functions).
 
 MEGA (supplementary B; summary "Mesh Tokenization and Self-Supervised Pre-Training") masks
-M = floor(N cos(pi tau / 2)) of the N tokens with tau ~ U[0, 1). MEGA draws one tau per batch; we draw
+M tokens of N with ratio cos(pi tau / 2), tau ~ U[0, 1). The paper writes M = floor(N cos(pi tau / 2)),
+which never masks every token for tau > 0, so the all-masked input of the deterministic mode and of the
+first decoding step would (almost) never be seen in training; MEGA's and GenHMR's code use
+M = ceil(N gamma(tau)), and so do we (clamped to [1, N]). MEGA draws one tau per batch; we draw
 one per sample, so a batch covers many ratios at once. The other ratio functions are those GenHMR
 compares (supplementary, "Mask Scheduling Function"). Positions are chosen with the MAE argsort trick:
 rank uniform noise and mask the M lowest ranks, which gives each sample its own count for free.
@@ -87,9 +90,11 @@ def sample_mask_counts(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Per-sample training mask counts M = floor(N gamma(tau)), tau ~ U[0, 1), clipped to [1, N].
+    """Per-sample training mask counts M = ceil(N gamma(tau)), tau ~ U[0, 1), clipped to [1, N].
 
-    At least one token is masked so that every sample contributes to the loss.
+    ceil (as in MEGA's and GenHMR's code, not the papers' floor) makes the all-masked input reachable:
+    for the cosine schedule M = N whenever gamma(tau) > (N - 1) / N. At least one token is masked so that
+    every sample contributes to the loss.
 
     Args:
         batch_size: B.
@@ -102,7 +107,8 @@ def sample_mask_counts(
         (B,) int64 counts in [1, N].
     """
     tau = torch.rand(batch_size, generator=generator, device=_device_of(generator, None), dtype=torch.float64)
-    counts = torch.floor(num_tokens * mask_ratio(schedule, tau)).long().clamp(1, num_tokens)
+    # The small epsilon keeps exact products such as 54 * 0.5 from rounding up to 28 (float error).
+    counts = torch.ceil(num_tokens * mask_ratio(schedule, tau) - 1e-9).long().clamp(1, num_tokens)
     return counts.to(device if device is not None else counts.device)
 
 
