@@ -1,0 +1,467 @@
+"""Image datasets in the SPIN / BEDLAM-CLIFF npz format (real data and ``synthetic_images``).
+
+One ``<split>.npz`` plus an image root (keys: ``/work/shared/coord/CONTRACTS.md`` and
+``data/README.md``). Key variants accepted, first match wins:
+
+- pose (72 = global orient in the camera frame + 23 joints): ``pose_cam`` (BEDLAM labels) > ``pose`` >
+  ``body_pose`` (4D-Humans eval npz, 72) > ``root_orient`` + ``pose_body`` (63 or 69; MEGA / VQ-HPS);
+- betas: ``betas`` > ``shape`` (first 10 kept; BEDLAM's 11th dropped); ``has_smpl`` > ``has_body_pose``
+  (default: 1 where a pose key exists);
+- 2D: COCO-17 from ``j2d_coco`` > SPIN-24 ``part`` (mapped) > OpenPose-25 ``body_keypoints_2d`` (mapped);
+  SMPL-24 from ``j2d_smpl`` > ``j2d`` (MEGA's files: projected SMPL joints);
+- 3D: ``S`` (N, 24, 3|4), used as SMPL-24 when ``joints_3d_order='smpl'`` (ours, BEDLAM); real SPIN
+  files store SPIN-24 joints, which are not SMPL joints, so ``'spin'`` / ``'none'`` gives conf 0;
+- ``trans`` > ``trans_cam`` (N, 3) camera-frame translation; ``cam_int`` (N, 3, 3); ``img_size`` (N, 2);
+  ``gender`` (str or bytes; ``m``/``f`` accepted); ``scale`` (N,) or (N, 2) in /200 units, or pixels
+  with ``scale_in_pixels``.
+
+Each item is the sample dict of the contract (see :func:`make_sample`); samples without SMPL ground
+truth carry ``has_smpl = 0`` and zero parameters but still their 2D keypoints. With ``augment`` set,
+items are augmented (:mod:`mega.data.augment`) with randomness seeded by ``(seed, rank, epoch, index)``;
+call :meth:`ImageNpzDataset.set_epoch` before each epoch's iterator is created (so not with
+``persistent_workers=True``).
+
+Registry: ``IMAGE_DATASETS`` (config group ``data``, image entries). Build with
+:func:`build_image_dataset`; motion entries of the same group (``amass``, ``bedlam``,
+``synthetic_motion``) live in :data:`mega.data.DATASETS` and are refused here with a clear message.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from mega.data.augment import (
+    Augmenter,
+    AugmentParams,
+    Geometry,
+    augment_geometry,
+    augment_pixels,
+    sample_rng,
+)
+from mega.data.crop import (
+    ImageDataError,
+    MissingImageError,
+    box_size,
+    crop_matrix,
+    decode_image,
+    default_intrinsics,
+    keypoints_to_crop,
+    normalise_image,
+    reduction_for,
+    warp_crop,
+)
+from mega.registry import Registry
+
+IMAGE_DATASETS = Registry("image data")
+
+# COCO-17 keypoint k sits at these slots of SPIN's 24 (nkolot/SPIN datasets/preprocess/coco.py) ...
+SPIN24_TO_COCO17 = [19, 20, 21, 22, 23, 9, 8, 10, 7, 11, 6, 3, 2, 4, 1, 5, 0]
+# ... and of OpenPose BODY_25.
+OPENPOSE25_TO_COCO17 = [0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11]
+_GENDERS = {
+    "neutral": "neutral",
+    "n": "neutral",
+    "male": "male",
+    "m": "male",
+    "female": "female",
+    "f": "female",
+}
+JOINTS_3D_ORDERS = ("smpl", "spin", "none")
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+class _Npz:
+    """Key access to an npz with errors that name the file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise MissingImageError(
+                f"image-dataset npz not found: {path} (see data/README.md for where it goes)"
+            )
+        try:
+            self.data = np.load(path, allow_pickle=True)  # the user's own label files (object imgname arrays)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise ImageDataError(
+                f"{path}: not a readable npz ({err}); the file is truncated or corrupt"
+            ) from err
+        self.keys = set(self.data.files)
+
+    def get(self, key: str, shape: tuple[int | None, ...] | None = None, n: int | None = None) -> np.ndarray:
+        try:
+            arr = self.data[key]
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+            raise ImageDataError(
+                f"{self.path}: key '{key}' cannot be read ({err}); the npz is truncated"
+            ) from err
+        if shape is not None:
+            want = tuple(n if s == -1 else s for s in shape)
+            if arr.ndim != len(want) or any(w is not None and w != a for w, a in zip(want, arr.shape)):
+                txt = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
+                raise ImageDataError(f"{self.path}: key '{key}' has shape {arr.shape}, expected {txt}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ImageDataError(f"{self.path}: key '{key}' contains NaN or inf")
+        return arr
+
+    def first(self, *keys: str) -> str | None:
+        return next((k for k in keys if k in self.keys), None)
+
+
+def _strings(arr: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+
+
+def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pixels: bool = False) -> dict:
+    """Read and normalise one split file.
+
+    Returns:
+        dict of per-sample arrays: ``imgname`` list[str]; ``center`` (N, 2); ``scale`` (N,) or (N, 2) in
+        /200 units; ``kp_coco`` (N, 17, 3); ``kp_smpl`` (N, 24, 3); ``pose`` (N, 24, 3); ``betas``
+        (N, 10); ``has_smpl`` (N,); ``joints_3d`` (N, 24, 4); ``transl`` (N, 3); ``has_transl`` (N,);
+        ``cam_int`` (N, 3, 3) or None; ``img_size`` (N, 2) or None; ``gender`` list[str].
+    """
+    if joints_3d_order not in JOINTS_3D_ORDERS:
+        raise ValueError(f"joints_3d_order must be one of {JOINTS_3D_ORDERS}, got '{joints_3d_order}'")
+    f = _Npz(Path(path))
+    for key in ("imgname", "center", "scale"):
+        if key not in f.keys:
+            raise ImageDataError(f"{f.path}: missing key '{key}' (have: {', '.join(sorted(f.keys))})")
+    imgname = _strings(f.get("imgname", (None,)))
+    n = len(imgname)
+    out: dict[str, Any] = {"imgname": imgname, "center": f.get("center", (-1, 2), n).astype(np.float64)}
+    scale = f.get("scale", None).astype(np.float64)
+    if not (scale.shape == (n,) or scale.shape == (n, 2)):
+        raise ImageDataError(f"{f.path}: key 'scale' has shape {scale.shape}, expected ({n},) or ({n}, 2)")
+    out["scale"] = scale / 200.0 if scale_in_pixels else scale
+
+    kp_coco = np.zeros((n, 17, 3), np.float32)
+    if (k := f.first("j2d_coco", "part", "body_keypoints_2d")) == "j2d_coco":
+        kp_coco[:] = f.get(k, (-1, 17, 3), n)
+    elif k == "part":
+        kp_coco[:] = f.get(k, (-1, 24, 3), n)[:, SPIN24_TO_COCO17]
+    elif k == "body_keypoints_2d":
+        kp_coco[:] = f.get(k, (-1, 25, 3), n)[:, OPENPOSE25_TO_COCO17]
+    kp_smpl = np.zeros((n, 24, 3), np.float32)
+    if k := f.first("j2d_smpl", "j2d"):
+        kp_smpl[:] = f.get(k, (-1, 24, 3), n)
+    out["kp_coco"], out["kp_smpl"] = kp_coco, kp_smpl
+
+    pose = np.zeros((n, 72), np.float32)
+    if k := f.first("pose_cam", "pose", "body_pose"):
+        pose[:] = f.get(k, (-1, 72), n)
+    elif "root_orient" in f.keys and "pose_body" in f.keys:
+        body = f.get("pose_body", (-1, None), n)
+        if body.shape[1] not in (63, 69):
+            raise ImageDataError(f"{f.path}: key 'pose_body' has shape {body.shape}, expected ({n}, 63 | 69)")
+        pose[:, :3] = f.get("root_orient", (-1, 3), n)
+        pose[:, 3 : 3 + body.shape[1]] = body
+    has_pose = k is not None or "root_orient" in f.keys
+    out["pose"] = pose.reshape(n, 24, 3)
+    betas = np.zeros((n, 10), np.float32)
+    if k := f.first("betas", "shape"):
+        b = f.get(k, (-1, None), n)
+        betas[:, : min(10, b.shape[1])] = b[:, :10]
+    out["betas"] = betas
+    if k := f.first("has_smpl", "has_body_pose"):
+        out["has_smpl"] = f.get(k, (-1,), n).astype(np.float32)
+    else:
+        out["has_smpl"] = np.full(n, 1.0 if has_pose else 0.0, np.float32)
+
+    joints = np.zeros((n, 24, 4), np.float32)
+    if "S" in f.keys and joints_3d_order == "smpl":
+        s = f.get("S", (-1, 24, None), n)
+        if s.shape[2] not in (3, 4):
+            raise ImageDataError(f"{f.path}: key 'S' has shape {s.shape}, expected ({n}, 24, 3 | 4)")
+        joints[:, :, : s.shape[2]] = s
+        if s.shape[2] == 3:
+            joints[:, :, 3] = 1.0
+    out["joints_3d"] = joints
+    transl = np.zeros((n, 3), np.float32)
+    if k := f.first("trans", "trans_cam"):
+        transl[:] = f.get(k, (-1, 3), n)
+    out["transl"], out["has_transl"] = transl, np.full(n, 1.0 if k else 0.0, np.float32)
+    out["cam_int"] = f.get("cam_int", (-1, 3, 3), n).astype(np.float64) if "cam_int" in f.keys else None
+    out["img_size"] = f.get("img_size", (-1, 2), n).astype(np.float64) if "img_size" in f.keys else None
+    if "gender" in f.keys:
+        raw = _strings(f.get("gender", (-1,), n))
+        bad = sorted({g for g in raw if g.strip().lower() not in _GENDERS})
+        if bad:
+            raise ImageDataError(
+                f"{f.path}: key 'gender' has values {bad[:5]}; expected neutral/male/female (or n/m/f)"
+            )
+        out["gender"] = [_GENDERS[g.strip().lower()] for g in raw]
+    else:
+        out["gender"] = ["neutral"] * n
+    return out
+
+
+# ------------------------------------------------------------------------------------------ samples
+
+
+class PelvisModel:
+    """Rest-pose pelvis ``J0(betas) = a + B betas`` of a body model (camera-frame translation bookkeeping).
+
+    Args:
+        name: a registered body model (``free``, ``smpl``); kwargs go to :func:`mega.body.load_body_model`.
+    """
+
+    def __init__(self, name: str = "free", **kwargs: Any) -> None:
+        from mega.body import load_body_model
+
+        body = load_body_model(name, **kwargs)
+        reg = body.J_regressor[0].double()  # (V,)
+        self.a = (reg @ body.v_template.double()).numpy()  # (3,)
+        self.b = torch.einsum("v,vcb->cb", reg, body.smpl.shapedirs[..., :10].double()).numpy()  # (3, 10)
+
+    def __call__(self, betas: np.ndarray) -> np.ndarray:
+        """(10,) -> (3,)."""
+        return self.a + self.b @ betas.astype(np.float64)
+
+
+def make_sample(
+    rec: Mapping[str, Any],
+    img: np.ndarray,
+    factor: int,
+    full_size: tuple[int, int],
+    params: AugmentParams,
+    crop_size: int,
+    rng: np.random.Generator | None = None,
+    pelvis_model: PelvisModel | None = None,
+) -> dict[str, Any]:
+    """One record + its decoded image -> the contract's sample dict.
+
+    Args:
+        rec: one sample's arrays: ``center`` (2,), ``bbox_size`` px, ``kp_coco`` (17, 3), ``kp_smpl``
+            (24, 3), ``pose`` (24, 3), ``betas`` (10,), ``has_smpl``, ``joints_3d`` (24, 4), ``transl`` (3,),
+            ``has_transl``, ``cam_int`` (3, 3) or None, ``gender``, ``imgname``, ``index``.
+        img: (h, w, 3) uint8 decoded at ``1 / factor``; full_size: full image ``(width, height)``.
+        params: augmentation (identity for evaluation); rng: the sample's generator (occluder texture).
+        crop_size: S.
+    Returns:
+        ``img`` (3, S, S), ``kp2d_coco`` (17, 3), ``kp2d_smpl`` (24, 3), ``global_orient`` (3,),
+        ``body_pose`` (23, 3), ``betas`` (10,), ``has_smpl`` (), ``joints_3d`` (24, 4), ``transl`` (3,),
+        ``has_transl`` (), ``cam_int`` (3, 3), ``bbox_center`` (2,), ``bbox_size`` (), ``img_size`` (2,),
+        ``index`` () int64, ``imgname`` str, ``gender`` str (float32 tensors unless said).
+    """
+    cam_int = rec["cam_int"] if rec["cam_int"] is not None else default_intrinsics(np.asarray(full_size))
+    joints = np.asarray(rec["joints_3d"], np.float64)
+    has_transl = float(rec["has_transl"])
+    pelvis = None
+    if has_transl:
+        if joints[0, 3] > 0:
+            pelvis = joints[0, :3].copy()
+        elif pelvis_model is not None and rec["has_smpl"] > 0:
+            pelvis = pelvis_model(rec["betas"]) + rec["transl"]
+    geo = Geometry(
+        kp_coco=np.asarray(rec["kp_coco"], np.float64),
+        kp_smpl=np.asarray(rec["kp_smpl"], np.float64),
+        pose=np.asarray(rec["pose"], np.float64),
+        joints_3d=joints,
+        transl=np.asarray(rec["transl"], np.float64),
+        pelvis=pelvis,
+        bbox_center=np.asarray(rec["center"], np.float64),
+        bbox_size=float(rec["bbox_size"]),
+        cam_int=np.asarray(cam_int, np.float64),
+    )
+    geo, g = augment_geometry(geo, params)
+    if has_transl and geo.pelvis is None and (params.flip or params.rotation != 0.0):
+        has_transl = 0.0  # the view changed and the pelvis is unknown: the translation cannot follow
+    crop = warp_crop(img, crop_matrix(geo.bbox_center, geo.bbox_size, crop_size) @ g, crop_size, factor)
+    crop = augment_pixels(crop, params, rng)
+    joints_3d = geo.joints_3d.astype(np.float32)
+    joints_3d[joints_3d[:, 3] <= 0, :3] = 0.0
+
+    def t(x: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+    return {
+        "img": normalise_image(crop),
+        "kp2d_coco": torch.from_numpy(keypoints_to_crop(geo.kp_coco, geo.bbox_center, geo.bbox_size)),
+        "kp2d_smpl": torch.from_numpy(keypoints_to_crop(geo.kp_smpl, geo.bbox_center, geo.bbox_size)),
+        "global_orient": t(geo.pose[0]),
+        "body_pose": t(geo.pose[1:]),
+        "betas": t(rec["betas"]),
+        "has_smpl": t(rec["has_smpl"]),
+        "joints_3d": torch.from_numpy(joints_3d),
+        "transl": t(geo.transl if has_transl else np.zeros(3)),
+        "has_transl": t(has_transl),
+        "cam_int": t(geo.cam_int),
+        "bbox_center": t(geo.bbox_center),
+        "bbox_size": t(geo.bbox_size),
+        "img_size": t(full_size),
+        "index": torch.tensor(int(rec["index"]), dtype=torch.int64),
+        "imgname": str(rec["imgname"]),
+        "gender": str(rec["gender"]),
+    }
+
+
+class ImageNpzDataset(Dataset):
+    """A SPIN / BEDLAM-CLIFF npz split with its image root, cropped (and augmented) per item.
+
+    Args:
+        npz: the split file.
+        img_root: folder the ``imgname`` paths are relative to.
+        crop_size: square crop side S (224 ResNet / HRNet, 256 ViT, smaller for the CPU preset).
+        bbox_aspect: backbone input width / height used to expand boxes (0.75 for a 256x192 ViT: HMR2).
+        scale_in_pixels: ``scale`` stores pixels (4D-Humans eval npz), not /200 units.
+        joints_3d_order: ``smpl`` (``S`` holds SMPL-24 joints), ``spin`` or ``none`` (not used: conf 0).
+        augment: :class:`Augmenter` kwargs (a dict), or None for no augmentation (evaluation).
+        seed, rank: seed the per-item generators (with the epoch and index).
+        pelvis_model: a body-model name whose rest pelvis moves ``transl`` under flips / rotations when
+            the file has no 3D pelvis; None: such samples lose ``has_transl`` when flipped / rotated.
+        max_reduce: largest JPEG decode reduction (1 disables reduced decoding).
+        name: label for messages.
+    """
+
+    def __init__(
+        self,
+        npz: str | Path,
+        img_root: str | Path,
+        crop_size: int = 224,
+        bbox_aspect: float = 1.0,
+        scale_in_pixels: bool = False,
+        joints_3d_order: str = "smpl",
+        augment: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        pelvis_model: str | None = None,
+        max_reduce: int = 8,
+        name: str = "images",
+    ) -> None:
+        self.npz, self.img_root, self.name = Path(npz), Path(img_root), name
+        self.crop_size, self.seed, self.rank, self.epoch, self.max_reduce = (
+            int(crop_size),
+            seed,
+            rank,
+            0,
+            max_reduce,
+        )
+        self.arrays = read_image_npz(
+            self.npz, joints_3d_order=joints_3d_order, scale_in_pixels=scale_in_pixels
+        )
+        self.bbox_size = box_size(self.arrays["scale"], aspect=bbox_aspect)
+        if (self.bbox_size <= 0).any():
+            raise ImageDataError(
+                f"{self.npz}: key 'scale' has non-positive values (row {int(np.argmin(self.bbox_size))})"
+            )
+        self.augmenter = Augmenter(**dict(augment)) if augment is not None else None
+        self.pelvis_model = PelvisModel(pelvis_model) if pelvis_model else None
+
+    def __len__(self) -> int:
+        return len(self.arrays["imgname"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch component of the augmentation seed."""
+        self.epoch = int(epoch)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The per-sample arrays of row ``index`` (see :func:`make_sample`)."""
+        a = self.arrays
+        rec = {k: a[k][index] for k in ("center", "kp_coco", "kp_smpl", "pose", "betas", "has_smpl",
+                                         "joints_3d", "transl", "has_transl", "gender", "imgname")}  # fmt: skip
+        rec["cam_int"] = a["cam_int"][index] if a["cam_int"] is not None else None
+        rec["bbox_size"], rec["index"] = self.bbox_size[index], index
+        return rec
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.name}: index {index} out of range [0, {len(self)})")
+        rec = self.record(index)
+        rng, params = None, AugmentParams()
+        if self.augmenter is not None:
+            rng = sample_rng(self.seed, self.rank, self.epoch, index)
+            params = self.augmenter.sample(rng)
+        reduce = reduction_for(rec["bbox_size"] * params.scale, self.crop_size, self.max_reduce)
+        img, full, factor = decode_image(self.img_root / rec["imgname"], reduce=reduce)
+        if self.arrays["img_size"] is not None and tuple(self.arrays["img_size"][index]) != tuple(
+            map(float, full)
+        ):
+            raise ImageDataError(
+                f"{self.npz}: key 'img_size' row {index} is {tuple(self.arrays['img_size'][index])} but image "
+                f"{self.img_root / rec['imgname']} is {full}"
+            )
+        return make_sample(rec, img, factor, full, params, self.crop_size, rng, self.pelvis_model)
+
+
+# ------------------------------------------------------------------------------------ registry, build
+
+
+def _split_file(name: str, splits: Mapping[str, Any], split: str) -> Path:
+    path = splits.get(split) if splits else None
+    if not path:
+        have = ", ".join(k for k, v in (splits or {}).items() if v) or "none"
+        raise KeyError(
+            f"image data '{name}' has no '{split}' split (configured splits: {have}); set data.splits.{split}=PATH"
+        )
+    return Path(path)
+
+
+def npz_dataset(
+    name: str, split: str, splits: Mapping[str, Any], img_root: str, **kwargs: Any
+) -> ImageNpzDataset:
+    """An npz dataset from its config (``splits`` maps split names to npz files)."""
+    return ImageNpzDataset(_split_file(name, splits, split), img_root, name=f"{name}/{split}", **kwargs)
+
+
+for _name in ("coco", "mpii", "h36m", "mpi_inf_3dhp", "bedlam_images", "npz"):
+    IMAGE_DATASETS.register(_name)(lambda split, _n=_name, **kw: npz_dataset(_n, split, **kw))
+
+
+@IMAGE_DATASETS.register("synthetic_images")
+def synthetic_images(
+    split: str, root: str = "data/synthetic_images", generate: Mapping[str, Any] | None = None, **kwargs: Any
+) -> ImageNpzDataset:
+    """The embedded image benchmark: ``<root>/<split>.npz`` with images under ``root``; written on first
+    use by :mod:`mega.data.synthetic_images` when that module is present (``generate`` = its kwargs)."""
+    path = Path(root) / f"{split}.npz"
+    if not path.is_file():
+        try:
+            from mega.data import synthetic_images as gen  # noqa: PLC0415 (optional: written by another module)
+        except ImportError as err:
+            raise MissingImageError(
+                f"{path} not found and the generator (mega.data.synthetic_images) is not available: run "
+                "`python scripts/prepare_data.py dataset=synthetic_images`"
+            ) from err
+        gen.ensure_synthetic_images(root, **dict(generate or {}))
+    return ImageNpzDataset(path, root, name=f"synthetic_images/{split}", **kwargs)
+
+
+def build_image_dataset(cfg: Mapping[str, Any], split: str, **overrides: Any) -> Dataset:
+    """Build an image dataset from a ``data`` config (``name`` picks the entry; the rest are kwargs).
+
+    Augmentation is used for ``split == 'train'`` only, unless ``augment`` is passed in ``overrides``.
+
+    Example:
+        >>> train = build_image_dataset(cfg.data, "train", crop_size=128, seed=0, rank=rank)
+    """
+    import contextlib
+    import importlib
+
+    for module in ("mega.data.image_shards", "mega.data.mixed"):  # register "shards" and "mix"
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(module)
+
+    kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    name = kwargs.pop("name")
+    if name not in IMAGE_DATASETS:
+        from mega.data import DATASETS  # noqa: PLC0415
+
+        if name in DATASETS or name in ("amass", "bedlam", "synthetic_motion"):
+            raise KeyError(
+                f"data '{name}' is a motion dataset (mega.data.motion); image datasets: "
+                f"{', '.join(IMAGE_DATASETS.names())}"
+            )
+    if split != "train" and "augment" not in overrides:
+        kwargs["augment"] = None
+    kwargs.update(overrides)
+    return IMAGE_DATASETS.build(name, split=split, **kwargs)

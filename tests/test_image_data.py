@@ -1,0 +1,133 @@
+"""Image-dataset readers: the sample contract, every npz key variant, errors, decoding, crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fixtures_images import BACKGROUND, CAM_INT, HEIGHT, WIDTH, write_npz_dataset
+
+from mega.body.camera import project_points
+from mega.data.crop import ImageDataError, MissingImageError, crop_intrinsics, denormalise_image
+from mega.data.image_dataset import ImageNpzDataset
+
+CROP = 64
+CONTRACT = {
+    "img": (3, CROP, CROP), "kp2d_coco": (17, 3), "kp2d_smpl": (24, 3), "global_orient": (3,),
+    "body_pose": (23, 3), "betas": (10,), "has_smpl": (), "joints_3d": (24, 4), "transl": (3,),
+    "has_transl": (), "cam_int": (3, 3), "bbox_center": (2,), "bbox_size": (), "img_size": (2,), "index": (),
+}  # fmt: skip
+
+
+def crop_px_error(sample: dict, points: torch.Tensor, kp: torch.Tensor) -> float:
+    """Max distance in crop pixels between projected camera-frame points (J, 3) and keypoints (J, 3)."""
+    uv = project_points(points[None].double(), sample["cam_int"][None].double())[0]
+    norm = (uv - sample["bbox_center"].double()) * 2 / sample["bbox_size"].double()
+    return float((norm - kp[:, :2].double()).abs().max()) * sample["img"].shape[-1] / 2
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    people = {
+        v: write_npz_dataset(root, 4, i, v) for i, v in enumerate(["ours", "spin", "bedlam", "mega", "hmr2"])
+    }
+    return root, people
+
+
+def test_sample_contract_and_exact_ground_truth(root):
+    folder, people = root
+    ds = ImageNpzDataset(folder / "ours.npz", folder, crop_size=CROP)
+    assert len(ds) == 4
+    s = ds[2]
+    assert set(s) == set(CONTRACT) | {"imgname", "gender"}
+    for key, shape in CONTRACT.items():
+        assert tuple(s[key].shape) == shape, key
+        assert s[key].dtype == (torch.int64 if key == "index" else torch.float32), key
+    assert s["imgname"] == "images/ours_002.png" and s["gender"] == "neutral" and int(s["index"]) == 2
+    p = people["ours"]
+    torch.testing.assert_close(
+        s["global_orient"].double(), torch.as_tensor(p["pose"][2, :3]), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(s["transl"].double(), torch.as_tensor(p["transl"][2]), atol=1e-6, rtol=0)
+    assert s["has_smpl"] == 1 and s["has_transl"] == 1
+    torch.testing.assert_close(s["img_size"], torch.tensor([WIDTH, HEIGHT], dtype=torch.float32))
+    torch.testing.assert_close(s["cam_int"].double(), torch.as_tensor(CAM_INT))
+    assert crop_px_error(s, s["joints_3d"][:, :3], s["kp2d_smpl"]) < 1e-3
+    # Keypoints in [-1, 1] and every dot of the picture under its keypoint (pixels and labels agree).
+    img = denormalise_image(s["img"])
+    assert (s["kp2d_smpl"][:, 2] == 1).all() and s["kp2d_smpl"][:, :2].abs().max() <= 1
+    px = ((s["kp2d_smpl"][:, :2] + 1) * CROP / 2).long().clamp(0, CROP - 1)
+    assert (img[px[:, 1], px[:, 0]].astype(int).mean(-1) > BACKGROUND + 60).all()
+    # The crop as a pinhole camera: projecting with K_crop gives crop pixels directly.
+    k_crop = crop_intrinsics(
+        s["cam_int"][None].double(), s["bbox_center"][None].double(), s["bbox_size"][None].double(), CROP
+    )
+    uv = project_points(s["joints_3d"][None, :, :3].double(), k_crop)[0]
+    torch.testing.assert_close(uv, (s["kp2d_smpl"][:, :2].double() + 1) * CROP / 2, atol=1e-3, rtol=0)
+
+
+def test_spin_variant_maps_part_to_coco_and_has_smpl_zero(root):
+    folder, people = root
+    ds = ImageNpzDataset(folder / "spin.npz", folder, crop_size=CROP, joints_3d_order="spin")
+    with_smpl, without = ds[0], ds[1]
+    assert with_smpl["has_smpl"] == 1 and without["has_smpl"] == 0
+    assert without["global_orient"].abs().sum() == 0 and without["kp2d_coco"][:, 2].sum() == 17
+    assert with_smpl["joints_3d"][:, 3].sum() == 0  # SPIN-24 3D joints are not SMPL joints
+    assert with_smpl["kp2d_smpl"][:, 2].sum() == 0
+    # No cam_int in the file: CLIFF's default camera (which the fixture used to project).
+    f = float(np.hypot(WIDTH, HEIGHT))
+    torch.testing.assert_close(
+        with_smpl["cam_int"].double(),
+        torch.tensor([[f, 0, WIDTH / 2], [0, f, HEIGHT / 2], [0, 0, 1.0]], dtype=torch.float64),
+        atol=1e-3,
+        rtol=0,
+    )
+    p = people["spin"]
+    uv = torch.as_tensor(p["j2d_coco"][1, :, :2])
+    norm = (uv - without["bbox_center"].double()) * 2 / without["bbox_size"]
+    torch.testing.assert_close(norm.float(), without["kp2d_coco"][:, :2], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["bedlam", "mega", "hmr2"])
+def test_key_variants(root, variant):
+    folder, people = root
+    ds = ImageNpzDataset(folder / f"{variant}.npz", folder, crop_size=CROP, scale_in_pixels=variant == "hmr2")
+    s = ds[1]
+    p = people[variant]
+    want = p["pose"][1].copy()
+    if variant == "mega":
+        want[66:] = 0  # MEGA stores 21 body joints; the hands are zero
+    got = torch.cat([s["global_orient"], s["body_pose"].reshape(-1)]).double()
+    torch.testing.assert_close(got, torch.as_tensor(want), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s["betas"].double(), torch.as_tensor(p["betas"][1]), atol=1e-6, rtol=0)
+    assert s["has_smpl"] == 1
+    assert s["gender"] == {"bedlam": "female", "mega": "female", "hmr2": "neutral"}[variant]
+    assert s["has_transl"] == (1 if variant == "bedlam" else 0)
+    kp = s["kp2d_smpl"] if variant == "mega" else s["kp2d_coco"]
+    ref = p["j2d_smpl"] if variant == "mega" else p["j2d_coco"]
+    norm = (torch.as_tensor(ref[1, :, :2]) - s["bbox_center"].double()) * 2 / s["bbox_size"]
+    torch.testing.assert_close(norm.float(), kp[:, :2], atol=1e-5, rtol=0)
+
+
+def test_errors_name_file_and_key(root, tmp_path):
+    folder, _ = root
+    data = dict(np.load(folder / "ours.npz"))
+    np.savez(tmp_path / "bad_shape.npz", **{**data, "j2d_smpl": data["j2d_smpl"][:, :20]})
+    with pytest.raises(ImageDataError, match=r"bad_shape\.npz.*'j2d_smpl'"):
+        ImageNpzDataset(tmp_path / "bad_shape.npz", folder)
+    raw = (folder / "ours.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ImageDataError, match=r"cut\.npz"):
+        ImageNpzDataset(tmp_path / "cut.npz", folder)
+    with pytest.raises(MissingImageError, match="nothere.npz"):
+        ImageNpzDataset(tmp_path / "nothere.npz", folder)
+    ds = ImageNpzDataset(folder / "ours.npz", tmp_path)  # wrong image root
+    with pytest.raises(MissingImageError, match="ours_000.png"):
+        ds[0]
+    assert issubclass(MissingImageError, FileNotFoundError)
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    (img_dir / "ours_000.png").write_bytes((folder / "images/ours_000.png").read_bytes()[:100])
+    with pytest.raises(ImageDataError, match="ours_000.png"):
+        ds[0]
