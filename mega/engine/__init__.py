@@ -26,14 +26,22 @@ resuming happens there::
             cleanup_dist()
 
 Modules: ``dist`` (ranks, device, precision), ``rundir`` (one run directory for all ranks), ``rng``
-(generator streams), ``batches`` (resumable epoch order), ``checkpoint`` (atomic files, training
-state), ``optim`` (AdamW, warm-up + cosine), ``logging`` (wandb/none, metric windows), ``loop`` (train).
+(generator streams), ``batches`` (resumable epoch order), ``checkpoint`` (atomic, self-checking files,
+history, training state), ``faults`` (fault injection), ``optim`` (AdamW, warm-up + cosine), ``logging`` (wandb/none, metric windows), ``loop`` (train).
 """
 
 from mega.engine.batches import ResumableBatches, to_device
-from mega.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mega.engine.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    DiskFullError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mega.engine.dist import (
     DistInfo,
+    DistStartupError,
     all_gather_object,
     all_reduce_mean,
     barrier,
@@ -42,6 +50,7 @@ from mega.engine.dist import (
     setup_dist,
 )
 from mega.engine.logging import LOGGERS, Logger, NullLogger, WandbLogger, build_logger
+from mega.engine.faults import FaultConfig
 from mega.engine.loop import EngineConfig, NonFiniteLossError, TrainResult, train
 from mega.engine.optim import build_optimizer, build_scheduler, lr_at
 from mega.engine.rng import RngStreams, seed_everything, stream_seed
@@ -50,8 +59,13 @@ from mega.engine.rundir import register_resolvers, run_id
 __all__ = [
     "LOGGERS",
     "CheckpointError",
+    "CheckpointMismatchError",
+    "CorruptCheckpointError",
+    "DiskFullError",
     "DistInfo",
+    "DistStartupError",
     "EngineConfig",
+    "FaultConfig",
     "Logger",
     "NonFiniteLossError",
     "NullLogger",

@@ -15,13 +15,28 @@ A training checkpoint (written by the loop through :func:`save_training_state`) 
     rng             list over ranks of capture_rng_state(...) (torch, cuda, numpy, python, streams)
     config          the resolved run config (plain dict) or None
     extra           {name: state_dict} of the script's extra stateful objects (e.g. an EMA)
+    integrity       {"sha256": ...}: hash of every tensor's bytes and every other value (added on save)
+
+Integrity: :func:`save_checkpoint` records a hash of the content, :func:`load_checkpoint` recomputes it,
+so a file damaged after it was written (a flipped block, a partial copy) is refused with its name.
+A write that fails (e.g. ``ENOSPC``: disk full) leaves the previous file untouched and says so.
+
+History: the loop keeps the newest ``keep_last`` checkpoints as ``last.pt``, ``last-1.pt``, ... (the
+previous file is hard-linked to ``last-1.pt`` before the new one replaces ``last.pt``, so there is
+never a moment without a complete ``last.pt``). ``resume=auto`` tries them newest first (then the
+``step_*.pt`` snapshots): an unreadable one is skipped with a warning naming it. A checkpoint of
+another config (model shapes, tokenizer, data order: seed, batch size, world size) is refused with
+the key that differs (``engine.strict_resume=false`` turns that into a warning).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,40 +45,160 @@ import torch
 from torch import nn
 
 from mega.engine.batches import ResumableBatches
-from mega.engine.dist import DistInfo, all_gather_object, barrier
+from mega.engine.dist import DistInfo, all_gather_object
 from mega.engine.rng import RngStreams, capture_rng_state
+from mega.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mega.engine.checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+# Config keys that decide the model's shapes or the data order: a checkpoint that differs in one of
+# them cannot be continued exactly (the prefixes are dotted keys of the resolved run config).
+IDENTITY_KEYS = (
+    "tokenizer", "transformer", "model", "backbone", "conditioning", "body_model", "data",
+    "engine.seed", "engine.batch_size", "engine.grad_accum",
+)  # fmt: skip
+
+
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file is missing, corrupt, truncated or not an engine checkpoint."""
 
 
-def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``).
+class CorruptCheckpointError(CheckpointError):
+    """The file cannot be read or fails its integrity check (an older checkpoint may be used instead)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint is readable but belongs to another config (model shapes, data order)."""
+
+
+class DiskFullError(CheckpointError):
+    """Writing a checkpoint failed for lack of space; the previous checkpoint is intact."""
+
+
+def content_hash(state: Any) -> str:
+    """sha256 over every tensor's dtype, shape and bytes and every other value's repr, in key order."""
+    h = hashlib.sha256()
+    for key, leaf in _leaves(state, ""):
+        h.update(key.encode())
+        if isinstance(leaf, torch.Tensor):
+            t = leaf.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(leaf).encode())
+    return h.hexdigest()
+
+
+def _leaves(obj: Any, key: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, Mapping):
+        for k in sorted(obj, key=str):
+            yield from _leaves(obj[k], f"{key}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        yield f"{key}:{type(obj).__name__}{len(obj)}", None
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{key}/{i}")
+    else:
+        yield key, obj
+
+
+def history_paths(path: Path, keep: int) -> list[Path]:
+    """``[last.pt, last-1.pt, ..., last-(keep-1).pt]`` for ``path`` = ``.../last.pt``."""
+    return [path] + [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, keep)]
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep: int = 1, _fail_after: int | None = None) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``), with its content hash.
 
     Args:
         path: destination file; its folder is created if needed.
         state: tensors and plain containers (what ``torch.load(weights_only=True)`` accepts).
+        keep: how many versions to keep: the older ones move to ``<stem>-1<suffix>``, ``-2``, ...
+        _fail_after: fault injection for tests: raise ``ENOSPC`` after writing this many bytes.
 
     Returns:
         The destination path.
+
+    Raises:
+        DiskFullError: the disk (or quota) is full; ``path`` and its history are left as they were.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    state = {k: v for k, v in state.items() if k != "integrity"}
+    state["integrity"] = {"sha256": content_hash(state)}
     try:
         with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
+            torch.save(state, _FailingWriter(f, _fail_after) if _fail_after is not None else f)
             f.flush()
             os.fsync(f.fileno())
+        _shift_history(path, keep)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                f"disk full while writing checkpoint {path} ({os.strerror(err.errno)}; {free / 2**20:.0f} MiB free "
+                f"on {path.parent}). The previous checkpoint{'s are' if keep > 1 else ' is'} intact "
+                f"({', '.join(str(p) for p in history_paths(path, keep) if p.exists()) or 'none yet'}); free some "
+                "space (or lower engine.keep_last) and resume with the same command"
+            ) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+class _FailingWriter:
+    """A file wrapper that raises ``OSError(ENOSPC)`` once ``limit`` bytes were written (fault injection)."""
+
+    def __init__(self, f: Any, limit: int) -> None:
+        self.f, self.left = f, limit
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.left:
+            self.f.write(bytes(data)[: self.left])
+            self.left = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.left -= len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _shift_history(path: Path, keep: int) -> None:
+    """Move ``last-i`` to ``last-(i+1)`` and link ``last`` to ``last-1``; ``last`` itself stays in place."""
+    if keep <= 1 or not path.exists():
+        return
+    names = history_paths(path, keep)
+    for older, newer in zip(reversed(names[1:]), reversed(names[:-1])):
+        if newer == path:
+            link = path.with_name(f".{older.name}.link-{os.getpid()}")
+            link.unlink(missing_ok=True)
+            try:
+                os.link(path, link)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(path, link)
+            os.replace(link, older)
+        elif newer.exists():
+            os.replace(newer, older)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(
@@ -77,23 +212,36 @@ def load_checkpoint(
         required: keys that must be present (e.g. ``("model", "step")``).
 
     Returns:
-        The saved dict.
+        The saved dict (with its ``integrity`` entry).
 
     Raises:
-        CheckpointError: naming the file and what to do when it is missing, unreadable or incomplete.
+        CheckpointError: naming the file and what to do when it is missing or incomplete;
+            ``CorruptCheckpointError`` when it is unreadable or its content hash differs.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path, or start without resuming")
+    advice = (
+        "Delete or move it and resume from an earlier checkpoint in the same folder (engine.resume=<file>), "
+        "or start a fresh run."
+    )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip/pickle errors differ by how the file was damaged
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: {err}). "
-            "Delete or move it and resume from an earlier checkpoint in the same folder, or start a fresh run."
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}). {advice}"
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
+    recorded = state.get("integrity", {}).get("sha256") if isinstance(state.get("integrity"), dict) else None
+    if recorded is not None:
+        actual = content_hash({k: v for k, v in state.items() if k != "integrity"})
+        if actual != recorded:
+            raise CorruptCheckpointError(
+                f"checkpoint {path} is corrupt: its content hash ({actual[:12]}...) differs from the one recorded "
+                f"when it was written ({recorded[:12]}...). {advice}"
+            )
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(
@@ -125,9 +273,18 @@ class TrainingState:
 
 
 def save_training_state(
-    path: Path, ts: TrainingState, step: int, dist: DistInfo, config: Any, copy_to: Path | None = None
+    path: Path,
+    ts: TrainingState,
+    step: int,
+    dist: DistInfo,
+    config: Any,
+    copy_to: Path | None = None,
+    keep: int = 1,
+    _fail_after: int | None = None,
 ) -> Path:
     """Collective: gather every rank's RNG state, then rank 0 writes ``path`` (and ``copy_to``).
+
+    A failed write on rank 0 is raised on every rank (no rank is left waiting in a collective).
 
     Args:
         path: the checkpoint file (``.../last.pt``).
@@ -136,11 +293,17 @@ def save_training_state(
         dist: this rank.
         config: the resolved config to store.
         copy_to: a second file for a kept snapshot (``.../step_0001000.pt``), or None.
+        keep: versions of ``path`` to keep (``last.pt``, ``last-1.pt``, ...).
+        _fail_after: fault injection: the write fails with ENOSPC after this many bytes.
 
     Returns:
         ``path``.
+
+    Raises:
+        CheckpointError: (e.g. ``DiskFullError``) on every rank when rank 0 could not write.
     """
     rng_states = all_gather_object(capture_rng_state(ts.rng))
+    failure: tuple[str, str] | None = None
     if dist.is_main:
         state = {
             "format": FORMAT,
@@ -156,29 +319,48 @@ def save_training_state(
             "config": config,
             "extra": {k: v.state_dict() for k, v in ts.extra.items()},
         }
-        save_checkpoint(path, state)
-        if copy_to is not None:
-            save_checkpoint(copy_to, state)
-    barrier()
+        try:
+            save_checkpoint(path, state, keep=keep, _fail_after=_fail_after)
+            if copy_to is not None:
+                save_checkpoint(copy_to, state)
+        except Exception as err:
+            if not dist.is_distributed:
+                raise
+            failure = (type(err).__name__, str(err))
+    failures = all_gather_object(failure)  # doubles as the barrier after the write
+    if failures[0] is not None and not dist.is_main:
+        name, message = failures[0]
+        raise (DiskFullError if name == "DiskFullError" else CheckpointError)(f"rank 0: {message}")
+    if failure is not None:
+        raise (DiskFullError if failure[0] == "DiskFullError" else CheckpointError)(failure[1])
     return path
 
 
-def restore_training_state(path: Path, ts: TrainingState, dist: DistInfo, config: Any) -> tuple[int, Any]:
+def restore_training_state(
+    path: Path, ts: TrainingState, dist: DistInfo, config: Any, strict: bool = True
+) -> tuple[int, Any]:
     """Load ``path`` into ``ts``; the RNG state is returned, for the caller to restore last.
 
     The lr schedule keeps *this* run's settings (so a resumed run may extend ``max_steps``); everything
-    else comes from the checkpoint. With another world size or batch size the data position is
-    converted through the number of samples consumed (the epoch order does not depend on the world
-    size) and the random streams keep their fresh seeds: a warning says the run is then not exact.
+    else comes from the checkpoint. A checkpoint whose model shapes differ, or (with ``strict``) whose
+    config differs in an identity key (:data:`IDENTITY_KEYS`) or whose world size or batch size differ,
+    is refused. Without ``strict``, another world size or batch size converts the data position through
+    the number of samples consumed (the epoch order does not depend on the world size) and the random
+    streams keep their fresh seeds: a warning says the run is then not exact.
 
     Args:
         path: checkpoint file.
         ts: the freshly built objects to load into.
         dist: this rank.
-        config: this run's resolved config, compared with the saved one (differences are logged).
+        config: this run's resolved config, compared with the saved one.
+        strict: refuse (rather than warn about) identity differences.
 
     Returns:
         (step, this rank's saved RNG state or None when the layout changed).
+
+    Raises:
+        CorruptCheckpointError: unreadable or failing its integrity check.
+        CheckpointMismatchError: the checkpoint belongs to another config (the message names the key).
     """
     keys = (
         "format",
@@ -197,8 +379,22 @@ def restore_training_state(path: Path, ts: TrainingState, dist: DistInfo, config
         raise CheckpointError(f"checkpoint {path} has format {state['format']!r}; this code reads {FORMAT!r}")
     missing = sorted(set(ts.extra) - set(state["extra"]))
     if missing:
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"checkpoint {path} has no state for {missing} (it holds {sorted(state['extra'])})"
+        )
+    _check_model(path, ts.model.state_dict(), state["model"])
+    bs, ws = int(state["batch_size"]), int(state["world_size"])
+    layout = [f"{k}: {old} in the checkpoint, {new} now"
+              for k, old, new in (("world_size", ws, dist.world_size), ("engine.batch_size", bs, ts.batches.batch_size))
+              if old != new]  # fmt: skip
+    diff = _config_diff(state.get("config"), config) if config is not None else []
+    identity = [d for d in diff if _is_identity_key(d.split(":", 1)[0])]
+    if strict and (identity or layout):
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was written by another configuration, so the run cannot continue exactly: "
+            f"{'; '.join((layout + identity)[:5])}. Resume with the same settings (and number of ranks), start a "
+            "fresh run (another hydra.run.dir, or engine.resume=null), or set engine.strict_resume=false "
+            "to continue approximately"
         )
     ts.model.load_state_dict(state["model"])
     ts.optimizer.load_state_dict(state["optimizer"])
@@ -208,17 +404,15 @@ def restore_training_state(path: Path, ts: TrainingState, dist: DistInfo, config
         group["lr"] = base * lam(step)
     for name, obj in ts.extra.items():
         obj.load_state_dict(state["extra"][name])
-    bs, ws = int(state["batch_size"]), int(state["world_size"])
     ts.batches.epoch = int(state["epoch"])
     ts.batches.position = int(state["batch_in_epoch"]) * bs * ws // (ts.batches.batch_size * dist.world_size)
-    same_layout = (bs, ws) == (ts.batches.batch_size, dist.world_size)
+    same_layout = not layout
     if not same_layout:
         log.warning(
             "resuming %s with %d ranks x batch %d instead of %d x %d: the data order continues approximately "
             "and the random streams are re-seeded, so this is not an exact continuation",
             path, dist.world_size, ts.batches.batch_size, ws, bs,
         )  # fmt: skip
-    diff = _config_diff(state.get("config"), config) if config is not None else []
     if diff:
         log.warning("the config differs from the checkpoint's: %s", "; ".join(diff[:10]))
     log.info(
@@ -227,20 +421,95 @@ def restore_training_state(path: Path, ts: TrainingState, dist: DistInfo, config
     return step, state["rng"][dist.rank] if same_layout else None
 
 
-def find_resume_checkpoint(resume: str | None, ckpt_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``"auto"`` = ``ckpt_dir/last.pt`` if it exists, a path, or None."""
+def _check_model(path: Path, current: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose model parameters differ in names or shapes, naming the first ones."""
+    problems = [f"{k} missing from the checkpoint" for k in current if k not in saved]
+    problems += [f"{k} not in this model" for k in saved if k not in current]
+    problems += [
+        f"{k}: shape {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} in this model"
+        for k, v in current.items()
+        if k in saved and isinstance(v, torch.Tensor) and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} holds another model ({len(problems)} differences; {'; '.join(problems[:3])}). "
+            "Resume it with the config it was trained with, or start a fresh run (another hydra.run.dir)"
+        )
+
+
+def _is_identity_key(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in IDENTITY_KEYS)
+
+
+def resume_candidates(resume: str | None, ckpt_dir: Path, keep: int = 1) -> list[Path]:
+    """The checkpoints to try, newest first.
+
+    ``"auto"``: ``ckpt_dir/last.pt``, ``last-1.pt``, ... (up to ``keep`` and any older ones left by a
+    larger ``keep_last``) and then the ``step_*.pt`` snapshots, newest first; only existing files.
+    A path: just that file. None / "null": nothing.
+    """
     last = ckpt_dir / "last.pt"
     if resume in (None, "", "none", "null"):
         if last.exists():
             log.warning("engine.resume is off: %s will be overwritten", last)
-        return None
-    if resume == "auto":
-        return last if last.exists() else None
-    return Path(resume)
+        return []
+    if resume != "auto":
+        return [Path(resume)]
+    history = history_paths(last, max(keep, 1))
+    history += sorted(
+        (p for p in ckpt_dir.glob("last-*.pt") if p not in history and p.stem[5:].isdigit()),
+        key=lambda p: int(p.stem[5:]),
+    )
+    snapshots = sorted(ckpt_dir.glob("step_*.pt"), reverse=True)
+    return [p for p in history + snapshots if p.is_file()]
+
+
+def find_resume_checkpoint(resume: str | None, ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint to resume from (see :func:`resume_candidates`), or None."""
+    candidates = resume_candidates(resume, ckpt_dir)
+    return candidates[0] if candidates else None
+
+
+def restore_newest_readable(
+    candidates: Sequence[Path], ts: TrainingState, dist: DistInfo, config: Any, strict: bool = True
+) -> tuple[Path, int, Any]:
+    """Restore the newest candidate that reads; a corrupt one is skipped with a warning naming it.
+
+    Every rank reads the files itself; they must agree on the one used (else the start fails).
+
+    Returns:
+        (the checkpoint used, step, this rank's RNG state or None).
+
+    Raises:
+        CorruptCheckpointError: every candidate is unreadable (the message lists them).
+        CheckpointMismatchError: the newest readable one belongs to another config.
+    """
+    skipped: list[str] = []
+    for path in candidates:
+        try:
+            step, rng_state = restore_training_state(path, ts, dist, config, strict)
+        except CorruptCheckpointError as err:
+            if len(candidates) == 1:
+                raise
+            log.warning("skipping checkpoint %s: %s", path, err)
+            skipped.append(str(err))
+            continue
+        if skipped:
+            log.warning("resumed from the older checkpoint %s at step %d because %d newer one(s) could not be read",
+                        path, step, len(skipped))  # fmt: skip
+        used = all_gather_object((str(path), step))
+        if any(u != used[0] for u in used):
+            raise CheckpointError(f"the ranks resumed from different checkpoints: {used}; the files changed while "
+                                  "they were being read, or the ranks do not share the run directory")  # fmt: skip
+        return path, step, rng_state
+    raise CorruptCheckpointError(
+        f"none of the {len(candidates)} checkpoints in {candidates[0].parent} can be read: "
+        + " | ".join(skipped)
+    )
 
 
 def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts."""
+    """Dotted keys whose values differ between two nested config dicts (``"key: old -> new"``)."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         keys = sorted(set(old) | set(new), key=str)
         return [d for k in keys for d in _config_diff(old.get(k), new.get(k), f"{prefix}{k}.")]

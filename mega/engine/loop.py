@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,16 @@ from tqdm import tqdm
 from mega.engine.batches import ResumableBatches, to_device
 from mega.engine.checkpoint import (
     TrainingState,
-    find_resume_checkpoint,
-    restore_training_state,
+    restore_newest_readable,
+    resume_candidates,
     save_training_state,
 )
 from mega.engine.dist import DistInfo, all_gather_object, all_reduce_max, barrier, resolve_precision
+from mega.engine.faults import FaultConfig, FaultInjector
 from mega.engine.logging import Logger, MetricWindow, NullLogger
 from mega.engine.optim import build_optimizer, build_scheduler
 from mega.engine.rng import RngStreams, restore_rng_state, seed_everything
+from mega.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +85,30 @@ class EngineConfig:
     eval_every: int = 0  # updates between eval_fn calls; 0 = only at the end
     ckpt_every: int = 500  # updates between checkpoints/last.pt writes; 0 = only at the end
     keep_every: int = 0  # also keep checkpoints/step_XXXXXXX.pt every N updates; 0 = never
-    resume: str | None = "auto"  # auto (last.pt of the run dir if any) | a checkpoint path | null
+    resume: str | None = "auto"  # auto (newest readable checkpoint of the run dir, if any) | a path | null
     progress_bar: bool = True  # tqdm bar on rank 0
     find_unused_parameters: bool = False  # DDP option for models with conditionally used parameters
+    keep_last: int = 2  # checkpoints kept: last.pt, last-1.pt, ... (resume falls back to an older one)
+    strict_resume: bool = True  # refuse a checkpoint of another model/data order; false = warn, continue
+    fault: FaultConfig = field(default_factory=FaultConfig)  # fault injection (mega/engine/faults.py)
 
     def __post_init__(self) -> None:
         if (self.max_steps is None) == (self.epochs is None):
-            raise ValueError(
+            raise ConfigError(
                 f"set exactly one of engine.max_steps / engine.epochs (got {self.max_steps}, {self.epochs})"
             )
-        if min(self.batch_size, self.grad_accum, self.log_every) < 1:
-            raise ValueError("engine.batch_size, engine.grad_accum and engine.log_every must be >= 1")
+        if min(self.batch_size, self.grad_accum, self.log_every, self.keep_last) < 1:
+            raise ConfigError(
+                "engine.batch_size, engine.grad_accum, engine.log_every and engine.keep_last must be >= 1 (got "
+                f"{self.batch_size}, {self.grad_accum}, {self.log_every}, {self.keep_last})"
+            )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if not isinstance(self.fault, FaultConfig):
+            fault = OmegaConf.to_container(self.fault) if isinstance(self.fault, DictConfig) else dict(self.fault)
+            unknown = sorted(set(fault) - set(FaultConfig.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"engine.fault has no key {unknown}; known: {list(FaultConfig.__dataclass_fields__)}")
+            self.fault = FaultConfig(**fault)
 
 
 @dataclass
@@ -117,7 +131,7 @@ class TrainResult:
     start_step: int = 0
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss (or gradient norm) became NaN/inf; the update was not applied, nothing was saved."""
 
 
@@ -158,6 +172,7 @@ def _train_step(
     engine: EngineConfig,
     dist: DistInfo,
     dtype: torch.dtype | None,
+    inject_nan: bool = False,
 ) -> tuple[dict[str, Tensor], str | None]:
     """One optimiser update over ``grad_accum`` micro-batches.
 
@@ -175,6 +190,8 @@ def _train_step(
         with sync:
             with torch.autocast(dist.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss, terms = loss_fn(ddp, batch, rng)
+            if inject_nan:  # fault injection: a NaN that flows through backward like a real one
+                loss = loss * float("nan")
             (loss / engine.grad_accum).backward()
         for k, v in _terms_as_tensors(loss, terms, dist.device).items():
             sums[k] = sums.get(k, 0.0) + v / engine.grad_accum
@@ -244,7 +261,8 @@ def train(
     Raises:
         NonFiniteLossError: on every rank, when a loss term or the gradient norm is NaN/inf; the update is
             not applied and the last checkpoint is left as it was.
-        CheckpointError: when the checkpoint to resume from is missing or unreadable.
+        CheckpointError: when the checkpoint to resume from is missing, unreadable (and no older one
+            reads), of another config, or when a checkpoint write fails (``DiskFullError``).
     """
     run_dir, logger = Path(run_dir), logger or NullLogger()
     if isinstance(config, DictConfig):  # checkpoints hold plain containers only (weights_only loading)
@@ -266,9 +284,11 @@ def train(
     rng = RngStreams(engine.seed, dist.rank, dist.device)
     ts = TrainingState(model, optimizer, scheduler, batches, rng, extra_state or {})
     seed_everything(engine.seed, dist.rank)
-    step, rng_state, last_ckpt = 0, None, find_resume_checkpoint(engine.resume, ckpt_dir)
-    if last_ckpt is not None:
-        step, rng_state = restore_training_state(last_ckpt, ts, dist, config)
+    faults = FaultInjector(engine.fault, run_dir, dist.rank)
+    step, rng_state, last_ckpt = 0, None, None
+    candidates = resume_candidates(engine.resume, ckpt_dir, engine.keep_last)
+    if candidates:
+        last_ckpt, step, rng_state = restore_newest_readable(candidates, ts, dist, config, engine.strict_resume)
     start_step, ddp = step, model
     if dist.is_distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -288,13 +308,20 @@ def train(
     )
     try:
         while step < total:
-            step_metrics, failure = _train_step(ddp, loss_fn, stream, optimizer, rng, engine, dist, dtype)
+            faults.before_update(step + 1)
+            inject_nan = faults.nan_now(step + 1)
+            step_metrics, failure = _train_step(
+                ddp, loss_fn, stream, optimizer, rng, engine, dist, dtype, inject_nan
+            )
             if failure is not None:
+                if inject_nan:
+                    faults.nan_fired(step + 1)
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step + 1} (epoch {batches.epoch}, batch {batches.position} of the "
                     f"epoch) on {failure}. The update was not applied and nothing was saved; the last good "
                     f"checkpoint is {last_ckpt or 'none (none had been written yet)'}. Check the inputs and the "
                     "learning rate, then resume from it (engine.resume=<path>)."
+                    + (" (This NaN was injected by engine.fault.nan_at_step.)" if inject_nan else "")
                 )
             lr = torch.tensor(optimizer.param_groups[0]["lr"], device=dist.device)  # the lr this update used
             window.add({**step_metrics, "lr": lr})
@@ -319,7 +346,10 @@ def train(
             if (engine.ckpt_every and step % engine.ckpt_every == 0) or step == total:
                 keep = engine.keep_every and step % engine.keep_every == 0
                 copy_to = ckpt_dir / f"step_{step:07d}.pt" if keep else None
-                last_ckpt = save_training_state(ckpt_dir / "last.pt", ts, step, dist, config, copy_to)
+                fail_after = 4096 if faults.enospc_now(step) else None  # fault injection: disk full
+                last_ckpt = save_training_state(
+                    ckpt_dir / "last.pt", ts, step, dist, config, copy_to, engine.keep_last, fail_after
+                )
             window.excluded += time.perf_counter() - t0
     finally:
         bar.close()
