@@ -71,7 +71,7 @@ def rasterize(
     height: int,
     width: int,
     near: float = 1e-2,
-    chunk: int = 1 << 22,
+    chunk: int = 1 << 18,
 ) -> Fragments:
     """Rasterise a batch of meshes that share one face list.
 

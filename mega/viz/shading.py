@@ -75,15 +75,14 @@ def shade(
     if vertex_colors.dim() == 2:
         vertex_colors = vertex_colors.expand(b, -1, -1)
     light = torch.nn.functional.normalize(light_dir.to(vertices).expand(b, 3), dim=-1)
-    normals = interpolate(fragments, vertex_normals(vertices, faces), faces)
-    points = interpolate(fragments, vertices, faces)
+    attrs = torch.cat([vertex_normals(vertices, faces), vertices, vertex_colors.to(vertices.dtype)], -1)
+    normals, points, albedo = interpolate(fragments, attrs, faces).split(3, dim=-1)  # one gather
     facing_away = (normals * points).sum(-1, keepdim=True) > 0  # the camera sits at the origin
     normals = torch.where(facing_away, -normals, normals)
     normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
     lambert = (normals * light[:, None, None]).sum(-1).clamp_min(0)  # (B, H, W)
     amb = torch.as_tensor(ambient, dtype=vertices.dtype, device=vertices.device).reshape(-1, 1, 1)
     dif = torch.as_tensor(diffuse, dtype=vertices.dtype, device=vertices.device).reshape(-1, 1, 1)
-    albedo = interpolate(fragments, vertex_colors.to(vertices.dtype), faces)
     alpha = fragments.mask.to(vertices.dtype)
     rgb = (albedo * (amb + dif * lambert)[..., None]).clamp(0, 1) * alpha[..., None]
     return rgb, alpha
