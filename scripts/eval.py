@@ -18,37 +18,43 @@ from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.data.benchmark import BenchmarkDataset, make_body_factory
+from mega.engine.dist import cleanup_dist, setup_dist
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
 
-log = logging.getLogger("evaluate")
+log = logging.getLogger("eval")
 
 
-@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    dataset = BenchmarkDataset(cfg.dataset.index, root=cfg.root or cfg.dataset.root)
-    bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
-    protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
-    evaluator = Evaluator(
-        protocol,
-        bodies,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        device=cfg.device,
-        progress=cfg.progress,
-    )
-    log.info(
-        "evaluating %s on %s (%d samples) under protocol %s",
-        cfg.predictor,
-        dataset.name,
-        len(dataset),
-        protocol.name,
-    )
-    result = evaluator.run(dataset, build_predictor(cfg.predictor), predictor_name=cfg.predictor)
-    csv_path, json_path = write_results(result, Path(cfg.out_dir))
-    print(format_table(result.summary))
-    print(f"per-sample CSV: {csv_path}\nsummary JSON:   {json_path}")
+    dist = setup_dist(cfg.device)
+    try:
+        dataset = BenchmarkDataset(cfg.dataset.index, root=cfg.root or cfg.dataset.root)
+        bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
+        protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
+        evaluator = Evaluator(
+            protocol,
+            bodies,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            device=dist.device,
+            progress=cfg.progress,
+        )
+        log.info(
+            "evaluating %s on %s (%d samples) under protocol %s",
+            cfg.predictor,
+            dataset.name,
+            len(dataset),
+            protocol.name,
+        )
+        result = evaluator.run(dataset, build_predictor(cfg.predictor), predictor_name=cfg.predictor)
+        if dist.is_main:  # every rank holds the gathered rows; one writes them
+            csv_path, json_path = write_results(result, Path(cfg.out_dir))
+            print(format_table(result.summary))
+            print(f"per-sample CSV: {csv_path}\nsummary JSON:   {json_path}")
+    finally:
+        cleanup_dist()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ summary says which). With Q > 1 the summary adds ``best_of_q`` (per-metric minim
 ``mean_of_q`` (the mean mesh's errors) and ``diversity``: APD of the root-aligned protocol joints (cm),
 the per-vertex standard deviation averaged over vertices (mm) and, with a deterministic prediction,
 the distance of the mean-of-Q mesh to it (mm), as in MEGA's supplementary Table 4.
+
+Under ``torchrun`` (a process group with more than one rank) each rank scores the samples
+``rank, rank + W, rank + 2W, ...``; the rows are gathered to every rank and put back in dataset
+order, so the CSV and the summary are the same as a one-process run's: no sample lost or counted
+twice.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from mega.atomic import write_json, write_text
@@ -191,13 +197,19 @@ class Evaluator:
         """
         if len(dataset) == 0:
             raise ValueError("the benchmark dataset is empty; check benchmark.split / benchmark.subset")
+        rank, world = _rank_world()
+        positions = list(range(rank, len(dataset), world))
+        shard = dataset if world == 1 else Subset(dataset, positions)
         loader = DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers
+            shard, batch_size=self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers
         )
         values: dict[str, list[Tensor]] = {}
         meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
         with tqdm(
-            total=len(dataset), desc=f"eval {self.protocol.name}", disable=not self.progress, unit="img"
+            total=len(dataset),
+            desc=f"eval {self.protocol.name}",
+            disable=not self.progress or rank != 0,
+            unit="img",
         ) as bar:
             for batch in loader:
                 row = self._score_batch(batch, predictor)
@@ -206,8 +218,10 @@ class Evaluator:
                 for c in META_COLUMNS:
                     col = batch[c]
                     meta[c].extend(col.tolist() if isinstance(col, Tensor) else list(col))
-                bar.update(len(batch["index"]))
+                bar.update(len(batch["index"]) * world)
         per_sample = {k: torch.cat(v) for k, v in values.items()}
+        if world > 1:
+            per_sample, meta = _gather_in_order(positions, per_sample, meta, len(dataset), world)
         n = len(meta["index"])
         if n != len(dataset) or any(len(v) != n for v in per_sample.values()):
             raise RuntimeError(f"evaluated {n} samples but the dataset has {len(dataset)}")
@@ -246,6 +260,39 @@ class Evaluator:
                 k: mean[k] for k in ("apd_cm", "vertex_std_mm", "dist_to_det_mm") if k in mean
             }
         return summary
+
+
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of the running process group, (0, 1) without one."""
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank(), tdist.get_world_size()
+    return 0, 1
+
+
+def _gather_in_order(
+    positions: list[int], per_sample: dict[str, Tensor], meta: dict[str, list[Any]], n: int, world: int
+) -> tuple[dict[str, Tensor], dict[str, list[Any]]]:
+    """Gather every rank's rows and order them by dataset position.
+
+    Args:
+        positions: dataset positions this rank scored, in its order.
+        per_sample: name -> (len(positions),) values of this rank.
+        meta: column -> len(positions) values of this rank.
+        n: dataset length; every position must arrive exactly once.
+    Returns:
+        per-sample values (n,) and metadata columns in dataset order.
+    """
+    parts: list[Any] = [None] * world
+    tdist.all_gather_object(parts, (positions, per_sample, meta))  # gloo / nccl, CPU tensors pickled
+    all_pos = [p for part in parts for p in part[0]]
+    if sorted(all_pos) != list(range(n)):
+        raise RuntimeError(f"gathered {len(all_pos)} rows for {n} samples (lost or duplicated samples)")
+    order = torch.as_tensor(all_pos).argsort()
+    keys = next(part[1].keys() for part in parts if part[0])  # a rank may have had no sample
+    values = {k: torch.cat([part[1][k] for part in parts if part[0]])[order] for k in keys}
+    columns = {c: [v for part in parts for v in part[2][c]] for c in meta}
+    columns = {c: [col[i] for i in order.tolist()] for c, col in columns.items()}
+    return values, columns
 
 
 def write_results(result: EvaluationResult, out_dir: str | Path) -> tuple[Path, Path]:
