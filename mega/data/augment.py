@@ -161,17 +161,17 @@ def rotvec_to_matrix(aa: np.ndarray) -> np.ndarray:
 
 def matrix_to_rotvec(rot: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> (3,) axis-angle with angle in [0, pi] (stable near 0 and pi)."""
-    cos = float(np.clip((np.trace(rot) - 1) / 2, -1.0, 1.0))
-    theta = math.acos(cos)
     v = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
+    cos, sin = (np.trace(rot) - 1) / 2, np.linalg.norm(v) / 2
+    theta = math.atan2(sin, cos)
     if theta < 1e-6:
         return v / 2
-    if math.pi - theta > 1e-3:
-        return v * (theta / (2 * math.sin(theta)))
-    # Near pi: the axis from the symmetric part (R + I) / 2 = k k^T.
-    b = (rot + np.eye(3)) / 2
-    i = int(np.argmax(np.diag(b)))
-    k = b[:, i] / math.sqrt(max(b[i, i], 1e-12))
+    if sin > 1e-3:
+        return v * (theta / (2 * sin))
+    # Near pi: the axis from the symmetric part (R + R^T) / 2 = cos I + (1 - cos) k k^T.
+    kk = ((rot + rot.T) / 2 - cos * np.eye(3)) / (1 - cos)
+    i = int(np.argmax(np.diag(kk)))
+    k = kk[:, i] / math.sqrt(max(kk[i, i], 1e-12))
     if np.dot(k, v) < 0:
         k = -k
     return k * theta
