@@ -15,8 +15,15 @@ from mega.backbones.pyramid import SimpleFeaturePyramid
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "backbone"
 
 # Per family: overrides that make a config small enough to run in a test (width/depth/input size).
+_VIT_SMALL = dict(input_size=64, crop_width=48, width=32, depth=2, num_heads=2, pyramid_dim=8)
 SMALL: dict[str, dict] = {
     "tiny_cnn": dict(input_size=64, widths=[8, 16, 24, 32], depths=[1, 1, 1], pyramid_dim=16),
+    "resnet50": dict(input_size=64, layers=[1, 1, 1, 1], channels=[4, 8, 8, 16], stem_width=8, pyramid_dim=8),
+    "hrnet_w48": dict(input_size=64, width=4, num_blocks=1, num_modules=[1, 1, 1, 2], pyramid_dim=8),
+    "vit_h16": _VIT_SMALL,
+    "vit_b16": _VIT_SMALL,
+    "vit_s16": _VIT_SMALL,
+    "vit_tiny": _VIT_SMALL,
 }
 
 

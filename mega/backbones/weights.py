@@ -10,6 +10,7 @@
 4. loads strictly: every trunk key must be present with the same shape and nothing else may remain,
    otherwise one error lists the missing, unexpected and mis-shaped keys. The neck (pyramid) is new and
    is never required; if the file has ``neck.*`` keys (a mega backbone's own state dict) they load too.
+   BatchNorm ``num_batches_tracked`` counters may be absent (old torchvision files).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def load_mapped_state(backbone: Backbone, state: dict[str, torch.Tensor], source
     trunk = backbone.trunk_state_keys()
     neck = [k for k in own if k.startswith("neck.")]
     expected = trunk + (neck if any(k.startswith("neck.") for k in state) else [])
-    missing = [k for k in expected if k not in state]
+    # BatchNorm step counters are absent from files saved before PyTorch 0.4 (torchvision's ResNet-50
+    # V1): those keep ours. Everything else is required.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     shapes = [
         f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
@@ -108,7 +111,8 @@ def load_mapped_state(backbone: Backbone, state: dict[str, torch.Tensor], source
         )
     with torch.no_grad():
         for k in expected:
-            own[k].copy_(state[k].to(own[k].dtype))
+            if k in state:
+                own[k].copy_(state[k].to(own[k].dtype))
 
 
 def load_backbone_weights(backbone: Backbone, path: str | os.PathLike) -> None:
