@@ -1,7 +1,8 @@
 """ResNet (MEGA's ``resnet50``) through timm: (B, 3, S, S) -> the stride-32 map of layer4.
 
 The trunk is timm's ``ResNet`` with bottleneck blocks, built from ``layers`` and ``channels`` (ResNet-50:
-3, 4, 6, 3 blocks of 64, 128, 256, 512 planes, x 4 expansion -> 2048 channels), never with downloaded
+3, 4, 6, 3 blocks of 64, 128, 256, 512 planes, x 4 expansion -> 2048 channels; the 7x7 stem is 64
+wide), never with downloaded
 weights. Its modules are adopted under the names torchvision and timm both use (``conv1, bn1,
 layer1..4`` with ``conv1..3, bn1..3, downsample.0/1`` inside the blocks), so either checkpoint loads as
 it is: ``weights: PATH`` takes torchvision's ``resnet50-*.pth`` or timm's ``resnet50`` state dict; the
@@ -28,7 +29,6 @@ class ResNet(Backbone):
         input_size: S (MEGA: 224).
         layers: bottleneck blocks per stage (ResNet-50: 3, 4, 6, 3).
         channels: planes per stage (64, 128, 256, 512; outputs are 4x these).
-        stem_width: channels of the 7x7 stem conv (64).
         drop_path_rate: stochastic depth (0 in MEGA).
         pyramid_scales / pyramid_dim: the simple feature pyramid (mega/backbones/pyramid.py).
         weights, freeze, trainable_blocks: see mega/backbones/base.py (blocks = layer1..4).
@@ -41,7 +41,6 @@ class ResNet(Backbone):
         input_size: int = 224,
         layers: Sequence[int] = (3, 4, 6, 3),
         channels: Sequence[int] = (64, 128, 256, 512),
-        stem_width: int = 64,
         drop_path_rate: float = 0.0,
         pyramid_scales: Sequence[float] = (4, 2, 1, 0.5),
         pyramid_dim: int = 256,
@@ -61,7 +60,6 @@ class ResNet(Backbone):
             block=Bottleneck,
             layers=tuple(int(n) for n in layers),
             channels=tuple(int(c) for c in channels),
-            stem_width=int(stem_width),
             drop_path_rate=float(drop_path_rate),
             num_classes=0,
             global_pool="",
