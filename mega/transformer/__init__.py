@@ -9,6 +9,7 @@ from mega.transformer.losses import masked_cross_entropy, masked_token_stats
 from mega.transformer.masked_transformer import MaskedTokenTransformer
 from mega.transformer.masking import (
     MASK_RATIO_SCHEDULES,
+    GlobalBatchMasks,
     counts_for_ratio,
     mask_ratio,
     random_mask,
@@ -18,6 +19,7 @@ from mega.transformer.masking import (
 
 __all__ = [
     "MASK_RATIO_SCHEDULES",
+    "GlobalBatchMasks",
     "MaskedTokenTransformer",
     "counts_for_ratio",
     "mask_ratio",

@@ -2,8 +2,9 @@
 
 Follows MEGA (section 3.3 and supplementary B; the MAE layout of He et al.): the encoder sees only the
 visible tokens, the decoder sees every position (a learned [MASK] embedding where masked) and returns
-logits over the K codes. Image context, when given, is projected and prepended to the decoder sequence
-(MEGA's prefix conditioning in self-attention). With every token masked (MEGA's deterministic mode)
+logits over the K codes. Image conditioning comes from a ``mega.conditioning`` module passed to
+``forward`` with its prepared context (prefix tokens in the decoder sequence, and/or layers after decoder
+blocks); the built-in ``context_dim`` projection is the older, equivalent form of the prefix. With every token masked (MEGA's deterministic mode)
 the encoder is skipped when no gradient is needed (inference); in training it still runs on one padding
 slot whose output is discarded, so every parameter takes part in the graph (zero gradient) and DDP's
 gradient reduction, which waits for every parameter, does not fail on a fully masked batch. This module is only the network: masking, the objective and decoding
@@ -149,7 +150,9 @@ class MaskedTokenTransformer(nn.Module):
         for param in (self.encoder_pos, self.decoder_pos, self.mask_embed):
             nn.init.trunc_normal_(param, std=0.02)
 
-    def forward(self, ids: Tensor, mask: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(
+        self, ids: Tensor, mask: Tensor, context: Any = None, conditioning: nn.Module | None = None
+    ) -> Tensor:
         """Predict every position's code.
 
         Args:
@@ -157,15 +160,18 @@ class MaskedTokenTransformer(nn.Module):
                 positions are ignored (conventionally ``mask_id`` = K).
             mask: (B, L) bool, True = masked. If every entry is True and no gradient is needed
                 (``torch.no_grad`` or frozen encoder) the encoder is skipped; the output is the same.
-            context: (B, N, context_dim) conditioning tokens, or None.
+            context: without ``conditioning``: (B, N, context_dim) tokens for the built-in prefix
+                projection, or None; with it: ``conditioning.prepare(features)``'s output.
+            conditioning: a :class:`mega.conditioning.Conditioning` (not owned by this module), or None.
 
         Returns:
             (B, L, K) logits (in the autocast dtype under autocast).
         """
-        self._check_inputs(ids, mask, context)
-        if bool(mask.all()) and not self._encoder_needs_grad():
-            return self.forward_decoder(mask, None, context)
-        return self.forward_decoder(mask, self.forward_encoder(ids, mask), context)
+        self._check_inputs(ids, mask, None if conditioning is not None else context)
+        encoded = None
+        if not (bool(mask.all()) and not self._encoder_needs_grad()):
+            encoded = self.forward_encoder(ids, mask)
+        return self.forward_decoder(mask, encoded, context, conditioning)
 
     def _encoder_needs_grad(self) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder_blocks.parameters())
@@ -210,14 +216,16 @@ class MaskedTokenTransformer(nn.Module):
         self,
         mask: Tensor,
         encoded: tuple[Tensor, Tensor, Tensor] | None,
-        context: Tensor | None = None,
+        context: Any = None,
+        conditioning: nn.Module | None = None,
     ) -> Tensor:
         """Decode all L positions from the encoded visible tokens and [MASK] embeddings.
 
         Args:
             mask: (B, L) bool, True = masked.
             encoded: ``forward_encoder``'s (tokens, index, valid), or None when every token is masked.
-            context: (B, N, context_dim) conditioning tokens, or None.
+            context: see :meth:`forward`.
+            conditioning: see :meth:`forward`.
 
         Returns:
             (B, L, K) logits.
@@ -231,13 +239,20 @@ class MaskedTokenTransformer(nn.Module):
             tokens = torch.where(valid.unsqueeze(-1), tokens.to(x.dtype), self.mask_embed)
             x = x.scatter(1, index.unsqueeze(-1).expand(-1, -1, width), tokens)
         x = x + self.decoder_pos  # (B, L, Dd)
-        num_context = 0
-        if context is not None:
+        prefix = None
+        if conditioning is not None:
+            prefix = conditioning.prefix(context)
+        elif context is not None:
             prefix = self.context_proj(context)  # (B, N, Dd)
-            num_context = prefix.shape[1]
+        num_context = 0 if prefix is None else prefix.shape[1]
+        if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (B, N + L, Dd)
-        for block in self.decoder_blocks:
+        for i, block in enumerate(self.decoder_blocks):
             x = block(x)
+            if conditioning is not None:
+                for j in conditioning.layers_after(i):  # conditioning layers see the L token states
+                    tokens = conditioning.layer(j, x[:, num_context:], context)
+                    x = torch.cat([x[:, :num_context], tokens], dim=1) if num_context else tokens
         return self.head(self.decoder_norm(x[:, num_context:]))  # (B, L, K)
 
     def _check_inputs(self, ids: Tensor, mask: Tensor, context: Tensor | None) -> None:

@@ -179,3 +179,38 @@ def sample_training_mask(
     """
     counts = sample_mask_counts(batch_size, num_tokens, schedule=schedule, generator=generator)
     return random_mask(counts, num_tokens, generator=generator, device=device)
+
+
+class GlobalBatchMasks:
+    """Training masks drawn for the *global* batch from one generator shared by all ranks.
+
+    Each call draws (B * W, L) masks and rank r keeps rows r, r + W, ...: the rows of the global batch
+    that a ``DistributedSampler`` gives it. The masks, and so a run, do not depend on how the global batch
+    is split over W ranks. ``state_dict`` / ``load_state_dict`` make it checkpointable (engine
+    ``extra_state``).
+
+    Args:
+        seed: generator seed (the same on every rank).
+        schedule: a key of ``MASK_RATIO_SCHEDULES``.
+        rank / world_size: this process's place in the process group.
+    """
+
+    def __init__(self, seed: int, schedule: str, rank: int = 0, world_size: int = 1) -> None:
+        mask_ratio(schedule, torch.zeros(1))  # unknown names fail here, not at the first step
+        self.schedule, self.rank, self.world_size = schedule, rank, world_size
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.draws = 0
+
+    def __call__(self, batch_size: int, num_tokens: int, device: torch.device | str | None = None) -> Tensor:
+        """This rank's (B, L) bool mask, True = masked (at least one per row)."""
+        self.draws += 1
+        full = sample_training_mask(batch_size * self.world_size, num_tokens, schedule=self.schedule,
+                                    generator=self.generator)  # fmt: skip
+        return full[self.rank :: self.world_size].to(device if device is not None else "cpu")
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state(), "draws": torch.tensor(self.draws)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.draws = int(state["draws"])

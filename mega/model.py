@@ -1,0 +1,330 @@
+"""The image-conditioned masked generative HMR model: the one place the forward pass is written.
+
+MEGA (section 3.3, supplementary B) and GenHMR ("Image Conditioned Masked Transformer")::
+
+    img (B, 3, S, S) -> backbone -> features (tokens (B, N, C), pooled (B, C), pyramid)
+        features -> conditioning.prepare -> context
+        ids (B, L) + mask (B, L) + context -> masked token transformer -> logits (B, L, K)
+        pooled -> heads: 6D global rotation (B, 6), crop camera (s, tx, ty) (B, 3), betas (B, 10) (pose tokenizer)
+
+then, outside the trainable graph's parameters, the frozen tokenizer decodes ids (or soft code mixtures
+(B, L, K)) to a canonical mesh (mesh tokenizer: zero global rotation, centred at its vertex centroid) or a
+body pose (pose tokenizer), the body model poses it with the predicted rotation (and betas), and the crop
+camera projects its joints to normalised crop coordinates ``s * (X[:2] + (tx, ty))`` (HMR2/CLIFF; see
+:mod:`mega.body.camera`), or gives the full-image translation ``weak_perspective_to_translation``.
+
+Frozen parts (tokenizer, body model) are held outside the module tree: DDP, the optimiser and
+``state_dict`` see only what trains; the checkpoint records the tokenizer's path and hash instead.
+Shapes: B batch, L tokens, K codes, V vertices, J = 24 SMPL joints.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mega.body.camera import weak_perspective_to_translation
+from mega.body.rotations import matrix_to_rot6d, rot6d_to_matrix
+from mega.conditioning import Conditioning
+from mega.samplers import DeterministicSampler
+from mega.types import BodyOutput
+
+log = logging.getLogger(__name__)
+
+#: Upright body facing the camera in the OpenCV frame (y down, z forward): a half-turn about x.
+UPRIGHT = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))
+
+
+@dataclass
+class HMROutput:
+    """What :meth:`HMRModel.forward` returns.
+
+    Attributes:
+        logits: (B, L, K) scores of every token position.
+        global_rot: (B, 3, 3) global (root) rotation in the camera frame, from the 6D head.
+        cam: (B, 3) crop camera ``(s, tx, ty)``, s > 0.
+        betas: (B, 10) shape for the pose tokenizer; None for the mesh tokenizer (shape is in its tokens).
+    """
+
+    logits: Tensor
+    global_rot: Tensor
+    cam: Tensor
+    betas: Tensor | None
+
+
+class Heads(nn.Module):
+    """Pooled image feature (B, C) -> 6D rotation (B, 6), camera (B, 3) [, betas (B, num_betas)].
+
+    A shared hidden layer, then one linear map per output whose weights start small and whose bias starts
+    at a sensible value: the upright rotation, scale ``init_scale`` and no shift, mean shape.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_betas: int | None, init_scale: float = 0.9) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU())
+        self.rot = nn.Linear(hidden, 6)
+        self.cam = nn.Linear(hidden, 3)
+        self.betas = nn.Linear(hidden, num_betas) if num_betas else None
+        with torch.no_grad():
+            for lin in (self.rot, self.cam, self.betas):
+                if lin is not None:
+                    nn.init.normal_(lin.weight, std=1e-3)
+                    nn.init.zeros_(lin.bias)
+            self.rot.bias.copy_(matrix_to_rot6d(torch.tensor(UPRIGHT)))
+            self.cam.bias[0] = float(torch.log(torch.tensor(init_scale)))
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(B, C) -> rotation (B, 3, 3), cam (B, 3) with s = exp(raw) > 0, betas (B, nb) or None."""
+        h = self.trunk(pooled.float())
+        cam = self.cam(h)
+        cam = torch.cat([cam[:, :1].clamp(-6.0, 6.0).exp(), cam[:, 1:]], dim=-1)
+        return rot6d_to_matrix(self.rot(h)), cam, self.betas(h) if self.betas is not None else None
+
+
+class HMRModel(nn.Module):
+    """backbone -> conditioning -> masked token transformer -> logits, plus rotation/camera/betas heads.
+
+    Args:
+        backbone: a :class:`mega.backbones.Backbone` (trainable, or partly frozen by its own config).
+        transformer: a :class:`mega.transformer.MaskedTokenTransformer` with L, K of the tokenizer.
+        conditioning: a :class:`mega.conditioning.Conditioning` built for this backbone and transformer.
+        tokenizer: the frozen tokenizer (mesh or pose); kept outside the module tree.
+        body: the body model (SMPL-format); kept outside the module tree.
+        head_hidden: width of the heads' hidden layer.
+        init_scale: initial crop-camera scale s.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        transformer: nn.Module,
+        conditioning: Conditioning,
+        tokenizer: nn.Module,
+        body: nn.Module,
+        head_hidden: int = 512,
+        init_scale: float = 0.9,
+    ) -> None:
+        super().__init__()
+        if (transformer.num_tokens, transformer.codebook_size) != (
+            tokenizer.num_tokens,
+            tokenizer.codebook_size,
+        ):
+            raise ValueError(
+                f"transformer (L={transformer.num_tokens}, K={transformer.codebook_size}) does not match the "
+                f"tokenizer (L={tokenizer.num_tokens}, K={tokenizer.codebook_size})"
+            )
+        self.backbone = backbone
+        self.conditioning = conditioning
+        self.transformer = transformer
+        self.kind = "pose" if getattr(tokenizer, "registry_name", "") == "pose_vqvae" else "mesh"
+        num_betas = int(getattr(body, "num_betas", 10)) if self.kind == "pose" else None
+        self.heads = Heads(int(backbone.dim), head_hidden, num_betas, init_scale)
+        for p in tokenizer.parameters():
+            p.requires_grad_(False)
+        for p in body.parameters():
+            p.requires_grad_(False)
+        self._frozen = {"tokenizer": tokenizer.eval(), "body": body.eval()}  # not submodules (see module doc)
+        neck = getattr(backbone, "neck", None)
+        if not conditioning.uses_pyramid and neck is not None and any(True for _ in neck.parameters()):
+            # The pyramid feeds nothing: freeze it so that no trainable parameter is left without a
+            # gradient (DDP waits for all of them).
+            for p in neck.parameters():
+                p.requires_grad_(False)
+            log.info("conditioning '%s' does not read the feature pyramid: the backbone neck is frozen",
+                     type(conditioning).__name__)  # fmt: skip
+
+    # ------------------------------------------------------------------ frozen parts
+    @property
+    def tokenizer(self) -> nn.Module:
+        return self._frozen["tokenizer"]
+
+    @property
+    def body(self) -> nn.Module:
+        return self._frozen["body"]
+
+    @property
+    def mask_id(self) -> int:
+        return self.transformer.mask_id
+
+    def to(self, *args: Any, **kwargs: Any) -> HMRModel:  # the frozen parts follow the model
+        super().to(*args, **kwargs)
+        for key, module in self._frozen.items():
+            self._frozen[key] = module.to(*args, **kwargs)
+        return self
+
+    # ------------------------------------------------------------------ the network
+    def encode_image(self, img: Tensor) -> tuple[Any, dict[str, Any]]:
+        """img (B, 3, S, S) -> (backbone features, conditioning context)."""
+        features = self.backbone(img)
+        return features, self.conditioning.prepare(features)
+
+    def forward(self, img: Tensor, ids: Tensor, mask: Tensor) -> HMROutput:
+        """Logits of every position given the visible ids and the image, and the head outputs.
+
+        Args:
+            img: (B, 3, S, S) ImageNet-normalised crops.
+            ids: (B, L) int64; read where ``mask`` is False (masked positions may hold ``mask_id``).
+            mask: (B, L) bool, True = masked.
+        """
+        features, context = self.encode_image(img)
+        logits = self.transformer(ids, mask, context, conditioning=self.conditioning)
+        rot, cam, betas = self.heads(features.pooled)
+        return HMROutput(logits=logits, global_rot=rot, cam=cam, betas=betas)
+
+    def logits_fn(self, context: dict[str, Any], num_samples: int = 1):
+        """A sampler's ``logits_fn`` (ids (R, L), mask (R, L)) -> float32 logits (R, L, K), R = B * Q.
+
+        The context of each image is repeated Q times (row b * Q + q), the samplers' row layout.
+        """
+        ctx = Conditioning.repeat_context(context, num_samples) if num_samples > 1 else context
+
+        def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
+            return self.transformer(ids, mask, ctx, conditioning=self.conditioning).float()
+
+        return logits_fn
+
+    # ------------------------------------------------------------------ tokens -> body
+    @torch.no_grad()
+    def target_ids(self, body_pose: Tensor, betas: Tensor) -> Tensor:
+        """Ground-truth ids (B, L) of body poses (B, 23, 3) axis-angle (or matrices) and betas (B, 10).
+
+        Computed by the frozen tokenizer on the model's device, from the (augmented) ground truth.
+        """
+        batch = {"body_pose": body_pose.float(), "betas": betas.float()}
+        with torch.autocast(body_pose.device.type, enabled=False):
+            return self.tokenizer.encode(self.tokenizer.inputs(batch, self.body))
+
+    def decode_body(
+        self,
+        global_rot: Tensor,
+        *,
+        ids: Tensor | None = None,
+        probs: Tensor | None = None,
+        betas: Tensor | None = None,
+    ) -> BodyOutput:
+        """Body (rotated, not translated) from token ids or soft code mixtures and the global rotation.
+
+        Args:
+            global_rot: (B, 3, 3) root rotation in the camera frame.
+            ids: (B, L) int64 ids, or
+            probs: (B, L, K) code probabilities (e.g. straight-through Gumbel-softmax; differentiable).
+            betas: (B, 10) shape for the pose tokenizer (zeros if None); unused by the mesh tokenizer.
+
+        Returns:
+            BodyOutput: vertices (B, V, 3), joints (B, 24, 3) in metres, camera-frame orientation, no
+            translation. Mesh tokenizer: centred at the canonical mesh's vertex centroid, joints from the
+            body's J_regressor; pose tokenizer: the body model's own origin and joints.
+        """
+        if (ids is None) == (probs is None):
+            raise ValueError("decode_body takes exactly one of ids (B, L) or probs (B, L, K)")
+        tok, body = self.tokenizer, self.body
+        global_rot = global_rot.float()
+        with torch.autocast(global_rot.device.type, enabled=False):
+            if self.kind == "mesh":
+                canon = tok.decode(ids) if ids is not None else tok.decode_soft(probs.float())  # (B, V, 3)
+                vertices = canon.float() @ global_rot.transpose(1, 2)
+                joints = torch.einsum("jv,bvc->bjc", body.J_regressor.to(vertices), vertices)
+                return BodyOutput(vertices=vertices, joints=joints)
+            pose = (
+                tok.decode(ids, as_matrix=True)
+                if ids is not None
+                else tok.decode_soft(probs.float(), as_matrix=True)
+            )
+            if betas is None:
+                betas = global_rot.new_zeros(global_rot.shape[0], int(getattr(body, "num_betas", 10)))
+            return body(global_orient=global_rot, body_pose=pose.float(), betas=betas.float(), transl=None)
+
+    @staticmethod
+    def project(points: Tensor, cam: Tensor) -> Tensor:
+        """Crop-camera projection: points (B, J, 3) body frame, cam (B, 3) -> (B, J, 2) in [-1, 1] crop coords."""
+        return cam[:, None, :1] * (points[..., :2] + cam[:, None, 1:])
+
+    @staticmethod
+    def full_image_translation(cam: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """(B, 3) camera-frame translation of the body from the crop camera and the sample's box/intrinsics."""
+        return weak_perspective_to_translation(
+            cam.float(), batch["bbox_center"].float(), batch["bbox_size"].float().reshape(-1),
+            batch["cam_int"][:, 0, 0].float(), batch["img_size"].float(),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(
+        self,
+        img: Tensor,
+        sampler: Any = None,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Recover bodies: all tokens masked, one sampler run, decode.
+
+        Args:
+            img: (B, 3, S, S).
+            sampler: a ``mega.samplers`` sampler; None = the deterministic mode (one pass, argmax).
+            num_samples: Q hypotheses per image (1 for the deterministic mode).
+            generator: randomness of stochastic samplers.
+
+        Returns:
+            ``ids`` (B, Q, L), ``vertices`` (B, Q, V, 3) and ``joints`` (B, Q, 24, 3) rotated, untranslated;
+            ``global_rot`` (B, 3, 3), ``cam`` (B, 3), ``betas`` (B, 10) or absent.
+        """
+        features, context = self.encode_image(img)
+        rot, cam, betas = self.heads(features.pooled)
+        tr = self.transformer
+        result = (sampler or DeterministicSampler())(
+            self.logits_fn(context, num_samples), batch_size=img.shape[0], num_tokens=tr.num_tokens,
+            codebook_size=tr.codebook_size, num_samples=num_samples, generator=generator, device=img.device,
+        )  # fmt: skip
+        B, Q = img.shape[0], num_samples
+        rep = lambda t: None if t is None else t.repeat_interleave(Q, dim=0)  # noqa: E731
+        out = self.decode_body(rep(rot), ids=result.ids.reshape(B * Q, -1), betas=rep(betas))
+        pred = {
+            "ids": result.ids,
+            "vertices": out.vertices.reshape(B, Q, *out.vertices.shape[1:]),
+            "joints": out.joints.reshape(B, Q, *out.joints.shape[1:]),
+            "global_rot": rot,
+            "cam": cam,
+        }
+        if betas is not None:
+            pred["betas"] = betas
+        return pred
+
+
+def load_pretrained_transformer(
+    transformer: nn.Module, path: str, tokenizer_sha256: str | None = None
+) -> None:
+    """Initialise ``transformer`` from a ``scripts/pretrain.py`` checkpoint (``pretrained.pt``).
+
+    The built-in context projection, if any, may be missing from the file; every other key must match.
+    With ``tokenizer_sha256`` the checkpoint's tokenizer must be the same one (ids mean the same codes).
+    """
+    from pathlib import Path
+
+    from mega.engine import load_checkpoint
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"transformer.init={path} does not exist; make one with `python scripts/pretrain.py` "
+            "(its run directory holds pretrained.pt) or set transformer.init=null to train from scratch"
+        )
+    record = load_checkpoint(path)
+    if "model" not in record or "transformer" not in record:
+        raise ValueError(f"{path} is not a scripts/pretrain.py checkpoint (no 'model'/'transformer' keys)")
+    want = record.get("tokenizer", {}).get("sha256")
+    if tokenizer_sha256 is not None and want is not None and want != tokenizer_sha256:
+        raise ValueError(
+            f"{path} was pre-trained with tokenizer {want[:12]}, but this run uses {tokenizer_sha256[:12]}: "
+            "token ids would mean different codes; pre-train with this tokenizer (scripts/pretrain.py "
+            "tokenizer.checkpoint=...) or set transformer.init=null"
+        )
+    missing, unexpected = transformer.load_state_dict(record["model"], strict=False)
+    missing = [k for k in missing if not k.startswith("context_proj.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit this transformer (missing {missing[:5]}, unexpected {unexpected[:5]}): build the "
+            f"transformer with the checkpoint's settings {record['transformer']}"
+        )
