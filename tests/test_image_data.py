@@ -131,3 +131,142 @@ def test_errors_name_file_and_key(root, tmp_path):
     (img_dir / "ours_000.png").write_bytes((folder / "images/ours_000.png").read_bytes()[:100])
     with pytest.raises(ImageDataError, match="ours_000.png"):
         ds[0]
+
+
+# ------------------------------------------------------------------------------ shards, mix, configs
+
+
+def test_webdataset_shards_stream_people(tmp_path):
+    from fixtures_images import write_shards
+
+    from mega.data.image_shards import ImageShardDataset
+
+    paths, p = write_shards(tmp_path / "tars", n=5, per_shard=3)
+    pattern = str(tmp_path / "tars" / "{000000..000001}.tar")
+    ds = ImageShardDataset(pattern, crop_size=CROP, shuffle_buffer=0, shuffle_shards=False)
+    samples = list(ds)
+    assert [s["imgname"] for s in samples] == [f"sample{i:04d}" for i in range(5)]
+    for i, s in enumerate(samples):
+        assert set(s) == set(CONTRACT) | {"imgname", "gender"}
+        assert s["has_smpl"] == 1 and s["has_transl"] == 0 and s["joints_3d"][:, 3].sum() == 0
+        torch.testing.assert_close(
+            s["global_orient"].double(), torch.as_tensor(p["pose"][i, :3]), atol=1e-6, rtol=0
+        )
+        norm = (torch.as_tensor(p["j2d_coco"][i, :, :2]) - s["bbox_center"].double()) * 2 / s["bbox_size"]
+        torch.testing.assert_close(norm.float(), s["kp2d_coco"][:, :2], atol=1e-5, rtol=0)
+    # Shuffled + augmented: a pure function of (seed, epoch); each person once per epoch, also over workers.
+    aug = ImageShardDataset(pattern, crop_size=CROP, augment={}, shuffle_buffer=4, seed=3)
+    first, again = list(aug), list(aug)
+    assert [s["imgname"] for s in first] == [s["imgname"] for s in again]
+    torch.testing.assert_close(first[0]["img"], again[0]["img"])
+    assert sorted(s["imgname"] for s in first) == [f"sample{i:04d}" for i in range(5)]
+    loader = torch.utils.data.DataLoader(aug, batch_size=2, num_workers=2)
+    names = [n for batch in loader for n in batch["imgname"]]
+    assert sorted(names) == [f"sample{i:04d}" for i in range(5)]
+    # A sample without its labels: one error naming the shard and the key.
+    import io
+    import tarfile
+
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        data = paths[0].read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(data)) as src:
+            member = src.getmember("sample0000.jpg")
+            tar.addfile(member, src.extractfile(member))
+    with pytest.raises(ImageDataError, match=r"bad\.tar.*sample0000"):
+        list(ImageShardDataset(str(bad), crop_size=CROP))
+
+
+def test_mixture_follows_named_ratios(root):
+    from mega.data.mixed import MixedImageDataset
+
+    folder, _ = root
+    a = ImageNpzDataset(folder / "ours.npz", folder, crop_size=CROP, augment={})
+    b = ImageNpzDataset(folder / "spin.npz", folder, crop_size=CROP, augment={})
+    mix = MixedImageDataset({"a": a, "b": b}, {"a": 3.0, "b": 1.0}, length=400, seed=0)
+    counts = mix.counts()
+    assert sum(counts.values()) == 400 and abs(counts["a"] - 300) < 40
+    part, index, passes = mix.plan(0)
+    first_a = index[part == 0][:4]
+    assert sorted(first_a.tolist()) == [0, 1, 2, 3]  # no repeat before a part is used up
+    s = mix[int(np.flatnonzero(part == 1)[0])]
+    assert s["imgname"].startswith("images/spin_")
+    again = mix[int(np.flatnonzero(part == 1)[0])]
+    torch.testing.assert_close(s["img"], again["img"])
+    mix.set_epoch(1)
+    assert not np.array_equal(mix.plan(1)[0], part)
+    with pytest.raises(KeyError, match="ratios"):
+        MixedImageDataset({"a": a}, {"a": 1.0, "c": 1.0})
+
+
+def _config(name: str):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).parent.parent / "configs" / "data" / f"{name}.yaml")
+    cfg.pop("defaults", None)
+    return cfg
+
+
+IMAGE_CONFIGS = ["coco", "mpii", "h36m", "mpi_inf_3dhp", "bedlam_images", "synthetic_images", "mix", "shards"]
+
+
+@pytest.mark.parametrize("name", IMAGE_CONFIGS)
+def test_every_image_config_builds(root, tmp_path, name):
+    """Each configs/data image entry: registered under its name, keys = constructor kwargs, builds."""
+    import shutil
+
+    from fixtures_images import write_shards
+
+    from mega.data.image_dataset import IMAGE_DATASETS, build_image_dataset
+
+    folder, _ = root
+    cfg = _config(name)
+    assert cfg.name == name
+    if name == "mix":
+        cfg.parts = {part: _config(part) for part in ("coco", "h36m", "mpi_inf_3dhp", "mpii")}
+        for part in cfg.parts:
+            cfg.parts[part].splits = {"train": str(folder / "spin.npz")}
+            cfg.parts[part].img_root = str(folder)
+        cfg.length = 8
+    elif name == "synthetic_images":
+        shutil.copy(folder / "ours.npz", tmp_path / "train.npz")
+        shutil.copytree(folder / "images", tmp_path / "images")
+        cfg.root = str(tmp_path)
+    elif name == "shards":
+        write_shards(tmp_path, n=2, per_shard=2)
+        cfg.splits = {"train": str(tmp_path / "000000.tar")}
+    else:
+        cfg.splits = {
+            "train": [str(folder / "bedlam.npz")] * 2 if name == "bedlam_images" else str(folder / "ours.npz")
+        }
+        cfg.img_root = str(folder)
+        if name == "bedlam_images":
+            cfg.pelvis_model = "free"  # SMPL files are not available in tests
+    ds = build_image_dataset(cfg, "train", crop_size=CROP)
+    assert name in IMAGE_DATASETS
+    s = next(iter(ds)) if name == "shards" else ds[len(ds) - 1]
+    assert set(s) == set(CONTRACT) | {"imgname", "gender"} and s["img"].shape == (3, CROP, CROP)
+    if name == "bedlam_images":
+        assert len(ds) == 8 and int(s["index"]) == 7
+    if name not in ("shards", "synthetic_images"):  # synthetic_images generates a missing split
+        with pytest.raises(KeyError, match="no 'test' split"):
+            build_image_dataset(cfg if name != "mix" else cfg.parts.coco, "test")
+
+
+def test_builder_refuses_motion_data_and_skips_eval_augmentation(root):
+    from mega.data.image_dataset import build_image_dataset
+
+    folder, _ = root
+    with pytest.raises(KeyError, match="motion dataset"):
+        build_image_dataset({"name": "synthetic_motion"}, "train")
+    cfg = {
+        "name": "coco",
+        "splits": {"val": str(folder / "ours.npz")},
+        "img_root": str(folder),
+        "augment": {},
+    }
+    assert build_image_dataset(cfg, "val").augmenter is None
+    cfg["splits"]["train"] = cfg["splits"]["val"]
+    assert build_image_dataset(cfg, "train").augmenter is not None

@@ -374,12 +374,16 @@ class ImageNpzDataset(Dataset):
         return rec
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.get(index, self.epoch)
+
+    def get(self, index: int, epoch: int) -> dict[str, Any]:
+        """Item ``index`` augmented as in ``epoch`` (a mixture passes its own epoch / pass number)."""
         if not 0 <= index < len(self):
             raise IndexError(f"{self.name}: index {index} out of range [0, {len(self)})")
         rec = self.record(index)
         rng, params = None, AugmentParams()
         if self.augmenter is not None:
-            rng = sample_rng(self.seed, self.rank, self.epoch, index)
+            rng = sample_rng(self.seed, self.rank, epoch, index)
             params = self.augmenter.sample(rng)
         reduce = reduction_for(rec["bbox_size"] * params.scale, self.crop_size, self.max_reduce)
         img, full, factor = decode_image(self.img_root / rec["imgname"], reduce=reduce)
@@ -396,21 +400,52 @@ class ImageNpzDataset(Dataset):
 # ------------------------------------------------------------------------------------ registry, build
 
 
-def _split_file(name: str, splits: Mapping[str, Any], split: str) -> Path:
+def _split_file(name: str, splits: Mapping[str, Any], split: str) -> Any:
     path = splits.get(split) if splits else None
     if not path:
         have = ", ".join(k for k, v in (splits or {}).items() if v) or "none"
         raise KeyError(
             f"image data '{name}' has no '{split}' split (configured splits: {have}); set data.splits.{split}=PATH"
         )
-    return Path(path)
+    return list(path) if isinstance(path, (list, tuple)) else Path(path)
+
+
+class ConcatImageDataset(Dataset):
+    """Several npz files of one split (BEDLAM: one per scene) as one dataset (same item API)."""
+
+    def __init__(self, parts: list[ImageNpzDataset]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def get(self, index: int, epoch: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range [0, {len(self)})")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        sample = self.parts[part].get(index - int(self.offsets[part]), epoch)
+        sample["index"] = torch.tensor(index, dtype=torch.int64)
+        return sample
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.get(index, self.epoch)
 
 
 def npz_dataset(
     name: str, split: str, splits: Mapping[str, Any], img_root: str, **kwargs: Any
-) -> ImageNpzDataset:
-    """An npz dataset from its config (``splits`` maps split names to npz files)."""
-    return ImageNpzDataset(_split_file(name, splits, split), img_root, name=f"{name}/{split}", **kwargs)
+) -> ImageNpzDataset | ConcatImageDataset:
+    """An npz dataset from its config (``splits`` maps split names to an npz file or a list of them)."""
+    files = _split_file(name, splits, split)
+    if isinstance(files, (list, tuple)):
+        return ConcatImageDataset(
+            [ImageNpzDataset(f, img_root, name=f"{name}/{split}[{i}]", **kwargs) for i, f in enumerate(files)]
+        )
+    return ImageNpzDataset(files, img_root, name=f"{name}/{split}", **kwargs)
 
 
 for _name in ("coco", "mpii", "h36m", "mpi_inf_3dhp", "bedlam_images", "npz"):
