@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test lint bench quickstart pipeline clean
+.PHONY: setup test lint bench quickstart pipeline detector clean
 
 setup: $(STAMP)
 
@@ -39,5 +39,20 @@ pipeline: setup
 	$(BIN)/python scripts/pretrain.py tokenizer.checkpoint=$(PIPE)/tokenizer/tokenizer.pt hydra.run.dir=$(PIPE)/pretrain
 	$(BIN)/python scripts/generate.py checkpoint=$(PIPE)/pretrain/pretrained.pt hydra.run.dir=$(PIPE)/generate
 
+# Optional offline person detector for scripts/demo.py (MediaPipe BlazePose, Apache-2.0): builds the
+# model bundle once in a throwaway venv from the mediapipe 0.10.21 wheel's models, then installs the
+# mediapipe 1.2.3 runtime (numpy 2) into .venv. Nothing is downloaded at run time.
+DETECTOR := data/detectors/pose_landmarker_full.task
+detector: setup $(DETECTOR)
+	$(PIP) -q --no-deps mediapipe==1.2.3
+	$(PIP) -q absl-py flatbuffers certifi matplotlib
+	$(BIN)/python -c "from mega.detection.blazepose import BlazePoseDetector; BlazePoseDetector().close(); print('detector ready')"
+
+$(DETECTOR):
+	test -x .venv-detector/bin/python || $(PY) -m venv .venv-detector
+	.venv-detector/bin/pip install -q --no-deps mediapipe==0.10.21
+	.venv-detector/bin/pip install -q "numpy<2" "protobuf>=4.25.3,<5" absl-py attrs flatbuffers "opencv-python-headless<4.11" matplotlib
+	.venv-detector/bin/python scripts/build_pose_detector.py $(DETECTOR)
+
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) .venv-detector outputs
