@@ -20,6 +20,14 @@ y -> -z), left-multiplying the root orientation and the translation. As in WHAM 
 root-joint pivot: SMPL rotates the body about its pelvis ``J0(betas)``, so the exact translation would
 be ``T t + (T - I) J0``; pass ``root_joint`` to :func:`z_up_to_y_up` where that matters (it does not
 for tokenizers, which drop the global orientation and translation).
+
+MOYO (the yoga poses GenHMR's tokenizer also trains on) is read from its AMASS-format release
+(``SMPLX_NEUTRAL`` / ``SMPLX_FEMALE`` / ``SMPLH_*`` npz, :func:`check_moyo_folder`): what applies to
+SMPL is read as for AMASS (root, the 21 body joints, translation, gender, frame rate; the SMPL-X
+jaw, eye and finger joints are dropped), and the first 10 SMPL-X shape coefficients are kept as
+SMPL betas, the same approximation as for SMPL-H's 16 (SMPL-X's shape space is not SMPL's).
+MOYO's ``mosh`` / ``mosh_smpl`` pickles are not read (a clear error says which files to use). A
+``surface_model_type`` other than smpl / smplh / smplx is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +55,12 @@ FRAMERATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
 
 # Where the left / right index1 finger joints sit in ``poses`` columns, per layout width.
 _INDEX1_COLUMNS = {156: (66, 111), 165: (75, 120)}
+SURFACE_MODELS = ("smpl", "smplh", "smplx")
+MOYO_HELP = (
+    "MOYO is read from its AMASS-format release (the SMPLX_NEUTRAL, SMPLX_FEMALE or SMPLH_* .npz "
+    "files, https://moyo.is.tue.mpg.de), unpacked as <root>/{train,val}/**/*.npz; its mosh / mosh_smpl "
+    ".pkl fits are not read"
+)
 
 
 class MotionFileError(ValueError):
@@ -183,10 +197,26 @@ def _read_framerate(data: np.lib.npyio.NpzFile, path: Path, default_fps: float |
     )
 
 
+def _read_surface_model(data: np.lib.npyio.NpzFile, path: Path) -> str | None:
+    """``surface_model_type`` (smpl / smplh / smplx) if the file names one, else None."""
+    if "surface_model_type" not in data.files:
+        return None
+    raw = np.asarray(data["surface_model_type"]).reshape(-1)[0]
+    text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip().lower()
+    text = text.replace("-", "").replace("_", "").replace("+", "")
+    if text not in SURFACE_MODELS:
+        raise _fail(
+            path, "surface_model_type",
+            f"{text!r} is not a body model this reader converts to SMPL (it reads {SURFACE_MODELS})",
+        )  # fmt: skip
+    return text
+
+
 def _read_pose(
     data: np.lib.npyio.NpzFile, path: Path, hand_joints: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> root (N, 3), body joints 1..21 (N, 21, 3), SMPL hand joints 22/23 (N, 2, 3)."""
+    _read_surface_model(data, path)
     if "poses" in data.files:
         poses = _array(data, path, "poses", ndim=2)
         n, width = poses.shape
@@ -347,3 +377,20 @@ def write_amass_npz(
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     os.replace(tmp, path)
+
+
+def check_moyo_folder(root: str | Path) -> Path:
+    """A MOYO folder this reader can use: AMASS-format ``.npz`` files under it, or one clear error.
+
+    Raises:
+        FileNotFoundError: no such folder, or no ``.npz`` motion file in it (MOYO's ``.pkl`` fits
+        alone get a message naming the release to download instead).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"MOYO not found at {root}. {MOYO_HELP}; or set data.root=PATH")
+    if list_motion_files(root):
+        return root
+    pickles = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.pkl"))[:3]
+    found = f"found only .pkl files ({', '.join(pickles)} ...)" if pickles else "found no .npz file"
+    raise FileNotFoundError(f"{root}: {found}. {MOYO_HELP}")

@@ -397,6 +397,17 @@ def amass(
     return MotionDataset(root, split=split, split_protocol=split_protocol, **kwargs)
 
 
+@DATASETS.register("moyo")
+def moyo(
+    split: str = "train", root: str | Path = "data/datasets/moyo", split_protocol: str = "folders", **kwargs: Any
+) -> MotionDataset:
+    """MOYO's AMASS-format release (``root/{train,val}/**/*.npz``, Z-up SMPL-X; see :mod:`mega.data.amass`)."""
+    from mega.data.amass import check_moyo_folder
+
+    check_moyo_folder(root)
+    return MotionDataset(root, split=split, split_protocol=split_protocol, **kwargs)
+
+
 @DATASETS.register("bedlam")
 def bedlam(
     split: str = "train",

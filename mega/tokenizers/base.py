@@ -193,18 +193,22 @@ def batch_betas(batch: dict[str, Tensor], batch_size: int, num_betas: int, devic
     return betas.float()[:, :num_betas]
 
 
-def canonical_body(body: nn.Module, body_pose: Tensor, betas: Tensor) -> BodyOutput:
-    """Body in its canonical frame: zero global orientation, no translation.
+def canonical_body(
+    body: nn.Module, body_pose: Tensor, betas: Tensor, global_orient: Tensor | None = None
+) -> BodyOutput:
+    """Body in its canonical frame: zero global orientation (unless given), no translation.
 
     Args:
         body: a :mod:`mega.body` model.
         body_pose: (B, 23, 3, 3) rotation matrices.
         betas: (B, num_betas).
+        global_orient: optional (B, 3, 3) root rotation (a pose tokenizer with the orientation).
     Returns:
         :class:`BodyOutput` with vertices (B, V, 3) and joints (B, 24, 3) in metres.
     """
     body_pose, betas = body_pose.float(), betas.float()
-    zeros = torch.zeros(body_pose.shape[0], 3, device=body_pose.device)
+    if global_orient is None:
+        global_orient = torch.zeros(body_pose.shape[0], 3, device=body_pose.device)
     # Skinning in bf16 would cost millimetres on targets and predictions: keep the body in float32.
     with torch.autocast(device_type=body_pose.device.type, enabled=False):
-        return body(global_orient=zeros, body_pose=body_pose, betas=betas, transl=None)
+        return body(global_orient=global_orient.float(), body_pose=body_pose, betas=betas, transl=None)
