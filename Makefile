@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test lint bench quickstart pipeline detector clean
+.PHONY: setup test lint bench quickstart pipeline detector media clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,16 @@ $(DETECTOR):
 	.venv-detector/bin/pip install -q --no-deps mediapipe==0.10.21
 	.venv-detector/bin/pip install -q "numpy<2" "protobuf>=4.25.3,<5" absl-py attrs flatbuffers "opencv-python-headless<4.11" matplotlib
 	.venv-detector/bin/python scripts/build_pose_detector.py $(DETECTOR)
+
+# Real footage for the demo: sports2d's demo video (BSD-3-Clause; two people walking), read out of its
+# wheel from the package registry (the package itself is not installed).
+MEDIA := data/media/sports2d_demo.mp4
+media: $(MEDIA)
+$(MEDIA):
+	mkdir -p data/media/.wheel
+	$(PY) -m pip download -q --no-deps --dest data/media/.wheel sports2d==0.8.34
+	cd data/media && $(PY) -c "import zipfile,glob; z=zipfile.ZipFile(glob.glob('.wheel/sports2d-*.whl')[0]); open('sports2d_demo.mp4','wb').write(z.read('Sports2D/Demo/demo.mp4')); open('sports2d_LICENSE.txt','wb').write(next(z.read(n) for n in z.namelist() if n.endswith('LICENSE')))"
+	rm -rf data/media/.wheel
 
 clean:
 	rm -rf $(VENV) .venv-detector outputs

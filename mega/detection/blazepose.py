@@ -94,7 +94,7 @@ class BlazePoseDetector:
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), _quiet():
             self._landmarker.close()
 
 
