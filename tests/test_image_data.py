@@ -270,3 +270,36 @@ def test_builder_refuses_motion_data_and_skips_eval_augmentation(root):
     assert build_image_dataset(cfg, "val").augmenter is None
     cfg["splits"]["train"] = cfg["splits"]["val"]
     assert build_image_dataset(cfg, "train").augmenter is not None
+
+
+def test_reduced_jpeg_decode_gives_the_same_crop(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from mega.data.crop import crop_matrix, decode_image, reduction_for, warp_crop
+
+    yy, xx = np.mgrid[0:640, 0:800].astype(np.float32)
+    img = np.stack(
+        [128 + 90 * np.sin(xx / 37), 128 + 90 * np.cos(yy / 23), 128 + 60 * np.sin((xx + yy) / 50)], -1
+    )
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    data = buf.getvalue()
+    full, size_full, k1 = decode_image(data, reduce=1)
+    small, size_small, k4 = decode_image(data, reduce=4)
+    assert (
+        (size_full, k1) == ((800, 640), 1)
+        and (size_small, k4) == ((800, 640), 4)
+        and small.shape == (160, 200, 3)
+    )
+    assert reduction_for(300.0, 64) == 4 and reduction_for(100.0, 64) == 1
+    m = crop_matrix(np.array([420.0, 300.0]), 300.0, 64)
+    a, b = warp_crop(full, m, 64, 1).astype(float), warp_crop(small, m, 64, 4).astype(float)
+    assert np.abs(a - b).mean() < 4.0  # same content, same place (a misplaced crop differs by tens)
+    shifted = warp_crop(full, crop_matrix(np.array([430.0, 300.0]), 300.0, 64), 64, 1).astype(float)
+    assert np.abs(a - shifted).mean() > 3 * np.abs(a - b).mean()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ImageDataError, match=r"cut\.jpg.*truncated"):
+        decode_image(path)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from mega.body.joints import SMPL_FLIP
@@ -242,21 +243,22 @@ def augment_geometry(geo: Geometry, params: AugmentParams) -> tuple[Geometry, np
 def augment_pixels(
     crop: np.ndarray, params: AugmentParams, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Colour gains and occluders on a (S, S, 3) uint8 crop -> (S, S, 3) uint8 (a new array).
+    """Occluders, then per-channel colour gains (clipped), on a (S, S, 3) uint8 crop -> (S, S, 3) uint8.
 
-    ``rng`` (optional) adds per-pixel noise texture to the occluders.
+    ``rng`` (optional) adds per-pixel noise texture to the occluders. ``crop`` is not modified.
     """
-    out = crop.astype(np.float32)
+    out = crop.copy() if params.occluders else crop
     size = crop.shape[0]
     for x0, y0, x1, y1, r, g, b in params.occluders:
-        i0, i1 = int(round(y0 * size)), max(int(round(y1 * size)), int(round(y0 * size)) + 1)
-        j0, j1 = int(round(x0 * size)), max(int(round(x1 * size)), int(round(x0 * size)) + 1)
-        patch = np.array([r, g, b], dtype=np.float32)
+        i0, j0 = int(round(y0 * size)), int(round(x0 * size))
+        i1, j1 = max(int(round(y1 * size)), i0 + 1), max(int(round(x1 * size)), j0 + 1)
+        patch = np.broadcast_to(np.array([r, g, b], dtype=np.float32), (i1 - i0, j1 - j0, 3))
         if rng is not None:
-            noise = rng.standard_normal((i1 - i0, j1 - j0, 1)).astype(np.float32) * 20.0
-            out[i0:i1, j0:j1] = patch + noise
-        else:
-            out[i0:i1, j0:j1] = patch
-    if params.colour != (1.0, 1.0, 1.0):
-        out *= np.asarray(params.colour, dtype=np.float32)
-    return np.clip(out, 0, 255).astype(np.uint8)
+            patch = patch + rng.standard_normal((i1 - i0, j1 - j0, 1)).astype(np.float32) * 20.0
+        out[i0:i1, j0:j1] = np.clip(patch, 0, 255).astype(np.uint8)
+    if tuple(params.colour) != (1.0, 1.0, 1.0):
+        lut = np.clip(
+            np.arange(256, dtype=np.float32)[:, None] * np.asarray(params.colour, np.float32), 0, 255
+        )
+        out = cv2.LUT(out, (lut + 0.5).astype(np.uint8)[:, None, :])
+    return out
