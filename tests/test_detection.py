@@ -11,7 +11,13 @@ import pytest
 
 from mega.body.joints import COCO17_JOINT_NAMES
 from mega.detection import DetectionsFileError, Person, read_coco_keypoints, read_detections, read_openpose
-from mega.detection.blazepose import BlazePoseDetector, DetectorUnavailableError, landmarks_to_person
+from mega.detection.blazepose import (
+    BlazePoseDetector,
+    DetectorUnavailableError,
+    landmarks_to_person,
+    merge_duplicates,
+    square_tiles,
+)
 
 # Layouts written out by name, independently of the index tables under test.
 BODY25 = ["nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
@@ -106,3 +112,21 @@ def test_detector_missing_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(DetectorUnavailableError, match="make detector"):
         BlazePoseDetector(tmp_path / "missing.task")
     assert isinstance(Person(box=np.zeros(4)).center_scale()[1], float)
+
+
+def test_tiles_cover_the_frame_and_duplicates_merge() -> None:
+    assert square_tiles(500, 500) == []
+    for w, h in [(1768, 994), (640, 1280), (3000, 400)]:
+        tiles = square_tiles(w, h)
+        side = min(w, h)
+        covered = np.zeros(max(w, h), bool)
+        for x0, y0, s in tiles:
+            assert s == side and x0 + s <= w and y0 + s <= h
+            start = x0 if w >= h else y0
+            covered[start : start + s] = True
+        assert covered.all()
+    a = Person(box=np.array([0.0, 0, 100, 200]), score=0.9)
+    inside = Person(box=np.array([10.0, 100, 90, 190]), score=0.5)  # a partial duplicate of a
+    other = Person(box=np.array([300.0, 0, 400, 200]), score=0.4)
+    kept = merge_duplicates([inside, other, a], overlap=0.6)
+    assert kept == [a, other]

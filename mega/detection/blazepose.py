@@ -6,7 +6,10 @@ that the 0.10.x wheels carry (``scripts/build_pose_detector.py``, Apache-2.0 mod
 into ``data/detectors/pose_landmarker_full.task``, and installs the runtime into ``.venv``.
 
 The 33 landmarks of each person are mapped to COCO-17 (:data:`BLAZEPOSE33_TO_COCO17`) with their
-visibility as confidence; the person's box is the padded box of its landmarks.
+visibility as confidence; the person's box is the padded box of its landmarks. BlazePose's person
+detector sees the frame at 224 x 224, so people a fifth of a wide frame's height are missed; with
+``tiles=True`` it also runs on the overlapping square tiles of a wide (or tall) frame, and duplicates
+(boxes overlapping by more than ``merge_overlap`` of the smaller one) keep the most confident person.
 """
 
 from __future__ import annotations
@@ -57,10 +60,17 @@ class BlazePoseDetector:
         model_path: the ``.task`` bundle (``make detector`` writes it).
         max_people: the most people per image.
         min_confidence: detection / presence thresholds.
+        tiles: also run on overlapping square tiles of a non-square frame (finds smaller people).
+        merge_overlap: duplicates overlap by more than this fraction of the smaller box.
     """
 
     def __init__(
-        self, model_path: str | Path = DEFAULT_MODEL, max_people: int = 4, min_confidence: float = 0.5
+        self,
+        model_path: str | Path = DEFAULT_MODEL,
+        max_people: int = 4,
+        min_confidence: float = 0.3,
+        tiles: bool = True,
+        merge_overlap: float = 0.6,
     ) -> None:
         try:
             with _quiet():
@@ -79,6 +89,7 @@ class BlazePoseDetector:
             min_pose_presence_confidence=min_confidence,
         )
         self._mp = mp
+        self.tiles, self.merge_overlap = tiles, merge_overlap
         with _quiet():
             self._landmarker = vision.PoseLandmarker.create_from_options(options)
 
@@ -87,15 +98,61 @@ class BlazePoseDetector:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
+        people = self._detect(image, 0, 0)
+        if self.tiles:
+            for x0, y0, side in square_tiles(width, height):
+                people += self._detect(image[y0 : y0 + side, x0 : x0 + side], x0, y0)
+        return sorted(merge_duplicates(people, self.merge_overlap), key=lambda p: float(p.box[0]))
+
+    def _detect(self, image: np.ndarray, x0: int, y0: int) -> list[Person]:
+        """People in an image region whose top-left corner is (x0, y0) of the full frame."""
+        height, width = image.shape[:2]
         frame = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
         result = self._landmarker.detect(frame)
-        people = [landmarks_to_person(lms, width, height) for lms in result.pose_landmarks]
-        return sorted((p for p in people if p is not None), key=lambda p: float(p.box[0]))
+        people = []
+        for lms in result.pose_landmarks:
+            person = landmarks_to_person(lms, width, height)
+            if person is not None:
+                person.box = person.box + np.array([x0, y0, x0, y0], dtype=np.float64)
+                person.keypoints[:, :2] += np.array([x0, y0])
+                people.append(person)
+        return people
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
         with contextlib.suppress(Exception), _quiet():
             self._landmarker.close()
+
+
+def square_tiles(width: int, height: int) -> list[tuple[int, int, int]]:
+    """Overlapping square tiles ``(x0, y0, side)`` covering a non-square frame (none for a square one).
+
+    The side is the shorter image side; tiles are spread evenly with at least a quarter overlap.
+    """
+    side = min(width, height)
+    long = max(width, height)
+    if long - side < side // 8:
+        return []
+    count = int(np.ceil((long - side) / (0.75 * side))) + 1
+    starts = np.linspace(0, long - side, count).round().astype(int).tolist()
+    return [(s, 0, side) if width >= height else (0, s, side) for s in starts]
+
+
+def merge_duplicates(people: list[Person], overlap: float) -> list[Person]:
+    """Greedy suppression: most confident first; drop a person whose box covers more than ``overlap`` of
+    the smaller box of one already kept."""
+    kept: list[Person] = []
+    for person in sorted(people, key=lambda p: -p.score):
+        if all(_overlap_of_smaller(person.box, k.box) <= overlap for k in kept):
+            kept.append(person)
+    return kept
+
+
+def _overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda r: max(1e-9, (r[2] - r[0]) * (r[3] - r[1]))  # noqa: E731
+    return iw * ih / min(area(a), area(b))
 
 
 @contextlib.contextmanager
