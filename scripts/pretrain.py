@@ -4,8 +4,10 @@
     python scripts/pretrain.py tokenizer.checkpoint=PATH transformer=small engine.max_steps=5000 threads=1
     torchrun --nproc_per_node=4 scripts/pretrain.py experiment=pretrain_paper data=amass tokenizer.checkpoint=PATH
 
-The frozen tokenizer turns every frame of the motion set into ids once (``mega.transformer.token_cache``);
-training predicts randomly masked ids (per-sample cosine ratio) from the visible ones with cross-entropy on
+The frozen tokenizer turns every frame of the motion set into ids once (``mega.transformer.token_cache``;
+with ``body_model.gender=per_sequence`` each frame meshed with its sequence's gender's model). An epoch is
+``sampling=frames``: every frame once, or ``sampling=sequences``: one random frame of each sequence
+(sequences weighted equally, what MEGA's data loader does and so what its "500 epochs" count). Training predicts randomly masked ids (per-sample cosine ratio) from the visible ones with cross-entropy on
 masked positions only. Held-out masked-token accuracy and NLL are measured at fixed mask ratios, next to
 two baselines computed from the training ids: the single most frequent code, and the most frequent code
 of each position (and that position-wise unigram's NLL). The run directory gets ``pretrained.pt`` (weights,
@@ -53,7 +55,13 @@ from mega.transformer import (
     random_mask,
     sample_training_mask,
 )
-from mega.transformer.token_cache import TokenDataset, load_or_build_token_ids
+from mega.transformer.token_cache import (
+    FramePicker,
+    SequenceTokenDataset,
+    TokenDataset,
+    load_or_build_token_ids,
+    sequence_layout,
+)
 
 log = logging.getLogger("pretrain")
 
@@ -110,14 +118,17 @@ class GlobalBatchMasks:
         self.draws = int(state["draws"])
 
 
-def masked_token_loss(masks: GlobalBatchMasks, world_size: int):
+def masked_token_loss(masks: GlobalBatchMasks, world_size: int, frames: FramePicker | None = None):
     """``loss_fn`` for the engine: CE over masked tokens, normalised by the global batch's masked count.
 
     The local mean is rescaled by (local count * W / global count), so DDP's gradient average equals the
     mean over every masked token of the global batch (what one process with the whole batch computes).
+    With ``frames`` the batch holds sequence indices (B,), turned into one random frame's ids each.
     """
 
     def loss_fn(model: nn.Module, ids: Tensor, rng: RngStreams) -> tuple[Tensor, dict[str, Tensor]]:
+        if frames is not None:
+            ids = frames(ids)
         mask, global_count = masks(ids.shape[0], ids.shape[1])
         inner = model.module if hasattr(model, "module") else model
         logits = model(ids.masked_fill(mask, inner.mask_id), mask)  # (B, L, K)
@@ -193,15 +204,27 @@ def main(cfg: DictConfig) -> None:
         tok_path = find_tokenizer(cfg.tokenizer.checkpoint)
         tokenizer = load_tokenizer(tok_path, map_location=dist.device)
         body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
-        token_ids = {}
+        token_ids, layout = {}, None
         for role, split in cfg.splits.items():
             motion = build_motion_dataset(cfg.data, split)
             token_ids[role] = load_or_build_token_ids(
                 tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.data.name, split=split,
                 batch_size=cfg.encode_batch_size, device=dist.device,
             ).ids  # fmt: skip
+            if role == "train" and cfg.sampling == "sequences":
+                layout = sequence_layout(motion)
+        if cfg.sampling not in ("frames", "sequences"):
+            raise ValueError(f"sampling must be 'frames' or 'sequences', got {cfg.sampling!r}")
+        frames = None
+        if layout is not None:
+            train_set = SequenceTokenDataset(token_ids["train"], *layout)
+            frames = FramePicker(train_set, stream_seed(engine.seed, 0, "pretrain/frames"), dist.rank, dist.world_size)
+        else:
+            train_set = TokenDataset(token_ids["train"])
+        log.info("epoch = %s: %d items (%d training frames)", "one random frame per sequence"
+                 if frames else "every frame", len(train_set), len(token_ids["train"]))  # fmt: skip
         if cfg.warmup_epochs is not None:  # the paper's warm-up is in epochs; the engine counts updates
-            per_epoch = len(token_ids["train"]) // (engine.batch_size * dist.world_size) // engine.grad_accum
+            per_epoch = len(train_set) // (engine.batch_size * dist.world_size) // engine.grad_accum
             engine.warmup_steps = max(1, round(cfg.warmup_epochs * per_epoch))
         seed_everything(engine.seed)
         model = MaskedTokenTransformer.from_tokenizer(tokenizer, **cfg.transformer)
@@ -214,9 +237,10 @@ def main(cfg: DictConfig) -> None:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
         try:
-            result = train(model, masked_token_loss(masks, dist.world_size), TokenDataset(token_ids["train"]),
+            extra = {"masks": masks, **({"frames": frames} if frames is not None else {})}
+            result = train(model, masked_token_loss(masks, dist.world_size, frames), train_set,
                            engine=engine, dist=dist, run_dir=run_dir, config=resolved, eval_fn=eval_fn,
-                           logger=logger, extra_state={"masks": masks})  # fmt: skip
+                           logger=logger, extra_state=extra)  # fmt: skip
         finally:
             logger.finish()
         if dist.is_main:

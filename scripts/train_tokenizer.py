@@ -4,7 +4,9 @@
     python scripts/train_tokenizer.py tokenizer=pose_vqvae experiment=pose_tokenizer_cpu
     torchrun --nproc_per_node=8 scripts/train_tokenizer.py experiment=mesh_tokenizer_paper data=bedlam
 
-Meshes and joints are computed in the step, in batches, by the body model on the training device.
+Meshes and joints are computed in the step, in batches, by the body model on the training device;
+with ``body_model=smpl body_model.gender=per_sequence`` each frame is meshed with its sequence's
+gender's model (as Mesh-VQ-VAE), neutral otherwise.
 Writes ``<run_dir>/tokenizer.pt`` (self-describing: ``mega.tokenizers.load_tokenizer`` rebuilds it)
 and ``<run_dir>/tokenizer_metrics.json``: held-out reconstruction PVE and MPJPE (mm), codebook usage
 and training throughput.
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.atomic import write_json
-from mega.body import load_body_model
+from mega.body import load_body_model, sample_genders
 from mega.data.motion import build_motion_dataset
 from mega.engine import (
     DistInfo,
@@ -54,7 +56,8 @@ class TokenizerObjective(nn.Module):
         object.__setattr__(self, "body", body)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        return self.tokenizer.loss(batch, self.body)
+        with sample_genders(self.body, batch.get("gender")):
+            return self.tokenizer.loss(batch, self.body)
 
 
 @torch.no_grad()
@@ -73,8 +76,10 @@ def evaluate(
     used = torch.zeros(tokenizer.codebook_size, dtype=torch.float64, device=dist.device)
     for chunk in indices.split(batch_size):
         batch = dataset[chunk.tolist()]
+        gender = batch.get("gender")
         batch = {k: v.to(dist.device) for k, v in batch.items() if isinstance(v, Tensor)}
-        err = tokenizer.errors(batch, body)
+        with sample_genders(body, gender):
+            err = tokenizer.errors(batch, body)
         sums += torch.stack(
             [err["pve"].sum(), err["mpjpe"].sum(), err["pve"].new_tensor(len(chunk))]
         ).double()

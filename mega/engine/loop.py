@@ -252,7 +252,8 @@ def train(
         logger: metric logger, called on rank 0 only; default: none.
         collate_fn: DataLoader collate function.
         optimizer: a custom optimiser over ``model``'s parameters (e.g. per-group lrs); default AdamW
-            from ``engine`` with weight decay on matrices only. The schedule scales each group's lr.
+            from ``engine`` with weight decay on every parameter of ndim >= 2 (matrices, kernels and
+            embedding tables; not biases or norm scales). The schedule scales each group's lr.
         extra_state: more objects with ``state_dict``/``load_state_dict`` to checkpoint (e.g. an EMA).
 
     Returns:

@@ -65,9 +65,11 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; weight decay only on matrices and kernels (ndim >= 2).
+    """AdamW over the trainable parameters; weight decay on every parameter with ndim >= 2.
 
-    Biases, norm scales and embeddings' 1-D parameters are not decayed (the usual GPT/ViT recipe).
+    That is weight matrices, convolution kernels *and* embedding tables (token, position and
+    [MASK]-token embeddings of shape (N, D) are decayed, unlike minGPT's recipe, which exempts them);
+    1-D parameters (biases, norm scales, 1-D learned vectors) are not decayed.
 
     Args:
         model: the trainable module.

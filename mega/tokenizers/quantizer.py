@@ -3,7 +3,9 @@
 The codebook is not trained by gradients: it follows an exponential moving average of the encoder
 outputs assigned to each code (Razavi et al. 2019, with Laplace smoothing of the counts), and codes
 left unused for ``dead_after`` steps are re-initialised from current encoder outputs (Williams et al.
-2020), as both MEGA's Mesh-VQ-VAE and GenHMR's pose tokenizer do. Under ``torch.distributed`` the
+2020), as GenHMR's pose tokenizer does ("exponential moving average and codebook reset"). MEGA's
+Mesh-VQ-VAE updates its codebook by EMA only, with no reset: for the mesh tokenizer the reset is
+ours (``dead_after=0`` turns it off). Under ``torch.distributed`` the
 EMA statistics are all-reduced and resets are broadcast from rank 0, so every rank keeps the same
 codebook; without an initialised process group these are no-ops.
 

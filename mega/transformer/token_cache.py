@@ -2,7 +2,8 @@
 
 MEGA meshes and tokenises every sample on the fly in every epoch of pre-training. The tokenizer is
 frozen there, so the ids of a motion set never change: here they are computed once (body model ->
-canonical mesh or 6D pose -> ``tokenizer.encode``, in batches on the training device) and stored as one
+canonical mesh or 6D pose -> ``tokenizer.encode``, in batches on the training device; a
+:class:`mega.body.GenderedBody` meshes each frame with its sequence's gender) and stored as one
 ``.npz`` per (tokenizer, body model, data set, split). An epoch then costs only transformer compute.
 
 The cache file name carries a key derived from
@@ -37,6 +38,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
+from mega.body import sample_genders
 from mega.tokenizers import Tokenizer, tokenizer_hash
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,77 @@ class TokenDataset(Dataset):
         return self.ids[index]
 
 
+class SequenceTokenDataset(Dataset):
+    """MEGA's epoch: one item per *sequence* (sequences weighted equally, whatever their length).
+
+    Item i is the sequence index i (a () int64 tensor); :class:`FramePicker` turns a batch of them into
+    the ids of one random frame of each (in the training step, from a checkpointed generator).
+
+    Args:
+        ids: (M, L) int64 ids of every frame. starts, lengths: (S,) int64 frame range of each sequence
+            (:func:`sequence_layout`).
+    """
+
+    def __init__(self, ids: Tensor, starts: Tensor, lengths: Tensor) -> None:
+        if ids.dim() != 2 or ids.dtype != torch.long:
+            raise ValueError(f"ids must be (M, L) int64, got {tuple(ids.shape)} {ids.dtype}")
+        if starts.shape != lengths.shape or (lengths <= 0).any() or int((starts + lengths).max()) > len(ids):
+            raise ValueError("sequence starts/lengths must be (S,) ranges of positive length inside the ids")
+        self.ids, self.starts, self.lengths = ids, starts.long(), lengths.long()
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def __getitem__(self, index: int) -> Tensor:
+        """() int64: the sequence index itself."""
+        return torch.tensor(index, dtype=torch.long)
+
+
+def sequence_layout(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """(S,) first frame and (S,) frame count of each sequence of a motion dataset (frames grouped by
+    sequence, as :class:`mega.data.motion.MotionDataset` stores them)."""
+    seq_id = getattr(dataset, "tensors", {}).get("seq_id")
+    if seq_id is None:
+        raise ValueError(f"{type(dataset).__name__} has no per-frame seq_id: sampling=sequences needs a MotionDataset")
+    seq_id = seq_id.long()
+    values, lengths = torch.unique_consecutive(seq_id, return_counts=True)
+    if len(values) != len(torch.unique(seq_id)):
+        raise ValueError("the motion dataset's frames are not grouped by sequence")
+    starts = torch.cumsum(lengths, 0) - lengths
+    return starts, lengths
+
+
+class FramePicker:
+    """Turns a batch of sequence indices into the token ids of one uniformly random frame of each.
+
+    One generator shared by all ranks draws the *global* batch's (B * W) uniforms and rank r keeps rows
+    r, r + W, ... (the rows its ``DistributedSampler`` share holds), so the frames do not depend on the
+    number of ranks; checkpointed through the engine's ``extra_state``.
+
+    Args:
+        data: the :class:`SequenceTokenDataset`. seed: generator seed. rank, world_size: this process.
+    """
+
+    def __init__(self, data: SequenceTokenDataset, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.data, self.rank, self.world_size = data, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, seq: Tensor) -> Tensor:
+        """(B,) sequence indices -> (B, L) int64 ids on ``seq``'s device."""
+        u = torch.rand(seq.shape[0] * self.world_size, generator=self.generator, dtype=torch.float64)
+        u = u[self.rank :: self.world_size]
+        cpu = seq.cpu()
+        lengths = self.data.lengths[cpu]
+        frame = self.data.starts[cpu] + torch.minimum((u * lengths).long(), lengths - 1)
+        return self.data.ids[frame].to(seq.device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
 @torch.no_grad()
 def encode_motion(
     tokenizer: Tokenizer,
@@ -109,8 +182,10 @@ def encode_motion(
     for start in range(0, len(dataset), batch_size):
         index = list(range(start, min(start + batch_size, len(dataset))))
         batch = _fetch(dataset, index)
-        batch = {k: v.to(device) for k, v in batch.items() if k in ("body_pose", "betas")}
-        chunks.append(tokenizer.encode(tokenizer.inputs(batch, body)).cpu())
+        gender = batch.get("gender")
+        batch = {k: v.to(device) for k, v in batch.items() if k in ("body_pose", "betas", "global_orient")}
+        with sample_genders(body, gender):
+            chunks.append(tokenizer.encode(tokenizer.inputs(batch, body)).cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, tokenizer.num_tokens, dtype=torch.long)
 
 
