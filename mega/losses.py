@@ -226,7 +226,7 @@ class HMRObjective:
         B, L, K = img.shape[0], inner.transformer.num_tokens, inner.transformer.codebook_size
         device = img.device
         has_smpl = batch["has_smpl"].reshape(B).float() > 0.5  # (B,)
-        gt_ids = inner.target_ids(batch["body_pose"], batch["betas"])  # (B, L)
+        gt_ids = inner.target_ids(batch["body_pose"], batch["betas"], batch["global_orient"])  # (B, L)
         mask = self.masks(B, L, device) | ~has_smpl[:, None]  # unknown tokens of 2D-only samples: all masked
         out = model(img, gt_ids.masked_fill(mask, inner.mask_id), mask)
 
@@ -279,9 +279,10 @@ class HMRObjective:
             rot_t = out.global_rot.float().transpose(1, 2)
             return BodyOutput(vertices=canonical.vertices @ rot_t, joints=canonical.joints @ rot_t)
         pose = canonical.rot_mats[:, 1:].detach()  # decoded body pose (B, 23, 3, 3)
-        return inner.body(
-            global_orient=out.global_rot.float(), body_pose=pose, betas=out.betas.float(), transl=None
-        )
+        root = out.global_rot.float()
+        if getattr(inner.tokenizer, "include_global_orient", False):  # the tokens carry the orientation
+            root = canonical.rot_mats[:, 0].detach()
+        return inner.body(global_orient=root, body_pose=pose, betas=out.betas.float(), transl=None)
 
     def _global_noise(self, B: int, L: int, K: int, device: torch.device) -> Tensor:
         """(B, L, K) Gumbel noise: this rank's rows of a global-batch draw from the shared generator."""

@@ -120,7 +120,7 @@ class HMRModel(nn.Module):
         self.backbone = backbone
         self.conditioning = conditioning
         self.transformer = transformer
-        self.kind = "pose" if getattr(tokenizer, "registry_name", "") == "pose_vqvae" else "mesh"
+        self.kind = "pose" if getattr(tokenizer, "registry_name", "").startswith("pose") else "mesh"
         num_betas = int(getattr(body, "num_betas", 10)) if self.kind == "pose" else None
         self.heads = Heads(int(backbone.dim), head_hidden, num_betas, init_scale)
         for p in tokenizer.parameters():
@@ -189,12 +189,15 @@ class HMRModel(nn.Module):
 
     # ------------------------------------------------------------------ tokens -> body
     @torch.no_grad()
-    def target_ids(self, body_pose: Tensor, betas: Tensor) -> Tensor:
+    def target_ids(self, body_pose: Tensor, betas: Tensor, global_orient: Tensor | None = None) -> Tensor:
         """Ground-truth ids (B, L) of body poses (B, 23, 3) axis-angle (or matrices) and betas (B, 10).
 
-        Computed by the frozen tokenizer on the model's device, from the (augmented) ground truth.
+        Computed by the frozen tokenizer on the model's device, from the (augmented) ground truth;
+        ``global_orient`` (B, 3) is read by pose tokenizers that tokenize it (``include_global_orient``).
         """
         batch = {"body_pose": body_pose.float(), "betas": betas.float()}
+        if global_orient is not None:
+            batch["global_orient"] = global_orient.float().reshape(-1, 3)
         with torch.autocast(body_pose.device.type, enabled=False):
             return self.tokenizer.encode(self.tokenizer.inputs(batch, self.body))
 
@@ -234,9 +237,12 @@ class HMRModel(nn.Module):
                 if ids is not None
                 else tok.decode_soft(probs.float(), as_matrix=True)
             )
+            # A tokenizer that tokenizes the global orientation too (GenHMR) gives it; it replaces the head's.
+            orient, pose = tok.split_pose(pose) if hasattr(tok, "split_pose") else (None, pose)
             if betas is None:
                 betas = global_rot.new_zeros(global_rot.shape[0], int(getattr(body, "num_betas", 10)))
-            return body(global_orient=global_rot, body_pose=pose.float(), betas=betas.float(), transl=None)
+            root = global_rot if orient is None else orient.float()
+            return body(global_orient=root, body_pose=pose.float(), betas=betas.float(), transl=None)
 
     @staticmethod
     def project(points: Tensor, cam: Tensor) -> Tensor:
@@ -328,3 +334,64 @@ def load_pretrained_transformer(
             f"{path} does not fit this transformer (missing {missing[:5]}, unexpected {unexpected[:5]}): build the "
             f"transformer with the checkpoint's settings {record['transformer']}"
         )
+
+
+# ---------------------------------------------------------------------- evaluation glue
+class ImageBenchmarkView(torch.utils.data.Dataset):
+    """An image dataset's items with the extra keys :class:`mega.metrics.evaluator.Evaluator` reads.
+
+    Adds ``image`` (= ``imgname``), ``sequence`` / ``frame`` (from the npz when it has them, else "" / -1),
+    ``person`` (0) and ``transl`` (zeros where unknown; protocols root-align), keeping the sample's crop.
+
+    Args:
+        dataset: an image dataset yielding the contract's sample dicts (no augmentation).
+        limit: keep only the first ``limit`` samples (None = all).
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, limit: int | None = None) -> None:
+        self.dataset = dataset
+        self.size = len(dataset) if limit is None else min(int(limit), len(dataset))
+        self.index = None
+        self.sequence, self.frame = None, None
+        npz = getattr(dataset, "npz", None)
+        if npz is not None:
+            import numpy as np
+
+            with np.load(npz, allow_pickle=False) as f:
+                if "sequence" in f.files:
+                    self.sequence = [str(s) for s in f["sequence"]]
+                if "frame" in f.files:
+                    self.frame = [int(x) for x in f["frame"]]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        item["image"] = item.get("imgname", str(i))
+        item["sequence"] = self.sequence[i] if self.sequence is not None else ""
+        item["frame"] = self.frame[i] if self.frame is not None else -1
+        item["person"] = 0
+        item["body_pose"] = item["body_pose"].reshape(-1)
+        return item
+
+
+def hmr_predictor(model: HMRModel, sampler: Any = None, num_samples: int = 1, seed: int = 0):
+    """The evaluator's ``batch -> PredictorOutput`` for a trained model (deterministic mode by default).
+
+    Meshes are placed in the full-image camera frame with the crop camera's translation.
+    """
+    from mega.metrics.predictors import PredictorOutput
+
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed) if sampler is not None else None
+
+    def predict(batch: dict[str, Any]) -> PredictorOutput:
+        img = batch["img"].to(device)
+        pred = model.predict(img, sampler=sampler, num_samples=num_samples, generator=generator)
+        geo = {k: batch[k].to(device) for k in ("bbox_center", "bbox_size", "cam_int", "img_size")}
+        transl = model.full_image_translation(pred["cam"], geo)  # (B, 3)
+        verts = pred["vertices"] + transl[:, None, None]  # (B, Q, V, 3)
+        return PredictorOutput(vertices=verts[:, 0] if num_samples == 1 else verts)
+
+    return predict

@@ -1,0 +1,217 @@
+"""Image-conditioned masked generative training of the HMR model (MEGA section 3.3; GenHMR training strategy).
+
+    python scripts/train_hmr.py                                         # embedded default: experiment=hmr_cpu
+    python scripts/train_hmr.py experiment=hmr_pose_cpu                 # GenHMR-style, pose tokenizer, CPU
+    python scripts/train_hmr.py transformer.init=null mask_schedule=linear   # ablations
+    torchrun --nproc_per_node=4 scripts/train_hmr.py experiment=mega_hrnet tokenizer.checkpoint=PATH transformer.init=PATH
+
+backbone -> conditioning -> masked token transformer (+ rotation / camera / betas heads); the frozen tokenizer
+turns the augmented ground truth into target ids on the training device; the objective is
+``mega.losses.HMRObjective`` (masked CE; MEGA's rotation + 2D terms; GenHMR's Gumbel terms). Validation
+runs the evaluator in deterministic mode on the held-out split (PVE / MPJPE / PA-MPJPE). At the end the
+test split is scored for the model and for the ``mean_pose`` floor and the ``oracle``; the run directory
+gets ``hmr.pt`` (weights, kwargs, tokenizer path + hash, config) and ``results.json``.
+
+Tokenizer rule (``tokenizer.checkpoint=null``): ``data/checkpoints/tokenizer_<kind>.pt`` if it exists, else
+the newest ``outputs/train_tokenizer/*/tokenizer.pt`` of that kind (mesh | pose). Pre-trained transformer
+(``transformer.init=auto``): the newest ``outputs/pretrain/*/pretrained.pt`` made with this tokenizer; a
+missing one is an error that prints the command making it (``transformer.init=null``: from scratch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import mega  # noqa: F401  (torchvision shim first)
+from mega.atomic import write_json
+from mega.backbones import build_backbone
+from mega.body import load_body_model
+from mega.conditioning import build_conditioning
+from mega.data.image_dataset import build_image_dataset
+from mega.engine import (
+    EngineConfig,
+    build_logger,
+    cleanup_dist,
+    load_checkpoint,
+    register_resolvers,
+    save_checkpoint,
+    seed_everything,
+    setup_dist,
+    train,
+)
+from mega.losses import HMRObjective
+from mega.metrics.evaluator import Evaluator, format_table, write_results
+from mega.metrics.predictors import build_predictor
+from mega.metrics.protocols import build_protocol
+from mega.model import HMRModel, ImageBenchmarkView, hmr_predictor, load_pretrained_transformer
+from mega.tokenizers import load_tokenizer, tokenizer_hash
+from mega.transformer import MaskedTokenTransformer
+
+log = logging.getLogger("train_hmr")
+HMR_FORMAT = "mega-hmr/1"
+MAKE_TOKENIZER = {"mesh": "python scripts/train_tokenizer.py",
+                  "pose": "python scripts/train_tokenizer.py experiment=pose_tokenizer_cpu"}  # fmt: skip
+
+
+def _kind_of(path: Path) -> str:
+    name = str(torch.load(path, map_location="cpu", weights_only=True).get("name", ""))
+    return "pose" if name.startswith("pose") else "mesh"
+
+
+def find_tokenizer(checkpoint: str | None, kind: str) -> Path:
+    """The tokenizer checkpoint to use (see the module docstring for the rule)."""
+    how = f"make one with `{MAKE_TOKENIZER[kind]}` (or pass tokenizer.checkpoint=PATH)"
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"tokenizer.checkpoint={checkpoint} does not exist; {how}")
+        return Path(checkpoint)
+    default = Path(f"data/checkpoints/tokenizer_{kind}.pt")
+    if default.is_file():
+        return default
+    runs = sorted(Path().glob("outputs/train_tokenizer/*/tokenizer.pt"), key=lambda p: p.stat().st_mtime)
+    runs = [p for p in runs if _kind_of(p) == kind]
+    if runs:
+        return runs[-1]
+    raise FileNotFoundError(f"no {kind} tokenizer: {default} does not exist and no outputs/train_tokenizer run "
+                            f"holds one; {how}, then rerun")  # fmt: skip
+
+
+def find_pretrained(init: str | None, tok_path: Path, tok_sha: str) -> str | None:
+    """``transformer.init``: a path, null (scratch) or auto (newest pre-training run with this tokenizer)."""
+    if init in (None, "", "null", "none"):
+        return None
+    if init != "auto":
+        return init
+    for path in sorted(Path().glob("outputs/pretrain/*/pretrained.pt"), key=lambda p: -p.stat().st_mtime):
+        if load_checkpoint(path).get("tokenizer", {}).get("sha256") == tok_sha:
+            return str(path)
+    raise FileNotFoundError(
+        "transformer.init=auto: no outputs/pretrain/*/pretrained.pt was pre-trained with tokenizer "
+        f"{tok_path} ({tok_sha[:12]}); make one with\n    python scripts/pretrain.py tokenizer.checkpoint={tok_path}\n"
+        "then rerun (or pass transformer.init=PATH, or transformer.init=null to train from scratch)"
+    )
+
+
+def build_model(cfg: DictConfig, tokenizer, body) -> tuple[HMRModel, dict]:
+    """The HMR model from the config; returns it and the kwargs that rebuild it (saved in hmr.pt)."""
+    backbone = build_backbone(**OmegaConf.to_container(cfg.backbone))
+    tr_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.transformer).items() if k != "init"}
+    transformer = MaskedTokenTransformer.from_tokenizer(tokenizer, **tr_kwargs)
+    dec_dim = tr_kwargs.get("decoder_dim") or tr_kwargs["dim"]
+    sizes = dict(decoder_dim=dec_dim, decoder_depth=tr_kwargs["decoder_depth"], image_dim=backbone.dim,
+                 num_image_tokens=backbone.num_tokens, pyramid_dims=list(backbone.pyramid_dims),
+                 num_body_tokens=tokenizer.num_tokens)  # fmt: skip
+    conditioning = build_conditioning(**OmegaConf.to_container(cfg.conditioning), **sizes)
+    model = HMRModel(backbone, transformer, conditioning, tokenizer, body, **cfg.heads)
+    return model, {"transformer": tr_kwargs, "sizes": sizes}
+
+
+def evaluate(model: HMRModel, dataset, body, cfg: DictConfig, device, predictor: str = "model"):
+    """Score the model (deterministic mode), or a built-in predictor, on an image split; returns the result."""
+    evaluator = Evaluator(build_protocol(**OmegaConf.to_container(cfg.protocol)), lambda gender: body, batch_size=cfg.eval_batch_size,
+                          device=device, progress=False)  # fmt: skip
+    fn = hmr_predictor(model) if predictor == "model" else build_predictor(predictor)
+    return evaluator.run(dataset, fn, predictor_name=predictor)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train_hmr")
+def main(cfg: DictConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    engine = EngineConfig(**cfg.engine)
+    dist = setup_dist(engine.device)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        tok_path = find_tokenizer(cfg.tokenizer.checkpoint, cfg.tokenizer.kind)
+        tokenizer = load_tokenizer(tok_path, map_location=dist.device)
+        tok_sha = tokenizer_hash(tokenizer)
+        init = find_pretrained(cfg.transformer.init, tok_path, tok_sha)
+        body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
+        seed_everything(engine.seed)
+        model, kwargs = build_model(cfg, tokenizer, body)
+        if init is not None:
+            load_pretrained_transformer(model.transformer, init, tok_sha)
+        if cfg.init_checkpoint:  # a previous stage's hmr.pt (MEGA: the mix stage starts from the COCO run)
+            model.load_state_dict(load_checkpoint(cfg.init_checkpoint)["model"])
+            log.info("model initialised from %s", cfg.init_checkpoint)
+        model.to(dist.device)
+        size = model.backbone.input_size
+        # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
+        train_set = build_image_dataset(cfg.data, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
+        val_set = ImageBenchmarkView(
+            build_image_dataset(cfg.data, cfg.splits.val, crop_size=size), cfg.eval_limit
+        )
+        per_epoch = max(1, len(train_set) // (engine.batch_size * dist.world_size) // engine.grad_accum)
+        if cfg.warmup_epochs is not None:  # the papers' warm-up is in epochs; the engine counts updates
+            engine.warmup_steps = max(1, round(cfg.warmup_epochs * per_epoch))
+        total = engine.max_steps or engine.epochs * per_epoch
+        objective = HMRObjective(cfg.loss.weights, total_steps=total, mask_schedule=cfg.mask_schedule,
+                                 gumbel=cfg.loss.gumbel, keypoints=list(cfg.loss.keypoints),
+                                 grad_accum=engine.grad_accum, seed=engine.seed, rank=dist.rank,
+                                 world_size=dist.world_size)  # fmt: skip
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("%s tokenizer %s (%s); transformer init %s; %s conditioning; %.2f M trainable parameters; "
+                 "%d training / %d validation images", model.kind, tok_path, tok_sha[:12], init or "scratch",
+                 cfg.conditioning.name, n_params / 1e6, len(train_set), len(val_set))  # fmt: skip
+        history: list[dict] = []
+
+        def eval_fn(net: HMRModel, _dist) -> dict[str, float]:
+            metrics = evaluate(net, val_set, body, cfg, dist.device).summary["metrics"]
+            history.append({"step": objective.step, **metrics})
+            return metrics
+
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
+        t0 = time.perf_counter()
+        try:
+            result = train(model, objective, train_set, engine=engine, dist=dist, run_dir=run_dir, config=resolved,
+                           eval_fn=eval_fn, logger=logger, extra_state={"objective": objective})  # fmt: skip
+        finally:
+            logger.finish()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        test = ImageBenchmarkView(
+            build_image_dataset(cfg.data, cfg.splits.test, crop_size=size), cfg.test_limit
+        )
+        results = {}
+        for name in ("model", "mean_pose", "oracle"):
+            res = evaluate(model, test, body, cfg, dist.device, predictor=name)
+            results[name] = res.summary["metrics"]
+            if dist.is_main:
+                print(format_table(res.summary))
+                if name == "model":
+                    write_results(res, run_dir / "test")
+        if dist.is_main:
+            record = {"format": HMR_FORMAT, "model": model.state_dict(), **kwargs,
+                      "heads": OmegaConf.to_container(cfg.heads), "backbone": resolved["backbone"],
+                      "conditioning": resolved["conditioning"], "body_model": resolved["body_model"],
+                      "tokenizer": {"checkpoint": str(tok_path.resolve()), "sha256": tok_sha, "kind": model.kind},
+                      "transformer_init": init, "step": result.step, "config": resolved}  # fmt: skip
+            save_checkpoint(run_dir / "hmr.pt", record)
+            floor = results["mean_pose"]
+            summary = {"step": result.step, "train_seconds": seconds, "protocol": cfg.protocol.name,
+                       "split": cfg.splits.test, "test": results,
+                       "fraction_of_floor": {k: results["model"][k] / floor[k] for k in ("pve", "mpjpe")},
+                       "final_train": {k: v for k, v in result.metrics.items() if k.startswith("train/")},
+                       "val_history": history, "objective": objective.describe(),
+                       "transformer_init": init, "kind": model.kind}  # fmt: skip
+            write_json(run_dir / "results.json", summary)
+            log.info("test (%s, %s): PVE %.1f mm, MPJPE %.1f mm (mean_pose floor %.1f / %.1f: %.0f %% / %.0f %%); "
+                     "wrote %s", cfg.protocol.name, cfg.splits.test, results["model"]["pve"],
+                     results["model"]["mpjpe"], floor["pve"], floor["mpjpe"],
+                     100 * summary["fraction_of_floor"]["pve"], 100 * summary["fraction_of_floor"]["mpjpe"],
+                     run_dir / "hmr.pt")  # fmt: skip
+    finally:
+        cleanup_dist()
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()
