@@ -3,6 +3,7 @@
     python scripts/prepare_data.py dataset=3dpw root=/path/to/3DPW
     python scripts/prepare_data.py dataset=3dpw dataset.subset=occ      # 3DPW-OCC
     python scripts/prepare_data.py dataset=emdb dataset.root=/path/to/EMDB
+    python scripts/prepare_data.py dataset=synthetic_images   # generates the embedded image set first
 
 The ground-truth body (``body_model=smpl``, your SMPL files; see data/README.md) supplies the rest
 pelvis that moves world-frame ground truth into the camera frame. The index goes to
@@ -28,7 +29,12 @@ def main(cfg: DictConfig) -> None:
     kwargs.pop("index")
     if cfg.root:  # `root=...` is a shortcut for `dataset.root=...`
         kwargs["root"] = cfg.root
-    index = build_index(**kwargs, body_model=cfg.body_model.name, body_model_path=cfg.body_model.path)
+    body = {"body_model": cfg.body_model.name, "body_model_path": cfg.body_model.path}
+    if (
+        cfg.dataset.name == "synthetic_images"
+    ):  # generated here on first use; its ground truth is the free body
+        body = {"body_model": "free", "body_model_path": None}
+    index = build_index(**kwargs, **body)
     path = index.save(cfg.output)
     n_seq = len(set(index.arrays["sequence"].tolist()))
     print(

@@ -299,6 +299,7 @@ class BenchmarkIndex:
 def build_index(name: str, **kwargs: Any) -> BenchmarkIndex:
     """Read a benchmark's original files into an index (``3dpw`` or ``emdb``; kwargs: the reader's)."""
     import mega.data.emdb  # noqa: F401  (registers the readers)
+    import mega.data.synthetic_images  # noqa: F401
     import mega.data.threedpw  # noqa: F401
 
     return BENCHMARKS.build(name, **kwargs)

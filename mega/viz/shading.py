@@ -29,6 +29,25 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
 
 
+def interpolate_packed(
+    fragments: Fragments, attributes: Tensor, faces: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Interpolate per-vertex attributes at the covered pixels only.
+
+    Args:
+        fragments: rasteriser output (B, H, W). attributes: (B, V, C). faces: (F, 3) long.
+    Returns:
+        batch index (N,), flat pixel index (N,) into H * W, and values (N, C) of the N covered pixels.
+    """
+    b, h, w = fragments.face_id.shape
+    fid = fragments.face_id.view(b, h * w)
+    bb, pix = (fid >= 0).nonzero(as_tuple=True)
+    vid = faces.to(attributes.device)[fid[bb, pix]]  # (N, 3)
+    vals = attributes[bb[:, None], vid]  # (N, 3, C)
+    weights = fragments.bary.view(b, h * w, 3)[bb, pix].to(attributes.dtype)
+    return bb, pix, (weights[..., None] * vals).sum(1)
+
+
 def interpolate(fragments: Fragments, attributes: Tensor, faces: Tensor) -> Tensor:
     """Interpolate per-vertex attributes at every pixel.
 
@@ -38,16 +57,10 @@ def interpolate(fragments: Fragments, attributes: Tensor, faces: Tensor) -> Tens
         (B, H, W, C); zeros on the background.
     """
     b, h, w = fragments.face_id.shape
-    c = attributes.shape[-1]
-    out = attributes.new_zeros(b, h * w, c)
-    fid = fragments.face_id.view(b, h * w)
-    bb, pix = (fid >= 0).nonzero(as_tuple=True)
-    if len(pix):
-        vid = faces.to(attributes.device)[fid[bb, pix]]  # (N, 3)
-        vals = attributes[bb[:, None], vid]  # (N, 3, C)
-        weights = fragments.bary.view(b, h * w, 3)[bb, pix].to(attributes.dtype)
-        out[bb, pix] = (weights[..., None] * vals).sum(1)
-    return out.view(b, h, w, c)
+    out = attributes.new_zeros(b, h * w, attributes.shape[-1])
+    bb, pix, vals = interpolate_packed(fragments, attributes, faces)
+    out[bb, pix] = vals
+    return out.view(b, h, w, -1)
 
 
 def shade(
@@ -70,19 +83,20 @@ def shade(
     Returns:
         rgb (B, H, W, 3) in [0, 1] (black background) and alpha (B, H, W) (1 where a face covers).
     """
-    b = vertices.shape[0]
+    b, h, w = fragments.face_id.shape
     faces = faces.to(vertices.device)
     if vertex_colors.dim() == 2:
         vertex_colors = vertex_colors.expand(b, -1, -1)
     light = torch.nn.functional.normalize(light_dir.to(vertices).expand(b, 3), dim=-1)
     attrs = torch.cat([vertex_normals(vertices, faces), vertices, vertex_colors.to(vertices.dtype)], -1)
-    normals, points, albedo = interpolate(fragments, attrs, faces).split(3, dim=-1)  # one gather
+    bb, pix, vals = interpolate_packed(fragments, attrs, faces)  # only covered pixels: one gather
+    normals, points, albedo = vals.split(3, dim=-1)
     facing_away = (normals * points).sum(-1, keepdim=True) > 0  # the camera sits at the origin
     normals = torch.where(facing_away, -normals, normals)
     normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
-    lambert = (normals * light[:, None, None]).sum(-1).clamp_min(0)  # (B, H, W)
-    amb = torch.as_tensor(ambient, dtype=vertices.dtype, device=vertices.device).reshape(-1, 1, 1)
-    dif = torch.as_tensor(diffuse, dtype=vertices.dtype, device=vertices.device).reshape(-1, 1, 1)
-    alpha = fragments.mask.to(vertices.dtype)
-    rgb = (albedo * (amb + dif * lambert)[..., None]).clamp(0, 1) * alpha[..., None]
-    return rgb, alpha
+    lambert = (normals * light[bb]).sum(-1).clamp_min(0)  # (N,)
+    amb = torch.as_tensor(ambient, dtype=vertices.dtype, device=vertices.device).expand(b)[bb]
+    dif = torch.as_tensor(diffuse, dtype=vertices.dtype, device=vertices.device).expand(b)[bb]
+    rgb = vertices.new_zeros(b, h * w, 3)
+    rgb[bb, pix] = (albedo * (amb + dif * lambert)[:, None]).clamp(0, 1)
+    return rgb.view(b, h, w, 3), fragments.mask.to(vertices.dtype)
