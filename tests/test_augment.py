@@ -164,3 +164,15 @@ def test_colour_and_occlusion_touch_pixels_only():
     geo = geometry()
     with_pixels, _ = augment_geometry(geo, params)
     np.testing.assert_allclose(with_pixels.kp_smpl, geo.kp_smpl)
+
+
+def test_persistent_workers_see_set_epoch(folder):
+    ds = ImageNpzDataset(folder / "ours.npz", folder, crop_size=CROP, augment=STRONG, seed=2)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1, persistent_workers=True)
+    epochs = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        epochs.append(next(iter(loader))["kp2d_smpl"])
+    for epoch in range(2):
+        torch.testing.assert_close(epochs[epoch][1], ds.get(1, epoch)["kp2d_smpl"])
+    assert not torch.equal(epochs[0], epochs[1])

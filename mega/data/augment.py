@@ -27,6 +27,7 @@ pure function of those four numbers (reproducible across workers, resumes and ma
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass, field
 
 import cv2
@@ -41,6 +42,28 @@ MIRROR = np.diag([-1.0, 1.0, 1.0])
 def sample_rng(seed: int, rank: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of one sample's random choices."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, rank, epoch, index])))
+
+
+class SharedEpoch:
+    """An epoch number in shared memory: ``set`` in the main process is seen by DataLoader workers,
+    persistent ones included (set it before creating the epoch's iterator). Pickled outside process
+    start-up (a deepcopy, a checkpoint) it becomes a private copy."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self._value = multiprocessing.RawValue("q", int(epoch))
+
+    def get(self) -> int:
+        return int(self._value.value)
+
+    def set(self, epoch: int) -> None:
+        self._value.value = int(epoch)
+
+    def __getstate__(self) -> dict:
+        spawning = multiprocessing.context.get_spawning_popen() is not None
+        return {"value": self._value} if spawning else {"epoch": self.get()}
+
+    def __setstate__(self, state: dict) -> None:
+        self._value = state["value"] if "value" in state else multiprocessing.RawValue("q", state["epoch"])
 
 
 @dataclass

@@ -18,8 +18,8 @@ One ``<split>.npz`` plus an image root (keys: ``/work/shared/coord/CONTRACTS.md`
 Each item is the sample dict of the contract (see :func:`make_sample`); samples without SMPL ground
 truth carry ``has_smpl = 0`` and zero parameters but still their 2D keypoints. With ``augment`` set,
 items are augmented (:mod:`mega.data.augment`) with randomness seeded by ``(seed, rank, epoch, index)``;
-call :meth:`ImageNpzDataset.set_epoch` before each epoch's iterator is created (so not with
-``persistent_workers=True``).
+call :meth:`ImageNpzDataset.set_epoch` before each epoch's iterator is created (the epoch lives in
+shared memory, so persistent DataLoader workers see it too).
 
 Registry: ``IMAGE_DATASETS`` (config group ``data``, image entries). Build with
 :func:`build_image_dataset`; motion entries of the same group (``amass``, ``bedlam``,
@@ -42,6 +42,7 @@ from mega.data.augment import (
     Augmenter,
     AugmentParams,
     Geometry,
+    SharedEpoch,
     augment_geometry,
     augment_pixels,
     sample_rng,
@@ -339,13 +340,8 @@ class ImageNpzDataset(Dataset):
         name: str = "images",
     ) -> None:
         self.npz, self.img_root, self.name = Path(npz), Path(img_root), name
-        self.crop_size, self.seed, self.rank, self.epoch, self.max_reduce = (
-            int(crop_size),
-            seed,
-            rank,
-            0,
-            max_reduce,
-        )
+        self.crop_size, self.seed, self.rank, self.max_reduce = int(crop_size), seed, rank, max_reduce
+        self._epoch = SharedEpoch()
         self.arrays = read_image_npz(
             self.npz, joints_3d_order=joints_3d_order, scale_in_pixels=scale_in_pixels
         )
@@ -360,9 +356,14 @@ class ImageNpzDataset(Dataset):
     def __len__(self) -> int:
         return len(self.arrays["imgname"])
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of the augmentation seeds (shared with DataLoader workers)."""
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch component of the augmentation seed."""
-        self.epoch = int(epoch)
+        """Select the epoch; call before creating the epoch's iterator (persistent workers see it)."""
+        self._epoch.set(epoch)
 
     def record(self, index: int) -> dict[str, Any]:
         """The per-sample arrays of row ``index`` (see :func:`make_sample`)."""
@@ -416,13 +417,19 @@ class ConcatImageDataset(Dataset):
     def __init__(self, parts: list[ImageNpzDataset]) -> None:
         self.parts = parts
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
-        self.epoch = 0
+        self._epoch = SharedEpoch()
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of the augmentation seeds (shared with DataLoader workers)."""
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """Select the epoch; call before creating the epoch's iterator (persistent workers see it)."""
+        self._epoch.set(epoch)
 
     def get(self, index: int, epoch: int) -> dict[str, Any]:
         if not 0 <= index < len(self):

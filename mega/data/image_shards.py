@@ -29,7 +29,7 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mega.data.augment import Augmenter, AugmentParams, sample_rng
+from mega.data.augment import Augmenter, AugmentParams, SharedEpoch, sample_rng
 from mega.data.crop import ImageDataError, box_size, decode_image, reduction_for
 from mega.data.image_dataset import IMAGE_DATASETS, OPENPOSE25_TO_COCO17, SPIN24_TO_COCO17, make_sample
 
@@ -129,16 +129,21 @@ class ImageShardDataset(IterableDataset):
             max_reduce,
             name,
         )
-        self.epoch = 0
+        self._epoch = SharedEpoch()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the augmentation seeds (shared with DataLoader workers)."""
+        return self._epoch.get()
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (shard order, shuffle buffer and augmentation seeds)."""
-        self.epoch = int(epoch)
+        """Select the epoch; call before creating the epoch's iterator (persistent workers see it)."""
+        self._epoch.set(epoch)
 
     def _raw(self) -> Iterator[dict[str, Any]]:
-        urls = list(self.urls)
+        urls, epoch = list(self.urls), self.epoch
         if self.shuffle_shards:
-            random.Random(f"{self.seed}/{self.epoch}").shuffle(urls)
+            random.Random(f"{self.seed}/{epoch}").shuffle(urls)
         stream = wds.WebDataset(
             urls,
             shardshuffle=False,
@@ -147,7 +152,7 @@ class ImageShardDataset(IterableDataset):
             empty_check=False,
         )
         worker = get_worker_info()
-        rng = random.Random(f"{self.seed}/{self.rank}/{self.epoch}/{worker.id if worker else 0}")
+        rng = random.Random(f"{self.seed}/{self.rank}/{epoch}/{worker.id if worker else 0}")
         buffer: list[dict[str, Any]] = []
         for raw in stream:
             if self.shuffle_buffer <= 0:
@@ -160,7 +165,7 @@ class ImageShardDataset(IterableDataset):
             yield buffer.pop(rng.randrange(len(buffer)))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        count = 0
+        count, epoch = 0, self.epoch
         for raw in self._raw():
             key, url = raw.get("__key__", "?"), raw.get("__url__", "?")
             where = f"{url}: sample '{key}'"
@@ -182,7 +187,7 @@ class ImageShardDataset(IterableDataset):
                 rec["index"] = index
                 rng, params = None, AugmentParams()
                 if self.augmenter is not None:
-                    rng = sample_rng(self.seed, self.rank, self.epoch, index)
+                    rng = sample_rng(self.seed, self.rank, epoch, index)
                     params = self.augmenter.sample(rng)
                 reduce = reduction_for(rec["bbox_size"] * params.scale, self.crop_size, self.max_reduce)
                 if reduce not in decoded:

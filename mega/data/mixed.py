@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from mega.data.augment import SharedEpoch
 from mega.data.image_dataset import IMAGE_DATASETS
 
 MAX_PASSES = 1000  # passes over one part in one epoch (folded into the part's augmentation epoch)
@@ -48,14 +49,20 @@ class MixedImageDataset(Dataset):
         w = np.array([float(ratios[k]) for k in self.names])
         self.probs = w / w.sum()
         self.length = int(length) if length else sum(len(p) for p in self.parts)
-        self.seed, self.epoch = seed, 0
+        self.seed, self._epoch = seed, SharedEpoch()
         self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of the augmentation seeds (shared with DataLoader workers)."""
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """Select the epoch; call before creating the epoch's iterator (persistent workers see it)."""
+        self._epoch.set(epoch)
 
     def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(part, index within the part, pass) of every item of ``epoch``: three (length,) int64 arrays."""
@@ -76,9 +83,10 @@ class MixedImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < self.length:
             raise IndexError(f"mix: index {i} out of range [0, {self.length})")
-        part, index, passes = self.plan(self.epoch)
+        epoch = self.epoch
+        part, index, passes = self.plan(epoch)
         c = int(part[i])
-        return self.parts[c].get(int(index[i]), self.epoch * MAX_PASSES + int(min(passes[i], MAX_PASSES - 1)))
+        return self.parts[c].get(int(index[i]), epoch * MAX_PASSES + int(min(passes[i], MAX_PASSES - 1)))
 
     def counts(self, epoch: int | None = None) -> dict[str, int]:
         """Items per part in an epoch's plan."""
