@@ -38,7 +38,13 @@ KNOWN_USER_ERRORS: tuple[tuple[str, str], ...] = (
 
 
 class UserError(Exception):
-    """An expected error caused by the user's input; its message names the file/field and the fix."""
+    """An expected error caused by the user's input; its message names the file/field and the fix.
+
+    ``collective = True`` (on the class or the instance) marks an error that every rank of a
+    distributed job raises with the same message; only rank 0 prints it.
+    """
+
+    collective: bool = False
 
 
 class ConfigError(UserError, ValueError):
@@ -72,6 +78,8 @@ def format_user_error(err: BaseException) -> str:
 
 def report_user_error(err: BaseException) -> None:
     """Print ``err`` as one message on stderr, with a hint on how to see the traceback."""
+    if getattr(err, "collective", False) and os.environ.get("RANK", "0") != "0":
+        return  # rank 0 prints the same message
     sys.stdout.flush()
     sys.stderr.write(format_user_error(err) + "\n(set MEGA_VERBOSE=1 or HYDRA_FULL_ERROR=1 for the full traceback)\n")
     sys.stderr.flush()

@@ -4,6 +4,11 @@ It also holds the model, data and loss that the tests train in-process, so the m
 single-process runs are built by the same code. Run::
 
     torchrun --nproc_per_node=2 tests/engine_ddp_worker.py --config-path DIR --config-name NAME out=FILE
+
+``model=mlp`` (default) trains :func:`make_model` on :func:`make_dataset`; ``model=masked`` trains a tiny
+``MaskedTokenTransformer`` on random token ids with every token masked (the fully masked batch that
+once broke DDP's gradient reduction). The fault tests (tests/test_faults.py) use it with
+``engine.fault.*``. Each rank writes ``<out>.rank<r>`` (final weights, logged records) on success.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from collections.abc import Mapping
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from mega.errors import entry_point
 from mega.engine import (
     EngineConfig,
     RngStreams,
@@ -61,7 +67,26 @@ class RecordingLogger:
         pass
 
 
+def make_token_dataset(n: int = 32, num_tokens: int = 6, codebook_size: int = 16) -> TensorDataset:
+    """Random token ids (n, num_tokens) in [0, codebook_size), from a fixed seed."""
+    g = torch.Generator().manual_seed(7)
+    return TensorDataset(torch.randint(0, codebook_size, (n, num_tokens), generator=g))
+
+
+def fully_masked_loss(model: nn.Module, batch: list[Tensor], rng: RngStreams) -> tuple[Tensor, Mapping[str, Tensor]]:
+    """Masked-token cross-entropy with every position masked (MEGA's deterministic-mode training case)."""
+    from mega.transformer import masked_cross_entropy
+
+    (ids,) = batch
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    inner = model.module if hasattr(model, "module") else model
+    logits = model(ids.masked_fill(mask, inner.mask_id), mask)
+    loss = masked_cross_entropy(logits, ids, mask)
+    return loss, {"ce": loss.detach()}
+
+
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
+@entry_point
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(1)
     engine = EngineConfig(**cfg.engine)
@@ -69,9 +94,17 @@ def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         seed_everything(engine.seed)
-        model = make_model()
+        if cfg.get("model", "mlp") == "masked":
+            from mega.transformer import MaskedTokenTransformer
+
+            model = MaskedTokenTransformer(num_tokens=6, codebook_size=16, dim=16, encoder_depth=1, decoder_depth=1,
+                                           num_heads=2, mlp_ratio=2.0)  # fmt: skip
+            loss_fn, dataset = fully_masked_loss, make_token_dataset()
+        else:
+            model, loss_fn, dataset = make_model(), mse_loss, make_dataset()
         logger = RecordingLogger()
-        train(model, mse_loss, make_dataset(), engine=engine, dist=dist, run_dir=run_dir, logger=logger)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        train(model, loss_fn, dataset, engine=engine, dist=dist, run_dir=run_dir, logger=logger, config=config)
         out = {"run_dir": run_dir, "model": model.state_dict(), "records": logger.records}
         torch.save(out, f"{cfg.out}.rank{dist.rank}")
     finally:

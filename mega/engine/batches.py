@@ -91,6 +91,8 @@ class ResumableBatches:
     def __iter__(self) -> Iterator[Any]:
         while True:
             self.sampler.set_epoch(self.epoch)
+            if hasattr(self.loader.dataset, "set_epoch"):  # image datasets seed augmentation by epoch
+                self.loader.dataset.set_epoch(self.epoch)
             self._skip.start = self.position * self.batch_size
             self._gen.manual_seed(stream_seed(self.seed, self.rank, f"loader/{self.epoch}"))
             for batch in self.loader:

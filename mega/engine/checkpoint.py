@@ -73,6 +73,8 @@ class CorruptCheckpointError(CheckpointError):
 class CheckpointMismatchError(CheckpointError):
     """The checkpoint is readable but belongs to another config (model shapes, data order)."""
 
+    collective = True  # every rank compares the same file with the same config
+
 
 class DiskFullError(CheckpointError):
     """Writing a checkpoint failed for lack of space; the previous checkpoint is intact."""
@@ -137,19 +139,33 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep: int = 1, _
         _shift_history(path, keep)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as err:  # torch.save wraps the file's OSError in a RuntimeError (as __context__)
+        code = _disk_full_errno(err)
+        if code is not None:
             free = shutil.disk_usage(path.parent).free
+            kept = [str(p) for p in history_paths(path, keep) if p.exists()]
             raise DiskFullError(
-                f"disk full while writing checkpoint {path} ({os.strerror(err.errno)}; {free / 2**20:.0f} MiB free "
-                f"on {path.parent}). The previous checkpoint{'s are' if keep > 1 else ' is'} intact "
-                f"({', '.join(str(p) for p in history_paths(path, keep) if p.exists()) or 'none yet'}); free some "
-                "space (or lower engine.keep_last) and resume with the same command"
+                f"disk full while writing checkpoint {path} ({os.strerror(code)}; {free / 2**20:.0f} MiB free "
+                f"on {path.parent}). Nothing was replaced: "
+                + (f"the earlier checkpoints are intact ({', '.join(kept)})" if kept else "no earlier checkpoint exists")
+                + ". Free some space (or lower engine.keep_last) and resume with the same command"
             ) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _disk_full_errno(err: BaseException | None) -> int | None:
+    """ENOSPC or EDQUOT when ``err`` or an exception in its cause/context chain is that OSError."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err.errno
+        if "No space left on device" in str(err):
+            return errno.ENOSPC
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 class _FailingWriter:
@@ -328,11 +344,11 @@ def save_training_state(
                 raise
             failure = (type(err).__name__, str(err))
     failures = all_gather_object(failure)  # doubles as the barrier after the write
-    if failures[0] is not None and not dist.is_main:
+    if failures[0] is not None:
         name, message = failures[0]
-        raise (DiskFullError if name == "DiskFullError" else CheckpointError)(f"rank 0: {message}")
-    if failure is not None:
-        raise (DiskFullError if failure[0] == "DiskFullError" else CheckpointError)(failure[1])
+        err = (DiskFullError if name == "DiskFullError" else CheckpointError)(message)
+        err.collective = True
+        raise err
     return path
 
 
@@ -374,7 +390,11 @@ def restore_training_state(
         "world_size",
     )
     keys += ("rng", "extra")
-    state = load_checkpoint(path, required=keys)
+    try:
+        state = load_checkpoint(path, required=keys)
+    except CheckpointError as err:  # every rank reads the same file
+        err.collective = True
+        raise
     if state["format"] != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {state['format']!r}; this code reads {FORMAT!r}")
     missing = sorted(set(ts.extra) - set(state["extra"]))
@@ -423,13 +443,13 @@ def restore_training_state(
 
 def _check_model(path: Path, current: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
     """Refuse a checkpoint whose model parameters differ in names or shapes, naming the first ones."""
-    problems = [f"{k} missing from the checkpoint" for k in current if k not in saved]
-    problems += [f"{k} not in this model" for k in saved if k not in current]
-    problems += [
+    problems = [
         f"{k}: shape {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} in this model"
         for k, v in current.items()
         if k in saved and isinstance(v, torch.Tensor) and tuple(saved[k].shape) != tuple(v.shape)
     ]
+    problems += [f"{k} missing from the checkpoint" for k in current if k not in saved]
+    problems += [f"{k} not in this model" for k in saved if k not in current]
     if problems:
         raise CheckpointMismatchError(
             f"checkpoint {path} holds another model ({len(problems)} differences; {'; '.join(problems[:3])}). "
@@ -502,10 +522,12 @@ def restore_newest_readable(
             raise CheckpointError(f"the ranks resumed from different checkpoints: {used}; the files changed while "
                                   "they were being read, or the ranks do not share the run directory")  # fmt: skip
         return path, step, rng_state
-    raise CorruptCheckpointError(
+    err = CorruptCheckpointError(
         f"none of the {len(candidates)} checkpoints in {candidates[0].parent} can be read: "
         + " | ".join(skipped)
     )
+    err.collective = True
+    raise err
 
 
 def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:

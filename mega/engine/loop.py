@@ -134,6 +134,8 @@ class TrainResult:
 class NonFiniteLossError(UserError, RuntimeError):
     """The loss (or gradient norm) became NaN/inf; the update was not applied, nothing was saved."""
 
+    collective = True  # raised on every rank with the same message
+
 
 def _terms_as_tensors(
     loss: Tensor, terms: Mapping[str, Tensor | float], device: torch.device
