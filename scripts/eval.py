@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.data.benchmark import BenchmarkDataset, make_body_factory
 from mega.engine.dist import cleanup_dist, setup_dist
+from mega.errors import entry_point
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
@@ -27,6 +28,7 @@ log = logging.getLogger("eval")
 
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     dist = setup_dist(cfg.device)
     try:

@@ -33,6 +33,7 @@ from mega.atomic import write_json, write_npz, write_obj
 from mega.body import load_body_model
 from mega.data.motion import build_motion_dataset
 from mega.engine import load_checkpoint, stream_seed
+from mega.errors import entry_point
 from mega.metrics import apd
 from mega.metrics.frechet import MeshPCAFeatures, feature_statistics, frechet_distance
 from mega.samplers import SAMPLERS
@@ -84,6 +85,7 @@ def load_pretrained(path: Path, tokenizer_override: str | None, device: torch.de
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="generate")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

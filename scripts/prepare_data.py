@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.data.benchmark import build_index
+from mega.errors import entry_point
 
 log = logging.getLogger("prepare_data")
 
 
 @hydra.main(config_path="../configs", config_name="prepare_data", version_base="1.3")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     kwargs = OmegaConf.to_container(cfg.dataset, resolve=True)
     kwargs.pop("index")

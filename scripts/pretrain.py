@@ -46,6 +46,7 @@ from mega.engine import (
     stream_seed,
     train,
 )
+from mega.errors import entry_point
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.transformer import (
     MaskedTokenTransformer,
@@ -194,6 +195,7 @@ def heldout_eval(
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

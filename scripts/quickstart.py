@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.atomic import write_npz, write_obj
 from mega.body import load_body_model
+from mega.errors import entry_point
 
 log = logging.getLogger("quickstart")
 
@@ -35,6 +36,7 @@ def named_poses() -> dict[str, torch.Tensor]:
 
 
 @hydra.main(config_path="../configs", config_name="quickstart", version_base="1.3")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     body = load_body_model(**OmegaConf.to_container(cfg.body_model))
     poses = named_poses()

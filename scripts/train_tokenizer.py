@@ -38,6 +38,7 @@ from mega.engine import (
     setup_dist,
     train,
 )
+from mega.errors import entry_point
 from mega.tokenizers import Tokenizer, build_tokenizer, save_tokenizer
 
 log = logging.getLogger("train_tokenizer")
@@ -98,6 +99,7 @@ def evaluate(
 
 
 @hydra.main(config_path="../configs", config_name="train_tokenizer", version_base="1.3")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     engine = EngineConfig(**cfg.engine)
     dist = setup_dist(engine.device)
