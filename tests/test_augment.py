@@ -176,3 +176,18 @@ def test_persistent_workers_see_set_epoch(folder):
     for epoch in range(2):
         torch.testing.assert_close(epochs[epoch][1], ds.get(1, epoch)["kp2d_smpl"])
     assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_engine_batches_advance_the_augmentation_epoch(folder):
+    from mega.engine.batches import ResumableBatches
+    from mega.engine.dist import DistInfo
+
+    ds = ImageNpzDataset(folder / "ours.npz", folder, crop_size=16, augment=STRONG)
+    batches = iter(ResumableBatches(ds, 3, DistInfo(), seed=0))
+    first = next(batches)
+    assert ds.epoch == 0
+    second = next(batches)
+    assert ds.epoch == 1
+    i0, i1 = first["index"].tolist(), second["index"].tolist()
+    k = i1.index(i0[0])
+    assert not torch.equal(first["kp2d_smpl"][0], second["kp2d_smpl"][k])  # re-augmented
