@@ -12,10 +12,15 @@ from mega.registry import Registry
 from mega.samplers.deterministic import DeterministicSampler, LogitsFn, SamplerResult, sample_deterministic
 from mega.samplers.maskgit import MaskGITSampler, sample_maskgit
 from mega.samplers.schedules import TEMPERATURE_SCHEDULES, fixed_counts, temperature_at
+from mega.samplers.uncertainty_guided import UncertaintyGuidedSampler
 
 SAMPLERS = Registry("sampler")
 SAMPLERS.register("deterministic")(DeterministicSampler)
 SAMPLERS.register("maskgit_generation")(MaskGITSampler)
+# MEGA's stochastic HMR mode: HRNet (T = 5, A = 1) and ResNet-50 (T = 2, A = 10) presets of MaskGIT.
+SAMPLERS.register("stochastic")(MaskGITSampler)
+SAMPLERS.register("stochastic_resnet")(MaskGITSampler)
+SAMPLERS.register("uncertainty_guided")(UncertaintyGuidedSampler)
 
 __all__ = [
     "SAMPLERS",
@@ -24,6 +29,7 @@ __all__ = [
     "LogitsFn",
     "MaskGITSampler",
     "SamplerResult",
+    "UncertaintyGuidedSampler",
     "fixed_counts",
     "sample_deterministic",
     "sample_maskgit",

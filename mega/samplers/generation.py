@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 from mega.samplers.deterministic import LogitsFn, SamplerResult
-from mega.tokenizers import MeshVQVAE, PoseVQVAE, Tokenizer
+from mega.tokenizers import MeshTokenizer, PoseVQVAE, Tokenizer
 from mega.tokenizers.base import batch_betas, body_pose_matrices
 from mega.tokenizers.mesh_vqvae import canonical_mesh
 
@@ -139,7 +139,7 @@ def decode_meshes(
     chunks = []
     for start in range(0, ids.shape[0], batch_size):
         chunk = ids[start : start + batch_size].to(device)
-        if isinstance(tokenizer, MeshVQVAE):
+        if isinstance(tokenizer, MeshTokenizer):
             vertices = tokenizer.decode(chunk)
         elif isinstance(tokenizer, PoseVQVAE):
             if body is None:

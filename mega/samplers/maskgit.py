@@ -52,6 +52,7 @@ def sample_maskgit(
     temperature_schedule: str = "linear_pow6",
     temperature: float = 1.2,
     confidence_noise: float = 0.0,
+    top_k: int | None = None,
     num_samples: int = 1,
     generator: torch.Generator | None = None,
     init_ids: Tensor | None = None,
@@ -77,6 +78,8 @@ def sample_maskgit(
         confidence_noise: c >= 0. MaskGIT (and MEGA's code, with c = 1) rank positions by
             confidence + c * temperature_t * Gumbel noise, which randomises which positions are fixed
             first; 0 (default) ranks by log-probability alone.
+        top_k: draw each code from the k most likely ones only (renormalised; GenHMR's top-k
+            sampling); None = all K. ``top_k=1`` is greedy whatever the temperature.
         num_samples: Q.
         generator: the only source of randomness; seeded runs repeat exactly.
         init_ids: (B, L) int64 given ids, kept unchanged where ``init_mask`` is False.
@@ -90,6 +93,8 @@ def sample_maskgit(
     check_schedule_names(mask_schedule, temperature_schedule)
     if confidence_noise < 0:
         raise ValueError(f"confidence_noise must be >= 0, got {confidence_noise}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if device is None and generator is not None:
         device = generator.device
     ids, mask = initial_rows(
@@ -110,10 +115,18 @@ def sample_maskgit(
             history.append(ids.clone())
             continue
         logp = checked_logits(logits_fn, ids, mask, codebook_size)  # (R, L, K)
+        draw_from = logp
+        if top_k is not None and top_k < codebook_size:  # restrict the draw, not the confidence
+            kth = logp.topk(top_k, dim=-1).values[..., -1:]  # (R, L, 1)
+            draw_from = logp.masked_fill(logp < kth, -math.inf)
         temp = temperature_at(temperature_schedule, temperature, step, steps)
-        scores = logp if temp == 0 else logp + temp * gumbel_noise(tuple(logp.shape), generator, dev)
+        if top_k == 1:
+            temp = 0.0
+        scores = (
+            draw_from if temp == 0 else draw_from + temp * gumbel_noise(tuple(logp.shape), generator, dev)
+        )
         drawn = scores.argmax(dim=-1)  # (R, L) Gumbel-max draw at temperature temp
-        drawn_logp = logp.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)  # (R, L)
+        drawn_logp = logp.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)  # (R, L) the model's log-probability
         rank_by = drawn_logp
         if confidence_noise > 0 and temp > 0:
             rank_by = drawn_logp + confidence_noise * temp * gumbel_noise((rows, num_tokens), generator, dev)
@@ -142,6 +155,7 @@ class MaskGITSampler:
         temperature_schedule: temperature schedule name.
         temperature: A.
         confidence_noise: c (see ``sample_maskgit``).
+        top_k: draw from the k most likely codes only (None = all).
     """
 
     def __init__(
@@ -151,6 +165,7 @@ class MaskGITSampler:
         temperature_schedule: str = "linear_pow6",
         temperature: float = 1.2,
         confidence_noise: float = 0.0,
+        top_k: int | None = None,
     ) -> None:
         check_schedule_names(mask_schedule, temperature_schedule)
         if steps < 1:
@@ -160,6 +175,7 @@ class MaskGITSampler:
         self.temperature_schedule = temperature_schedule
         self.temperature = temperature
         self.confidence_noise = confidence_noise
+        self.top_k = top_k
 
     def __call__(
         self,
@@ -186,6 +202,7 @@ class MaskGITSampler:
             temperature_schedule=self.temperature_schedule,
             temperature=self.temperature,
             confidence_noise=self.confidence_noise,
+            top_k=self.top_k,
             num_samples=num_samples,
             generator=generator,
             init_ids=init_ids,
