@@ -105,7 +105,7 @@ def test_roots_give_different_numbers_and_pa_does_not_care(setup: dict) -> None:
 
 
 def test_ground_truth_body_and_registry() -> None:
-    assert PROTOCOLS.names() == ["3dpw_spin14", "emdb24", "mega17", "smpl24"]
+    assert PROTOCOLS.names() == ["3dpw_spin14", "emdb24", "emdb24_regressed", "mega17", "smpl24"]
     reg = _regressor(17, 0)
     assert build_protocol("3dpw_spin14", h36m_regressor=reg).gt_gender("female") == "female"
     assert build_protocol("emdb24").gt_gender("male") == "male"
@@ -137,3 +137,62 @@ def test_every_protocol_config_builds(tmp_path: Path) -> None:
         if "h36m_regressor" in cfg:
             cfg["h36m_regressor"] = str(fake)
         assert build_protocol(**cfg).name == f.stem
+
+
+def _umeyama(p: np.ndarray, g: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) taking points p (N, 3) onto g, written out as in EMDB's evaluation code."""
+    mu_p, mu_g = p.mean(0), g.mean(0)
+    x, y = p - mu_p, g - mu_g
+    u, _, vh = np.linalg.svd(x.T @ y)
+    z = np.eye(3)
+    z[2, 2] = np.sign(np.linalg.det(vh.T @ u.T))
+    r = vh.T @ z @ u.T
+    s = np.trace(r @ (x.T @ y)) / (x**2).sum()
+    return s, r, mu_g - s * r @ mu_p
+
+
+def test_emdb24_takes_skeleton_joints_and_moves_vertices_by_the_joint_similarity(setup: dict) -> None:
+    """emdb24 = EMDB's evaluation_metrics.py: FK joints, mid-hip root, MVE_PA via the joints' similarity."""
+    g = torch.Generator().manual_seed(5)
+    gt_j = torch.randn(4, 24, 3, generator=g, dtype=torch.float64)
+    pred_j = gt_j + 0.05 * torch.randn(4, 24, 3, generator=g, dtype=torch.float64)
+    official, regressed = build_protocol("emdb24"), build_protocol("emdb24_regressed")
+    assert official.uses_skeleton and not regressed.uses_skeleton
+    reg = official.regressor_for(setup["body"])
+    errs = official.errors(setup["pred"], setup["gt"], reg, pred_joints=pred_j, gt_joints=gt_j)
+    for b in range(4):
+        pj, gj = pred_j[b].numpy(), gt_j[b].numpy()
+        p_root, g_root = (pj[1] + pj[2]) / 2, (gj[1] + gj[2]) / 2
+        pj, gj = pj - p_root, gj - g_root
+        pv, gv = setup["pred"][b].numpy() - p_root, setup["gt"][b].numpy() - g_root
+        s, r, t = _umeyama(pj, gj)
+        assert errs["mpjpe"][b].item() == pytest.approx(np.linalg.norm(pj - gj, axis=1).mean(), abs=1e-9)
+        assert errs["pve"][b].item() == pytest.approx(np.linalg.norm(pv - gv, axis=1).mean(), abs=1e-9)
+        mve_pa = np.linalg.norm((s * pv @ r.T + t) - gv, axis=1).mean()
+        assert errs["pa_pve"][b].item() == pytest.approx(mve_pa, abs=1e-9)
+    # Without joints on both sides: J @ V for both, and still the joint-solved vertex alignment.
+    half = official.errors(setup["pred"], setup["gt"], reg, pred_joints=pred_j)
+    old = regressed.errors(setup["pred"], setup["gt"], reg)
+    torch.testing.assert_close(half["mpjpe"], old["mpjpe"])
+    torch.testing.assert_close(half["pve"], old["pve"])
+    assert (half["pa_pve"] - old["pa_pve"]).min() > 0  # solving on the vertices themselves fits them better
+    assert "skeleton" in official.describe()["joints"] and "MVE_PA" in official.describe()["pa_pve"]
+
+
+def test_h36m_regressor_row_sums_are_checked(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from mega.body.joints import load_h36m_regressor
+
+    good = np.full((17, 6890), 1 / 6890)
+    off = good.copy()
+    off[5] *= 0.98  # one row sums to 0.98: 20 mm per metre of translation leaks into that joint
+    np.save(tmp_path / "good.npy", good)
+    np.save(tmp_path / "off.npy", off)
+    with caplog.at_level(logging.INFO, logger="mega.body.joints"):
+        load_h36m_regressor(tmp_path / "good.npy")
+        load_h36m_regressor(tmp_path / "off.npy")
+    good_rec, off_rec = caplog.records[-2], caplog.records[-1]
+    assert good_rec.levelno == logging.INFO and "good.npy" in good_rec.getMessage()
+    assert off_rec.levelno == logging.WARNING and "0.980000" in off_rec.getMessage()
+    assert "20.000 mm per metre" in off_rec.getMessage()

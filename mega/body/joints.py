@@ -5,6 +5,7 @@ Index constants live here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ COCO17_JOINT_NAMES = (
     "right_knee", "left_ankle", "right_ankle",
 )  # fmt: skip
 
+log = logging.getLogger(__name__)
+ROW_SUM_TOLERANCE = 1e-3  # above this, loading the H36M regressor warns
+
 H36M_REGRESSOR_HELP = (
     "J_regressor_h36m.npy (17 x 6890, derived from SMPL, so not shipped) comes with SPIN's data "
     "(http://visiondata.cis.upenn.edu/spin/data.tar.gz) or mmhuman3d; put it at "
@@ -70,4 +74,28 @@ def load_h36m_regressor(path: str | Path, num_vertices: int = 6890) -> Tensor:
         raise ValueError(f"{path}: expected shape (17, {num_vertices}), got {reg.shape}")
     if not np.isfinite(reg).all():
         raise ValueError(f"{path}: contains NaN or inf")
+    check_row_sums(reg, str(path))
     return torch.as_tensor(np.ascontiguousarray(reg), dtype=torch.float32)
+
+
+def check_row_sums(reg: np.ndarray, name: str, root: int = H36M_PELVIS) -> float:
+    """Say how far a joint regressor's rows sum from 1, and what that costs; returns max |1 - sum|.
+
+    A row summing to s_j maps a body translated by t to ``J_j + s_j t``: after subtracting the root
+    joint, ``(s_j - s_root) t`` remains. Prediction and ground truth carry different translations
+    when a predictor gives none (the ground truth sits metres in front of the camera), so that leak
+    becomes joint error. Logged as a warning above :data:`ROW_SUM_TOLERANCE`, else at info level.
+
+    Args:
+        reg: (J, V) regressor. name: for the message. root: the row subtracted as the root.
+    """
+    sums = np.asarray(reg, dtype=np.float64).sum(axis=1)
+    deviation = float(np.abs(sums - 1.0).max())
+    leak_mm_per_m = float(np.abs(sums - sums[root]).max()) * 1000.0
+    msg = (
+        f"{name}: rows sum to {sums.min():.6f}..{sums.max():.6f} (max |1 - sum| = {deviation:.2e}); "
+        f"root-aligned joints move up to {leak_mm_per_m:.3f} mm per metre of translation between prediction "
+        "and ground truth (give predictions the ground truth's translation, or none to both, to avoid it)"
+    )
+    log.log(logging.WARNING if deviation > ROW_SUM_TOLERANCE else logging.INFO, msg)
+    return deviation

@@ -58,24 +58,36 @@ class EvaluationResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _pose(bodies: BodyFactory, genders: list[str], params: dict[str, Tensor], device: torch.device) -> Tensor:
-    """Vertices (B, V, 3) of per-sample parameters, each posed with its gender's body."""
+def _pose_with_joints(
+    bodies: BodyFactory, genders: list[str], params: dict[str, Tensor], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Vertices (B, V, 3) and skeleton (FK) joints (B, 24, 3) of per-sample parameters, each posed
+    with its gender's body."""
     out: Tensor | None = None
+    joints: Tensor | None = None
     for gender in sorted(set(genders)):
         idx = torch.tensor([i for i, g in enumerate(genders) if g == gender], device=device)
         body = bodies(gender).to(device)
         sel = {k: None if v is None else v.to(device)[idx].float() for k, v in params.items()}
-        verts = body(  # root as matrices: a (3, 3) axis-angle batch would read as one matrix
+        posed = body(  # root as matrices: a (3, 3) axis-angle batch would read as one matrix
             global_orient=axis_angle_to_matrix(sel["global_orient"].reshape(len(idx), 3)),
             body_pose=sel["body_pose"].reshape(len(idx), 23, -1),
             betas=sel["betas"],
             transl=sel["transl"],
-        ).vertices
+        )
+        verts = posed.vertices
         if out is None:
             out = verts.new_zeros(len(genders), *verts.shape[1:])
+            joints = verts.new_zeros(len(genders), *posed.joints.shape[1:])
         out[idx] = verts
-    assert out is not None
-    return out
+        joints[idx] = posed.joints
+    assert out is not None and joints is not None
+    return out, joints
+
+
+def _pose(bodies: BodyFactory, genders: list[str], params: dict[str, Tensor], device: torch.device) -> Tensor:
+    """Vertices (B, V, 3) of per-sample parameters, each posed with its gender's body."""
+    return _pose_with_joints(bodies, genders, params, device)[0]
 
 
 class Evaluator:
@@ -112,10 +124,14 @@ class Evaluator:
 
     def _prediction_vertices(self, out: PredictorOutput, batch_size: int) -> Tensor:
         """(B, Q, V, 3) predicted meshes (Q = 1 for a single prediction)."""
+        return self._prediction(out, batch_size)[0]
+
+    def _prediction(self, out: PredictorOutput, batch_size: int) -> tuple[Tensor, Tensor | None]:
+        """(B, Q, V, 3) predicted meshes and (B, Q, 24, 3) skeleton joints (None for vertex outputs)."""
         q = out.num_hypotheses()
         if out.vertices is not None:
             verts = out.vertices.to(self.device).float()
-            return verts if q is not None else verts[:, None]
+            return (verts if q is not None else verts[:, None]), None
         reps = q or 1
         params = {
             "global_orient": out.global_orient,
@@ -132,17 +148,17 @@ class Evaluator:
         gender = (
             out.gender if out.gender is not None and self.protocol.gendered_gt else ["neutral"] * batch_size
         )
-        verts = _pose(self.bodies, [g for g in gender for _ in range(reps)], flat, self.device)
-        return verts.view(batch_size, reps, *verts.shape[1:])
+        verts, joints = _pose_with_joints(self.bodies, [g for g in gender for _ in range(reps)], flat, self.device)
+        return verts.view(batch_size, reps, *verts.shape[1:]), joints.view(batch_size, reps, *joints.shape[1:])
 
     @torch.no_grad()
     def _score_batch(self, batch: dict[str, Any], predictor: Predictor) -> dict[str, Tensor]:
         b = len(batch["index"])
         genders = [self.protocol.gt_gender(g) for g in batch["gender"]]
         gt_params = {k: batch[k] for k in ("global_orient", "body_pose", "betas", "transl")}
-        gt = _pose(self.bodies, genders, gt_params, self.device)  # (B, V, 3)
+        gt, gt_joints = _pose_with_joints(self.bodies, genders, gt_params, self.device)  # (B, V, 3), (B, 24, 3)
         out = predictor(batch)
-        pred = self._prediction_vertices(out, b)  # (B, Q, V, 3)
+        pred, pred_joints = self._prediction(out, b)  # (B, Q, V, 3), (B, Q, 24, 3) or None
         if not torch.isfinite(pred).all():
             bad = sorted(
                 {
@@ -152,7 +168,10 @@ class Evaluator:
             )
             raise ValueError(f"predictor returned NaN/inf for {len(bad)} samples, e.g. {bad[:3]}")
         q = pred.shape[1]
-        errs = self.protocol.errors(pred.flatten(0, 1), gt.repeat_interleave(q, dim=0), self.regressor)
+        skeleton = {}
+        if self.protocol.uses_skeleton and pred_joints is not None:  # FK joints on both sides (emdb24)
+            skeleton = {"pred_joints": pred_joints.flatten(0, 1), "gt_joints": gt_joints.repeat_interleave(q, dim=0)}
+        errs = self.protocol.errors(pred.flatten(0, 1), gt.repeat_interleave(q, dim=0), self.regressor, **skeleton)
         errs = {k: v.view(b, q) * MM for k, v in errs.items()}  # (B, Q) each
         if q == 1 and out.deterministic_vertices is None:
             return {k: v[:, 0] for k, v in errs.items()}
