@@ -303,3 +303,23 @@ def test_reduced_jpeg_decode_gives_the_same_crop(tmp_path):
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(ImageDataError, match=r"cut\.jpg.*truncated"):
         decode_image(path)
+
+
+def test_box_conventions_and_44_joint_coco_fallback():
+    from mega.data.crop import box_size
+    from mega.data.image_shards import coco_from_44
+
+    np.testing.assert_allclose(box_size(np.array([1.0, 0.5])), [200.0, 100.0])  # SPIN: side / 200
+    np.testing.assert_allclose(box_size(np.array([[1.0, 2.0]])), [400.0])  # (w, h): the larger side
+    np.testing.assert_allclose(box_size(np.array([[150.0, 300.0]]), scale_in_pixels=True), [300.0])
+    # HMR 2.0 for a 256x192 ViT: expand to w/h = 0.75 first (a square box grows to 4/3 of its side).
+    np.testing.assert_allclose(box_size(np.array([1.0]), aspect=0.75), [200.0 / 0.75])
+    np.testing.assert_allclose(box_size(np.array([[0.3, 1.0]]), aspect=0.75), [200.0])
+    kp = np.zeros((44, 3))
+    kp[2] = [10, 20, 1]  # OpenPose right shoulder -> COCO 6
+    kp[25 + 8] = [11, 21, 1]  # SPIN right shoulder (ignored: OpenPose has it)
+    kp[25 + 0] = [30, 40, 1]  # SPIN right ankle -> COCO 16 (OpenPose slot 11 empty)
+    coco = coco_from_44(kp)
+    np.testing.assert_allclose(coco[6], [10, 20, 1])
+    np.testing.assert_allclose(coco[16], [30, 40, 1])
+    assert coco[:, 2].sum() == 2
