@@ -126,10 +126,10 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
     """Read and normalise one split file.
 
     Returns:
-        dict of per-sample arrays: ``imgname`` list[str]; ``center`` (N, 2); ``scale`` (N,) or (N, 2) in
+        dict of per-sample arrays: ``imgname`` (N,) str; ``center`` (N, 2); ``scale`` (N,) or (N, 2) in
         /200 units; ``kp_coco`` (N, 17, 3); ``kp_smpl`` (N, 24, 3); ``pose`` (N, 24, 3); ``betas``
         (N, 10); ``has_smpl`` (N,); ``joints_3d`` (N, 24, 4); ``transl`` (N, 3); ``has_transl`` (N,);
-        ``cam_int`` (N, 3, 3) or None; ``img_size`` (N, 2) or None; ``gender`` list[str].
+        ``cam_int`` (N, 3, 3) or None; ``img_size`` (N, 2) or None; ``gender`` (N,) str.
     """
     if joints_3d_order not in JOINTS_3D_ORDERS:
         raise ValueError(f"joints_3d_order must be one of {JOINTS_3D_ORDERS}, got '{joints_3d_order}'")
@@ -139,7 +139,12 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
             raise ImageDataError(f"{f.path}: missing key '{key}' (have: {', '.join(sorted(f.keys))})")
     imgname = _strings(f.get("imgname", (None,)))
     n = len(imgname)
-    out: dict[str, Any] = {"imgname": imgname, "center": f.get("center", (-1, 2), n).astype(np.float64)}
+    # Numpy string arrays, not lists: DataLoader workers forked from the parent would otherwise copy
+    # every Python string page by touching reference counts.
+    out: dict[str, Any] = {
+        "imgname": np.array(imgname),
+        "center": f.get("center", (-1, 2), n).astype(np.float64),
+    }
     scale = f.get("scale", None).astype(np.float64)
     if not (scale.shape == (n,) or scale.shape == (n, 2)):
         raise ImageDataError(f"{f.path}: key 'scale' has shape {scale.shape}, expected ({n},) or ({n}, 2)")
@@ -200,9 +205,9 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
             raise ImageDataError(
                 f"{f.path}: key 'gender' has values {bad[:5]}; expected neutral/male/female (or n/m/f)"
             )
-        out["gender"] = [_GENDERS[g.strip().lower()] for g in raw]
+        out["gender"] = np.array([_GENDERS[g.strip().lower()] for g in raw])
     else:
-        out["gender"] = ["neutral"] * n
+        out["gender"] = np.full(n, "neutral")
     return out
 
 
