@@ -107,3 +107,11 @@ def test_genhmr_preset_tokenizes_the_orientation():
     assert tok.num_joints == 24
     cpu = OmegaConf.load(CONFIG_DIR / "pose_vqvae_cpu.yaml")
     assert cpu.include_global_orient is False
+
+
+def test_generation_decodes_oriented_tokens_to_canonical_meshes(free_body):
+    from mega.samplers.generation import decode_meshes
+
+    ids = torch.randint(0, 32, (3, 8), generator=torch.Generator().manual_seed(0))
+    plain, oriented = _tiny(), _tiny(include_global_orient=True)
+    assert decode_meshes(plain, ids, free_body).shape == decode_meshes(oriented, ids, free_body).shape == (3, 1229, 3)

@@ -144,7 +144,8 @@ def decode_meshes(
         elif isinstance(tokenizer, PoseVQVAE):
             if body is None:
                 raise ValueError("decoding a pose tokenizer's ids into meshes needs the body model")
-            rotmats = tokenizer.decode(chunk, as_matrix=True)
+            # canonical meshes: a tokenized global orientation (include_global_orient) is dropped
+            _, rotmats = tokenizer.split_pose(tokenizer.decode(chunk, as_matrix=True))
             betas = torch.zeros(chunk.shape[0], getattr(body, "num_betas", 10), device=device)
             vertices = canonical_mesh(body, rotmats, betas)[0]
         else:
