@@ -1,6 +1,6 @@
 """Renderer throughput: frames/s of the free body at 128x128 and 256x256, B = 1 and 64.
 
-    python benchmarks/render.py [--device cuda] [--threads 1] [--seconds 3]
+    python benchmarks/render.py [--device cuda] [--threads 1] [--seconds 3] [--figure PATH.png]
 
 The body stands in random poses (small random joint rotations, all-round yaw) at the size the
 synthetic image generator uses on average (its box about 60 % of the frame side). Per row: median
@@ -60,14 +60,40 @@ def frames_per_second(fn, b: int, device: str, seconds: float) -> tuple[float, f
     return statistics.median(rates), statistics.median(cpu_rates)
 
 
+def figure(body, path: str) -> None:
+    """Three posed bodies coloured by distance from the pelvis (mm), SMPL-24 joints, and a colour bar."""
+    import cv2  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from mega.atomic import atomic_path  # noqa: PLC0415
+    from mega.viz import colorbar, composite, draw_keypoints, project_vertices, scalar_to_colors, to_uint8  # noqa: PLC0415
+
+    verts, K, _, light = scene(body, 3, 256, "cpu")  # noqa: N806
+    pelvis = (body.J_regressor @ verts)[:, :1]
+    values = (verts - pelvis).norm(dim=-1) * 1000
+    frags = rasterize(verts, body.faces, K, 256, 256)
+    rgb, alpha = shade(frags, verts, body.faces, scalar_to_colors(values, 0, 900), light)
+    img = to_uint8(composite(rgb, alpha, torch.ones(3, 256, 256, 3)))
+    joints = project_vertices(body.J_regressor @ verts, K).numpy()
+    tiles = [draw_keypoints(img[i], joints[i], "smpl24") for i in range(3)]
+    sheet = np.concatenate([*tiles, colorbar(0, 900, 256, 70, "mm")], 1)
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), np.ascontiguousarray(sheet[..., ::-1]))
+    print(f"figure -> {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--figure", default=None, help="also write a demo picture (colour map + joints) here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     body = load_body_model("free").to(args.device)
+    if args.figure:
+        with torch.no_grad():
+            figure(load_body_model("free"), args.figure)
     faces = body.faces
     print(f"free body: {body.num_vertices} vertices, {faces.shape[0]} faces; device {args.device}, "
           f"{args.threads} thread(s)")  # fmt: skip
