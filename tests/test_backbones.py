@@ -380,3 +380,48 @@ def test_mega_vit_schedule_last_10_of_32_blocks(one_thread):
     assert trains == [False] * 22 + [True] * 10
     assert not m.pos_embed.requires_grad and not m.patch_embed.proj.weight.requires_grad
     assert m.last_norm.weight.requires_grad
+
+
+def test_timm_layouts_load(tmp_path, one_thread):
+    """timm's own ResNet-50 and HRNet classification state dicts (heads dropped) load into ours."""
+    from timm.models.hrnet import HighResolutionNet
+
+    from mega.backbones.hrnet import _stage_cfg
+
+    kw = SMALL["hrnet_w48"]
+    cfg = _stage_cfg(kw["width"], kw["num_blocks"], kw["num_modules"])
+    timm_sd = HighResolutionNet(cfg, num_classes=10).state_dict()  # incre/downsamp/final_layer/classifier
+    assert any(k.startswith("incre_modules.") for k in timm_sd)
+    torch.save(timm_sd, tmp_path / "hrnet_timm.pth")
+    m = build_backbone("hrnet_w48", **kw, weights=str(tmp_path / "hrnet_timm.pth"))
+    for k, v in m.state_dict().items():
+        if k in timm_sd and not k.startswith(("final_layer.", "neck.")):
+            torch.testing.assert_close(v, timm_sd[k], rtol=0, atol=0)
+
+    import timm
+
+    full = timm.create_model("resnet50", pretrained=False).state_dict()
+    ours = build_backbone("resnet50", pyramid_scales=[]).trunk_state_keys()
+    assert sorted(ours) == sorted(k for k in full if not k.startswith("fc."))
+
+
+class _Hparams:  # stands for the config objects a Lightning checkpoint pickles
+    pass
+
+
+def test_pickled_checkpoint_is_refused_with_the_fix(tmp_path):
+    torch.save({"state_dict": {"a": torch.zeros(1)}, "hyper_parameters": _Hparams()}, tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match="extract its weights once"):
+        build_backbone("vit_tiny", weights=str(tmp_path / "x.ckpt"))
+
+
+def test_vit_grad_checkpointing_gives_the_same_gradients(one_thread):
+    torch.manual_seed(0)
+    a = build_backbone("vit_tiny").train()
+    torch.manual_seed(0)
+    b = build_backbone("vit_tiny", grad_checkpointing=True).train()
+    x = _img(2, 64)
+    for m in (a, b):
+        m(x).tokens.square().mean().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)

@@ -44,8 +44,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"backbone weights not found: {path}; put the checkpoint there (see data/README.md) or set "
-            "backbone.weights=null to start from random weights"
+            f"backbone weights not found: {path}; put the checkpoint file there or point backbone.weights at "
+            "it (backbone.weights=null starts from random weights; nothing is ever downloaded)"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
