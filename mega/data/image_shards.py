@@ -14,7 +14,12 @@ dicts as :class:`mega.data.image_dataset.ImageNpzDataset` (one code path: :func:
 Order and randomness: each epoch the shard list is shuffled by ``(seed, epoch)``, split over ranks
 (``webdataset.split_by_node``) and DataLoader workers, and samples pass a shuffle buffer seeded by
 ``(seed, rank, epoch, worker)``; a sample's augmentation is seeded by ``(seed, rank, epoch, index)`` with
-``index`` a stable hash of ``<shard key>/<person>`` (also the sample's ``index``).
+``index`` a stable hash of ``<shard key>/<person>`` (also the sample's ``index``). Give at least
+``world_size x num_workers`` shards (a rank or worker without a shard yields nothing).
+
+This is an ``IterableDataset``: use it with a plain ``DataLoader`` (no sampler). The engine's
+resumable batches (:mod:`mega.engine.batches`) need a map-style dataset, so ``train_hmr.py`` does not
+stream shards yet.
 """
 
 from __future__ import annotations
