@@ -402,7 +402,6 @@ def restore_training_state(
         raise CheckpointMismatchError(
             f"checkpoint {path} has no state for {missing} (it holds {sorted(state['extra'])})"
         )
-    _check_model(path, ts.model.state_dict(), state["model"])
     bs, ws = int(state["batch_size"]), int(state["world_size"])
     layout = [f"{k}: {old} in the checkpoint, {new} now"
               for k, old, new in (("world_size", ws, dist.world_size), ("engine.batch_size", bs, ts.batches.batch_size))
@@ -416,7 +415,14 @@ def restore_training_state(
             "fresh run (another hydra.run.dir, or engine.resume=null), or set engine.strict_resume=false "
             "to continue approximately"
         )
-    ts.model.load_state_dict(state["model"])
+    try:
+        ts.model.load_state_dict(state["model"])
+    except RuntimeError as err:  # missing/unexpected keys, size mismatches (modules may have load hooks)
+        lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+        raise CheckpointMismatchError(
+            f"checkpoint {path} holds another model ({'; '.join(lines[:3])[:600]}). Resume it with the config "
+            "it was trained with, or start a fresh run (another hydra.run.dir, or engine.resume=null)"
+        ) from err
     ts.optimizer.load_state_dict(state["optimizer"])
     ts.scheduler.load_state_dict(dict(state["scheduler"], lr_lambdas=[None] * len(ts.scheduler.lr_lambdas)))
     step = int(state["step"])
@@ -439,22 +445,6 @@ def restore_training_state(
         "resumed from %s at step %d (epoch %d, batch %d)", path, step, ts.batches.epoch, ts.batches.position
     )
     return step, state["rng"][dist.rank] if same_layout else None
-
-
-def _check_model(path: Path, current: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
-    """Refuse a checkpoint whose model parameters differ in names or shapes, naming the first ones."""
-    problems = [
-        f"{k}: shape {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} in this model"
-        for k, v in current.items()
-        if k in saved and isinstance(v, torch.Tensor) and tuple(saved[k].shape) != tuple(v.shape)
-    ]
-    problems += [f"{k} missing from the checkpoint" for k in current if k not in saved]
-    problems += [f"{k} not in this model" for k in saved if k not in current]
-    if problems:
-        raise CheckpointMismatchError(
-            f"checkpoint {path} holds another model ({len(problems)} differences; {'; '.join(problems[:3])}). "
-            "Resume it with the config it was trained with, or start a fresh run (another hydra.run.dir)"
-        )
 
 
 def _is_identity_key(key: str) -> bool:
