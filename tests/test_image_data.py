@@ -116,6 +116,16 @@ def test_errors_name_file_and_key(root, tmp_path):
     np.savez(tmp_path / "bad_shape.npz", **{**data, "j2d_smpl": data["j2d_smpl"][:, :20]})
     with pytest.raises(ImageDataError, match=r"bad_shape\.npz.*'j2d_smpl'"):
         ImageNpzDataset(tmp_path / "bad_shape.npz", folder)
+    np.savez(tmp_path / "short_pose.npz", **{**data, "pose": data["pose"][:, :60]})
+    with pytest.raises(ImageDataError, match=r"short_pose\.npz.*'pose'"):
+        ImageNpzDataset(tmp_path / "short_pose.npz", folder)
+    smplx = np.concatenate([data["pose"][:, :66], np.ones((len(data["pose"]), 99))], 1)  # SMPL-X 165
+    np.savez(tmp_path / "smplx.npz", **{**data, "pose": smplx})
+    s = ImageNpzDataset(tmp_path / "smplx.npz", folder)[0]
+    torch.testing.assert_close(
+        s["body_pose"][:21].reshape(-1).double(), torch.as_tensor(data["pose"][0, 3:66]), atol=1e-6, rtol=0
+    )
+    assert s["body_pose"][21:].abs().sum() == 0
     raw = (folder / "ours.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ImageDataError, match=r"cut\.npz"):

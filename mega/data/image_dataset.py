@@ -5,6 +5,7 @@ One ``<split>.npz`` plus an image root (keys: ``/work/shared/coord/CONTRACTS.md`
 
 - pose (72 = global orient in the camera frame + 23 joints): ``pose_cam`` (BEDLAM labels) > ``pose`` >
   ``body_pose`` (4D-Humans eval npz, 72) > ``root_orient`` + ``pose_body`` (63 or 69; MEGA / VQ-HPS);
+  wider SMPL-X / SMPL-H layouts (165, 156) keep root + 21 body joints, SMPL's hand joints zero;
 - betas: ``betas`` > ``shape`` (first 10 kept; BEDLAM's 11th dropped); ``has_smpl`` > ``has_body_pose``
   (default: 1 where a pose key exists);
 - 2D: COCO-17 from ``j2d_coco`` > SPIN-24 ``part`` (mapped) > OpenPose-25 ``body_keypoints_2d`` (mapped);
@@ -164,7 +165,13 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
 
     pose = np.zeros((n, 72), np.float32)
     if k := f.first("pose_cam", "pose", "body_pose"):
-        pose[:] = f.get(k, (-1, 72), n)
+        full = f.get(k, (-1, None), n)
+        if full.shape[1] == 72:
+            pose[:] = full
+        elif full.shape[1] >= 66:  # SMPL-X / SMPL-H layouts: root + 21 body joints, SMPL hands zero
+            pose[:, :66] = full[:, :66]
+        else:
+            raise ImageDataError(f"{f.path}: key '{k}' has shape {full.shape}, expected ({n}, 72) (or >= 66)")
     elif "root_orient" in f.keys and "pose_body" in f.keys:
         body = f.get("pose_body", (-1, None), n)
         if body.shape[1] not in (63, 69):
