@@ -1,4 +1,5 @@
-"""The procedural motion generator, its AMASS-format files, the default-data entry point, joint limits."""
+"""The procedural motion generator (activities, ground contact, mixture), its AMASS-format files, the
+default-data entry point (stale data refused), joint limits."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ from mega.data.joint_limits import (
     matrix_to_euler,
 )
 from mega.data.motion import ensure_synthetic_motion
-from mega.data.motion_synth import MANIFEST, MOTION_TYPES, generate_motion, write_synthetic_motion
+from mega.data.motion_synth import (
+    GENERATOR_VERSION,
+    MANIFEST,
+    MOTION_TYPES,
+    generate_motion,
+    write_synthetic_motion,
+)
 
 SMALL = {"train": 18, "val": 5, "test": 5}
 
@@ -66,10 +73,10 @@ def test_same_seed_same_files_and_other_seed_differs(tmp_path, synth_dir):
     for name, seq in first.items():
         for field in ("global_orient", "body_pose", "betas", "transl"):
             assert np.array_equal(getattr(seq, field), getattr(again[name], field)), (name, field)
-    other = _read_all(tmp_path / "other")
-    name = next(iter(other))
-    n = min(len(other[name]), len(first[name]))
-    assert not np.allclose(other[name].body_pose[:n], first[name].body_pose[:n])
+    other = next(iter(_read_all(tmp_path / "other").values()))  # names hold the activity: compare by order
+    mine = next(iter(first.values()))
+    n = min(len(other), len(mine))
+    assert not np.allclose(other.body_pose[:n], mine.body_pose[:n])
 
 
 def test_layouts_framerates_and_skip_files_are_varied(synth_dir):
@@ -186,15 +193,21 @@ def _forward_kinematics(body_pose: np.ndarray) -> np.ndarray:
     return pos
 
 
-@pytest.mark.parametrize("skeleton", ["rest_joints", "free_body"])
-def test_generated_poses_are_plausible(request, skeleton, synth_dir):
-    """Root removed: feet stay under the pelvis, wrists off the torso, legs never cross.
+UPRIGHT = ("walk", "run", "turn", "arm_swing", "bend", "step")
 
-    On a fixed adult skeleton (every frame) and on the free body with each file's own betas.
+
+@pytest.mark.parametrize("skeleton", ["rest_joints", "free_body"])
+def test_upright_poses_keep_sides_and_hands_off_the_torso(request, skeleton, synth_dir):
+    """Root removed, upright activities: left leg on the left, wrists off the torso, legs swing.
+
+    Catches sign errors (a mirrored side, an arm bent into the body). On a fixed adult skeleton
+    (every frame) and on the free body with each file's own betas.
     """
+    types = _manifest(synth_dir)["files"]
     seqs = [
-        load_motion_npz(p, target_fps=None if skeleton == "rest_joints" else 10)
-        for p in list_motion_files(synth_dir)
+        load_motion_npz(synth_dir / f, target_fps=None if skeleton == "rest_joints" else 10)
+        for f, m in types.items()
+        if m in UPRIGHT
     ]
     pose = np.concatenate([s.body_pose for s in seqs])
     if skeleton == "rest_joints":
@@ -205,12 +218,120 @@ def test_generated_poses_are_plausible(request, skeleton, synth_dir):
         j = body(
             global_orient=torch.zeros(len(pose), 3), body_pose=torch.from_numpy(pose), betas=betas
         ).joints.numpy()
-    assert (j[:, 0, 1] - j[:, [7, 8], 1].max(1) > 0.25).all()
+    assert (j[:, 0, 1] - j[:, [7, 8], 1].max(1) > 0.25).all()  # feet below the pelvis
     torso = j[:, [0, 3, 6, 9]]
     for wrist in (20, 21):
-        assert np.linalg.norm(j[:, None, wrist] - torso, axis=-1).min() > 0.1
+        assert np.linalg.norm(j[:, None, wrist] - torso, axis=-1).min() > 0.08  # joints lie ~10 cm deep
     assert (j[:, 7, 0] > j[:, 8, 0]).all() and (j[:, 4, 0] > j[:, 5, 0]).all()
     assert j[:, 7, 2].max() - j[:, 7, 2].min() > 0.5  # the legs do swing
+
+
+def _world_vertices(body, seq) -> np.ndarray:
+    """A read-back sequence posed on the free body in mega's y-up world: (N, V, 3)."""
+    n = len(seq)
+    out = body(
+        global_orient=torch.from_numpy(seq.global_orient).float(),
+        body_pose=torch.from_numpy(seq.body_pose).float(),
+        betas=torch.from_numpy(seq.betas).float(),
+        transl=torch.from_numpy(seq.transl).float(),
+    )
+    assert out.vertices.shape[0] == n
+    return out.vertices.numpy()
+
+
+def test_no_body_part_under_the_floor_and_the_body_touches_it(free_body, synth_dir):
+    """Read back through the AMASS reader and posed on the free body: nothing below y = 0 (a few mm of
+    float32 slack), and, except in runs (flight) and on stairs, the lowest vertex touches the floor."""
+    for name, activity in _manifest(synth_dir)["files"].items():
+        seq = load_motion_npz(synth_dir / name, target_fps=10)
+        lowest = _world_vertices(free_body, seq)[..., 1].min(1)
+        assert lowest.min() > -0.003, (name, activity, lowest.min())
+        if activity not in ("run", "step", "mixture"):
+            assert np.abs(lowest).max() < 0.003, (name, activity, np.abs(lowest).max())
+        if activity == "step":  # standing on stairs: some frames above the floor, none below
+            assert lowest.max() > 0.1, (name, lowest.max())
+
+
+def _part_heights(body, activity: str, seeds: int = 3) -> dict[str, np.ndarray]:
+    """Lowest height (m) per frame of body parts (by dominant skinning joint) over generated sequences."""
+    from mega.data.motion_synth import vertex_parts
+
+    owner = body.smpl.lbs_weights.argmax(1).numpy()
+    parts = {**vertex_parts(body), "trunk": np.isin(owner, [0, 3, 6, 9]), "head": np.isin(owner, [12, 15])}
+    out: dict[str, list] = {k: [] for k in parts}
+    for s in range(seeds):
+        rng = np.random.default_rng([11, s])
+        seq = generate_motion(rng, activity, 15.0, 3.0, np.zeros(10), body)
+        n = len(seq["transl"])
+        pose = np.concatenate([seq["body_pose"], np.zeros((n, 2, 3))], 1)
+        v = body(
+            global_orient=torch.from_numpy(seq["global_orient"]).float(),
+            body_pose=torch.from_numpy(pose).float(),
+            transl=torch.from_numpy(seq["transl"]).float(),
+        ).vertices.numpy()
+        for k, mask in parts.items():
+            out[k].append(v[:, mask, 1].min(1))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def test_activities_put_the_right_parts_on_the_floor(free_body):
+    """Crawling on hands and knees, lying on the trunk, sitting on the floor low, kneeling low."""
+    crawl = _part_heights(free_body, "crawl")
+    assert (crawl["hands"] < 0.05).mean() > 0.9 and (crawl["knees"] < 0.05).mean() > 0.9
+    assert np.median(crawl["trunk"]) > 0.15  # the trunk is held up, not dragged
+    lie = _part_heights(free_body, "lie")
+    assert np.median(lie["trunk"]) < 0.1 and np.median(lie["head"]) < 0.4
+    sit = _part_heights(free_body, "sit_floor")
+    assert (sit["seat"] < 0.03).mean() > 0.45 and np.median(sit["seat"]) < 0.06  # else the hands or feet
+    assert np.median(sit["feet"]) < 0.05
+    walk = _part_heights(free_body, "walk")
+    assert (walk["feet"] < 0.003).all() and walk["seat"].min() > 0.5
+
+
+def test_generator_reaches_the_wide_joint_ranges():
+    """Deep hip and knee flexion (as measured in real capture), wide wrists: what v1 never produced."""
+    from mega.data.motion_synth import ACTIVITY_NAMES
+
+    euler = []
+    for activity in ACTIVITY_NAMES:
+        for s in range(3):
+            seq = generate_motion(np.random.default_rng([5, s]), activity, 5.0, 3.0)
+            pose = np.concatenate([seq["body_pose"], np.zeros((len(seq["body_pose"]), 2, 3))], 1)
+            euler.append(body_pose_to_euler(axis_angle_to_matrix(torch.from_numpy(pose)).numpy()))
+    deg = np.rad2deg(np.concatenate(euler))
+    assert deg[:, 0, 0].min() < -125 and deg[:, 3, 0].max() > 145  # left hip flexion, left knee flexion
+    assert deg[:, 19, 2].min() < -45 and deg[:, 19, 2].max() > 45  # left wrist flexion and extension
+    assert limit_violation(np.deg2rad(deg)).max() < 1e-4
+
+
+def test_activity_mixture_is_proportional_and_validated(tmp_path):
+    from mega.data.motion_synth import ACTIVITY_NAMES, activity_weights, allot_activities
+
+    w = activity_weights({"walk": 2.0, "crawl": 1.0, "lie": 1.0})
+    plan = allot_activities(20, w, np.random.default_rng(0))
+    assert sorted(plan) == sorted(["walk"] * 10 + ["crawl"] * 5 + ["lie"] * 5)
+    assert plan != sorted(plan) and set(w) == set(ACTIVITY_NAMES) and w["run"] == 0.0
+    with pytest.raises(ValueError, match="unknown activities.*'jump'"):
+        activity_weights({"jump": 1.0})
+    with pytest.raises(ValueError, match="positive sum"):
+        activity_weights({"walk": 0.0})
+    manifest = write_synthetic_motion(tmp_path / "m", seed=0, sequences={"train": 3, "val": 0, "test": 0},
+                                      activities={"kneel": 1.0})  # fmt: skip
+    assert set(manifest["files"].values()) == {"kneel"} and manifest["version"] == GENERATOR_VERSION
+
+
+def test_stale_motion_is_refused(tmp_path):
+    """A folder made by another generator version or activity mixture is never read silently."""
+    root, small = tmp_path / "synthetic_motion", {"train": 2, "val": 1, "test": 1}
+    ensure_synthetic_motion(root, seed=0, sequences=small)
+    manifest = _manifest(root)
+    with pytest.raises(ValueError, match="delete the folder"):
+        ensure_synthetic_motion(root, seed=0, sequences=small, activities={"walk": 1.0})
+    manifest["version"] = GENERATOR_VERSION - 1
+    manifest.pop("activities")
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="delete the folder"):
+        ensure_synthetic_motion(root, seed=0, sequences=small)
 
 
 def test_ensure_is_idempotent_race_safe_and_checks_the_seed(tmp_path):

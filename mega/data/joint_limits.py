@@ -10,6 +10,8 @@ joint frame is aligned with the world axes. Worked signs (left side):
 - shoulder: the left arm lies along +x, so lowering it to the side (-y) = **negative** z (-90 deg
   hangs it down); with the arm down, swinging it forward = **negative** x (applied after z);
 - elbow flexion (forearm forward, +z, from the T-pose) = **negative** y.
+- hip external rotation (toes out, to +x) = **positive** y; collar elevation = positive z;
+- wrist flexion (fingers to the palm, -y in the T-pose) = **negative** z; ulnar deviation = positive y.
 
 The right side mirrors the left through the x = 0 plane: angles about x are unchanged and angles
 about y and z change sign. Limits are listed for the left side (and the midline joints) and the
@@ -33,20 +35,39 @@ BODY_JOINT_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 # name -> (Euler order, (lo, hi) in degrees for each of the three angles in that order).
+# Ranges follow published active ranges of motion (AAOS "Joint Motion: Method of Measuring and
+# Recording" 1965 / Greene & Heckman 1994; Soucie et al., Haemophilia 2011; Kapandji, The Physiology
+# of the Joints), widened a little where SMPL fits of optical motion capture put more motion into one
+# joint than the anatomical joint has (pelvis tilt into the hips, forearm twist into the wrists, the
+# shoulder girdle into the shoulders):
+# - hip: flexion 120 (140 with the knee flexed, passive), extension 30, abduction 45-50, adduction 30,
+#   internal rotation 45, external rotation 45-60 (cross-legged sitting needs ~60 with the hip flexed);
+# - knee: flexion 135-150 (up to 160 passive, kneeling on the heels), hyperextension 10, tibial
+#   rotation ~30 with the knee flexed;
+# - ankle: dorsiflexion 20 (40 loaded, deep squat), plantar flexion 50-65, inversion 35, eversion 20;
+#   toes (metatarsophalangeal): extension 70, flexion 40;
+# - trunk (three SMPL spine joints together): flexion 80-100, extension 30, lateral bending 35,
+#   rotation 45 (the spine joints also absorb pelvis tilt in SMPL fits, hence the larger sums);
+# - neck: flexion 50, extension 60, rotation 80, lateral bending 45 (neck and head together);
+# - shoulder girdle (collar): elevation 40, depression 10, protraction / retraction 20;
+# - shoulder: flexion 180, extension 60, abduction 180, adduction 50, internal 70 / external 90;
+# - elbow: flexion 150, hyperextension 5-10, pronation / supination 80 each;
+# - wrist: flexion 80, extension 70, radial deviation 20, ulnar deviation 30-35.
+# Middle Euler angles stay within +-85 deg (unique decomposition, see the module docstring).
 _LEFT_AND_MIDLINE_DEG: dict[str, tuple[str, tuple[tuple[float, float], ...]]] = {
-    "left_hip": ("XZY", ((-125.0, 35.0), (-30.0, 50.0), (-40.0, 40.0))),  # flex(-)/abd(+)/twist
-    "left_knee": ("XYZ", ((0.0, 150.0), (-10.0, 10.0), (-8.0, 8.0))),
-    "left_ankle": ("XYZ", ((-35.0, 50.0), (-25.0, 25.0), (-25.0, 25.0))),
-    "left_foot": ("XYZ", ((-25.0, 40.0), (-10.0, 10.0), (-10.0, 10.0))),
-    "spine1": ("XYZ", ((-25.0, 50.0), (-30.0, 30.0), (-25.0, 25.0))),
-    "spine2": ("XYZ", ((-20.0, 45.0), (-30.0, 30.0), (-25.0, 25.0))),
-    "spine3": ("XYZ", ((-20.0, 45.0), (-30.0, 30.0), (-25.0, 25.0))),
-    "neck": ("XYZ", ((-40.0, 50.0), (-50.0, 50.0), (-35.0, 35.0))),
-    "head": ("XYZ", ((-35.0, 35.0), (-40.0, 40.0), (-25.0, 25.0))),
-    "left_collar": ("XYZ", ((-15.0, 15.0), (-25.0, 20.0), (-20.0, 25.0))),
-    "left_shoulder": ("XYZ", ((-170.0, 70.0), (-70.0, 70.0), (-100.0, 40.0))),  # swing/twist/raise
-    "left_elbow": ("YXZ", ((-150.0, 5.0), (-80.0, 80.0), (-10.0, 10.0))),  # flex(-)/twist/-
-    "left_wrist": ("XYZ", ((-60.0, 60.0), (-35.0, 35.0), (-70.0, 70.0))),
+    "left_hip": ("XZY", ((-140.0, 35.0), (-35.0, 55.0), (-45.0, 60.0))),  # flex(-)/abd(+)/ext. rot.(+)
+    "left_knee": ("XYZ", ((-10.0, 160.0), (-30.0, 30.0), (-10.0, 10.0))),  # flex(+)/tibial rot./varus
+    "left_ankle": ("XYZ", ((-40.0, 60.0), (-30.0, 30.0), (-30.0, 30.0))),  # plantar(+)/dorsi(-)
+    "left_foot": ("XYZ", ((-70.0, 40.0), (-10.0, 10.0), (-10.0, 10.0))),  # toes: extension(-)
+    "spine1": ("XYZ", ((-30.0, 50.0), (-30.0, 30.0), (-25.0, 25.0))),  # flex(+)/twist/side(+ right)
+    "spine2": ("XYZ", ((-25.0, 45.0), (-30.0, 30.0), (-25.0, 25.0))),
+    "spine3": ("XYZ", ((-25.0, 45.0), (-30.0, 30.0), (-25.0, 25.0))),
+    "neck": ("XYZ", ((-45.0, 50.0), (-50.0, 50.0), (-35.0, 35.0))),
+    "head": ("XYZ", ((-40.0, 40.0), (-40.0, 40.0), (-25.0, 25.0))),
+    "left_collar": ("XYZ", ((-20.0, 20.0), (-25.0, 25.0), (-15.0, 40.0))),  # -/protraction/elevation(+)
+    "left_shoulder": ("XYZ", ((-175.0, 70.0), (-80.0, 80.0), (-105.0, 75.0))),  # swing/twist/raise
+    "left_elbow": ("YXZ", ((-155.0, 10.0), (-85.0, 85.0), (-10.0, 10.0))),  # flex(-)/pronation/-
+    "left_wrist": ("XYZ", ((-90.0, 90.0), (-40.0, 40.0), (-85.0, 75.0))),  # twist/deviation/ext.(+)
     "left_hand": ("XYZ", ((-30.0, 30.0), (-30.0, 30.0), (-30.0, 30.0))),
 }
 

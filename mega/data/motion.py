@@ -48,7 +48,13 @@ from torch.utils.data import Dataset
 
 from mega.data import DATASETS
 from mega.data.amass import GENDERS, MotionFileError, list_motion_files, load_motion_npz
-from mega.data.motion_synth import DEFAULT_SEQUENCES, GENERATOR_VERSION, MANIFEST, write_synthetic_motion
+from mega.data.motion_synth import (
+    DEFAULT_SEQUENCES,
+    GENERATOR_VERSION,
+    MANIFEST,
+    activity_weights,
+    write_synthetic_motion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +329,10 @@ class MotionDataset(Dataset):
 
 
 def ensure_synthetic_motion(
-    root: str | Path = "data/synthetic_motion", seed: int = 0, sequences: Mapping[str, int] | None = None
+    root: str | Path = "data/synthetic_motion",
+    seed: int = 0,
+    sequences: Mapping[str, int] | None = None,
+    activities: Mapping[str, float] | None = None,
 ) -> Path:
     """Generate the embedded default motion data into ``root`` unless it is already there.
 
@@ -332,13 +341,16 @@ def ensure_synthetic_motion(
 
     Args:
         root: target folder. seed: generator seed. sequences: per-split counts (default 200/20/20).
+        activities: activity mixture weights (default ``motion_synth.DEFAULT_ACTIVITIES``).
     Returns:
         ``root``.
     Raises:
-        ValueError: ``root`` holds data generated with another seed, size or generator version.
+        ValueError: ``root`` holds data generated with another seed, size, activity mixture or
+            generator version (stale motion is never read silently).
     """
     root = Path(root)
-    wanted = {"version": GENERATOR_VERSION, "seed": seed, "sequences": dict(sequences or DEFAULT_SEQUENCES)}
+    wanted = {"version": GENERATOR_VERSION, "seed": seed, "sequences": dict(sequences or DEFAULT_SEQUENCES),
+              "activities": activity_weights(activities)}  # fmt: skip
 
     def existing() -> dict | None:
         if not (root / MANIFEST).is_file():
@@ -360,7 +372,7 @@ def ensure_synthetic_motion(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     log.info("generating the default synthetic motion data into %s (seed %d)", root, seed)
-    write_synthetic_motion(tmp, seed=seed, sequences=wanted["sequences"])
+    write_synthetic_motion(tmp, seed=seed, sequences=wanted["sequences"], activities=activities)
     try:
         if root.is_dir() and not any(root.iterdir()):
             root.rmdir()
@@ -378,10 +390,11 @@ def synthetic_motion(
     root: str | Path = "data/synthetic_motion",
     seed: int = 0,
     sequences: Mapping[str, int] | None = None,
+    activities: Mapping[str, float] | None = None,
     **kwargs: Any,
 ) -> MotionDataset:
     """The embedded default: generated on first use, splits are its ``train/val/test`` folders."""
-    ensure_synthetic_motion(root, seed=seed, sequences=sequences)
+    ensure_synthetic_motion(root, seed=seed, sequences=sequences, activities=activities)
     return MotionDataset(root, split=split, split_protocol="folders", **kwargs)
 
 
@@ -399,7 +412,10 @@ def amass(
 
 @DATASETS.register("moyo")
 def moyo(
-    split: str = "train", root: str | Path = "data/datasets/moyo", split_protocol: str = "folders", **kwargs: Any
+    split: str = "train",
+    root: str | Path = "data/datasets/moyo",
+    split_protocol: str = "folders",
+    **kwargs: Any,
 ) -> MotionDataset:
     """MOYO's AMASS-format release (``root/{train,val}/**/*.npz``, Z-up SMPL-X; see :mod:`mega.data.amass`)."""
     from mega.data.amass import check_moyo_folder
