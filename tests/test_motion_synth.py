@@ -321,12 +321,18 @@ def test_activity_mixture_is_proportional_and_validated(tmp_path):
 
 
 def test_stale_motion_is_refused(tmp_path):
-    """A folder made by another generator version or activity mixture is never read silently."""
+    """A folder made by another generator version, pose fingerprint or activity mixture is never read
+    silently."""
     root, small = tmp_path / "synthetic_motion", {"train": 2, "val": 1, "test": 1}
     ensure_synthetic_motion(root, seed=0, sequences=small)
     manifest = _manifest(root)
     with pytest.raises(ValueError, match="delete the folder"):
         ensure_synthetic_motion(root, seed=0, sequences=small, activities={"walk": 1.0})
+    (root / MANIFEST).write_text(
+        json.dumps({**manifest, "fingerprint": "0" * 16})
+    )  # same version, other poses
+    with pytest.raises(ValueError, match="delete the folder"):
+        ensure_synthetic_motion(root, seed=0, sequences=small)
     manifest["version"] = GENERATOR_VERSION - 1
     manifest.pop("activities")
     (root / MANIFEST).write_text(json.dumps(manifest))

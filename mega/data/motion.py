@@ -53,6 +53,7 @@ from mega.data.motion_synth import (
     GENERATOR_VERSION,
     MANIFEST,
     activity_weights,
+    generator_fingerprint,
     write_synthetic_motion,
 )
 
@@ -349,8 +350,8 @@ def ensure_synthetic_motion(
             generator version (stale motion is never read silently).
     """
     root = Path(root)
-    wanted = {"version": GENERATOR_VERSION, "seed": seed, "sequences": dict(sequences or DEFAULT_SEQUENCES),
-              "activities": activity_weights(activities)}  # fmt: skip
+    wanted = {"version": GENERATOR_VERSION, "fingerprint": generator_fingerprint(), "seed": seed,
+              "sequences": dict(sequences or DEFAULT_SEQUENCES), "activities": activity_weights(activities)}  # fmt: skip
 
     def existing() -> dict | None:
         if not (root / MANIFEST).is_file():

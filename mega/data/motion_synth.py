@@ -25,9 +25,10 @@ Files are written the way AMASS ships them, so the real reader is exercised: wor
 30 or 60 fps, subjects alternating between the classic layout (``poses`` (N, 156), str gender,
 ``mocap_framerate``, a per-subject ``shape.npz``) and the newer one (split keys, bytes gender,
 ``mocap_frame_rate``, a ``*_stagei.npz``). Everything is deterministic given the seed (and the free
-body file); the splits use disjoint seed streams and subjects. :data:`GENERATOR_VERSION` is stored in
-the manifest; :func:`mega.data.motion.ensure_synthetic_motion` refuses a folder made by another
-version, so stale motion is never read silently.
+body file); the splits use disjoint seed streams and subjects. :data:`GENERATOR_VERSION` and
+:func:`generator_fingerprint` (a hash of probe poses) are stored in the manifest;
+:func:`mega.data.motion.ensure_synthetic_motion` refuses a folder made by another version or whose
+poses differ, so stale motion is never read silently.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 SEQUENCES_PER_SUBJECT = 5
 FILE_FPS = (30.0, 60.0)
 DURATION_S = (2.5, 4.0)
-GENERATOR_VERSION = 2  # 1: locomotion-centred motion, narrow limits, no ground contact
+GENERATOR_VERSION = 3  # 1: locomotion-centred, narrow limits, no ground; 2: a work-in-progress state of 3
 MANIFEST = "MANIFEST.json"
 _ALLOT_STREAM = 1_000_003  # seed-sequence word of the per-split activity shuffle
 
@@ -220,6 +221,24 @@ def generate_motion(
             "transl": transl}  # fmt: skip
 
 
+@lru_cache(maxsize=1)
+def generator_fingerprint() -> str:
+    """16 hex digits over the poses of a short probe sequence per activity (fixed seed).
+
+    Stored in the manifest next to :data:`GENERATOR_VERSION`, so a change of the generator's poses is
+    caught even when nobody bumps the version. Root heights (which depend on the body file the frames
+    are grounded on) are left out; values are rounded to 1e-5 rad so the last float bits do not matter.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, activity in enumerate(ACTIVITY_NAMES):
+        seq = generate_motion(np.random.default_rng([990_017, k]), activity, 5.0, 1.0)
+        for key in ("global_orient", "body_pose"):
+            h.update(np.round(seq[key], 5).astype(np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _subject(rng: np.random.Generator) -> dict:
     betas = np.zeros(16)
     betas[:10] = np.clip(rng.standard_normal(10), -2.5, 2.5)
@@ -276,7 +295,8 @@ def write_synthetic_motion(
             # Per-subject files that readers must skip.
             extra = folder / ("shape.npz" if layout == "smplh" else f"{folder.name}_stagei.npz")
             np.savez(extra, betas=subject["betas"], gender=np.array(subject["gender"]))
-    manifest = {"generator": __name__, "version": GENERATOR_VERSION, "seed": seed, "sequences": sequences,
+    manifest = {"generator": __name__, "version": GENERATOR_VERSION, "fingerprint": generator_fingerprint(),
+                "seed": seed, "sequences": sequences,
                 "activities": weights, "grounded_on": getattr(body, "name", "free"), "frames": frames,
                 "files": files}  # fmt: skip
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
