@@ -50,12 +50,22 @@ def shape_masks(
     n = len(centers)
     x, y = pixel_grid(h, w)
     angle = torch.rand(n, generator=gen) * math.pi
-    c, s = angle.cos()[:, None, None], angle.sin()[:, None, None]
-    dx, dy = x - centers[:, 0, None, None], y - centers[:, 1, None, None]
-    u = (c * dx + s * dy) / (sizes[:, 0, None, None] / 2).clamp_min(0.5)
-    v = (-s * dx + c * dy) / (sizes[:, 1, None, None] / 2).clamp_min(0.5)
-    ellipse = (torch.rand(n, generator=gen) < ellipse_prob)[:, None, None]
-    return torch.where(ellipse, u * u + v * v <= 1, (u.abs() <= 1) & (v.abs() <= 1))
+    ellipse = (torch.rand(n, generator=gen) < ellipse_prob).tolist()
+    cos, sin = angle.cos(), angle.sin()
+    half = (sizes / 2).clamp_min(0.5)
+    reach = half.norm(dim=-1) + 1  # every shape lies within this distance of its centre
+    out = torch.zeros(n, h, w, dtype=torch.bool)
+    for i in range(n):  # only the shape's bounding square is evaluated
+        cx, cy, r = float(centers[i, 0]), float(centers[i, 1]), float(reach[i])
+        x0, x1 = max(0, math.floor(cx - r)), min(w, math.ceil(cx + r) + 1)
+        y0, y1 = max(0, math.floor(cy - r)), min(h, math.ceil(cy + r) + 1)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        dx, dy = x[0, y0:y1, x0:x1] - centers[i, 0], y[0, y0:y1, x0:x1] - centers[i, 1]
+        u = (cos[i] * dx + sin[i] * dy) / half[i, 0]
+        v = (-sin[i] * dx + cos[i] * dy) / half[i, 1]
+        out[i, y0:y1, x0:x1] = u * u + v * v <= 1 if ellipse[i] else (u.abs() <= 1) & (v.abs() <= 1)
+    return out
 
 
 def textures(gen: torch.Generator, n: int, h: int, w: int) -> Tensor:

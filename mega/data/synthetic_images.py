@@ -339,6 +339,41 @@ def _encode(image: np.ndarray, opts: SceneOptions) -> bytes:
     return buf.tobytes()
 
 
+_WORKER: dict[str, Any] = {}  # per-process state of the batch workers
+
+
+def _init_worker(
+    root: str, split: str, seed: int, opts: SceneOptions, motion: Mapping[str, Any], threads: int
+) -> None:
+    torch.set_num_threads(threads)
+    data = _motion_split(motion, split)
+    renderer = _WORKER["renderer"] if _WORKER.get("opts") == opts else SceneRenderer(opts)
+    _WORKER.update(root=Path(root), split=split, seed=seed, opts=opts, data=data,
+                   seq_start=torch.as_tensor(data.seq_start), renderer=renderer)  # fmt: skip
+
+
+def _render_batch(task: tuple[int, int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Batch ``k`` (its first image is number ``start``) of motion frames ``idx``: writes its images and
+    returns its label arrays (with ``imgname``)."""
+    k, start, idx = task
+    w = _WORKER
+    data, opts, split = w["data"], w["opts"], w["split"]
+    idx = torch.as_tensor(idx)
+    item = data[idx]
+    gen = torch.Generator().manual_seed(_seed(w["seed"], split, k))
+    out = w["renderer"].render(gen, item["global_orient"], item["body_pose"])
+    names = []
+    for j, image in enumerate(out.pop("images")):
+        name = f"images/{split}/{start + j:06d}.{opts.image_format}"
+        (w["root"] / name).write_bytes(_encode(image, opts))
+        names.append(name)
+    seq = item["seq_id"]
+    out["imgname"] = np.array(names)
+    out["sequence"] = np.array([data.seq_names[i] for i in seq.tolist()])
+    out["frame"] = (idx - w["seq_start"][seq]).numpy().astype(np.int64)
+    return out
+
+
 def generate_split(
     root: str | Path,
     split: str,
@@ -346,57 +381,61 @@ def generate_split(
     seed: int = 0,
     opts: SceneOptions | None = None,
     motion: Mapping[str, Any] | None = None,
-    renderer: SceneRenderer | None = None,
     progress: bool = True,
+    workers: int = 1,
+    threads: int = 1,
 ) -> Path:
     """Render ``count`` images of ``split`` into ``root/images/<split>/`` and write ``root/<split>.npz``.
 
     The images of batch k (of :data:`BATCH`) come from the random stream ``(seed, split, k)`` and the
-    motion frames from the stream ``(seed, split, -1)``, so a split is reproducible on its own.
+    motion frames from the stream ``(seed, split, -1)``, so a split is reproducible on its own and the
+    result does not depend on ``workers`` (processes rendering batches in parallel) or ``threads``.
     Returns:
         the npz path (written atomically, after every image).
     """
+    import multiprocessing  # noqa: PLC0415
+
     from tqdm import tqdm  # noqa: PLC0415
 
     from mega.atomic import write_npz  # noqa: PLC0415
 
     opts = opts or SceneOptions()
-    renderer = renderer or SceneRenderer(opts)
+    motion = dict(motion or DEFAULT_MOTION)
     root = Path(root)
-    data = _motion_split(motion or DEFAULT_MOTION, split)
+    n_frames = len(_motion_split(motion, split))  # generates the motion data first if needed
     g = torch.Generator().manual_seed(_seed(seed, split, -1))
-    n_frames = len(data)
     frames = (
         torch.randperm(n_frames, generator=g)[:count]
         if count <= n_frames
         else torch.randint(0, n_frames, (count,), generator=g)
     )
-    seq_start = torch.as_tensor(data.seq_start)
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    tasks = [
+        (k, start, frames[start : start + BATCH].numpy()) for k, start in enumerate(range(0, count, BATCH))
+    ]
+    init = (str(root), split, seed, opts, motion, threads)
     parts: dict[str, list[np.ndarray]] = {}
-    names: list[str] = []
     bar = tqdm(total=count, desc=f"synthetic_images {split}", unit="img", disable=not progress)
-    for k, start in enumerate(range(0, count, BATCH)):
-        idx = frames[start : start + BATCH]
-        item = data[idx]
-        out = renderer.render(
-            torch.Generator().manual_seed(_seed(seed, split, k)), item["global_orient"], item["body_pose"]
-        )
-        for j, image in enumerate(out.pop("images")):
-            name = f"images/{split}/{start + j:06d}.{opts.image_format}"
-            (root / name).write_bytes(_encode(image, opts))
-            names.append(name)
-        seq = item["seq_id"]
-        out["sequence"] = np.array([data.seq_names[i] for i in seq.tolist()])
-        out["frame"] = (idx - seq_start[seq]).numpy().astype(np.int64)
-        for key, value in out.items():
-            parts.setdefault(key, []).append(value)
-        bar.update(len(idx))
-    bar.close()
+    if workers > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init)
+        results = pool.imap(_render_batch, tasks)
+    else:
+        pool = None
+        _init_worker(*init)
+        results = map(_render_batch, tasks)
+    try:
+        for out in results:
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value)
+            bar.update(len(out["imgname"]))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
     arrays = {key: np.concatenate(value) for key, value in parts.items()}
-    n = len(names)
+    n = len(arrays["imgname"])
     arrays.update(
-        imgname=np.array(names),
         has_smpl=np.ones(n, np.float32),
         gender=np.array(["neutral"] * n),
         img_size=np.tile(np.array([[opts.width, opts.height]], np.int64), (n, 1)),
@@ -430,6 +469,7 @@ def ensure_synthetic_images(
     motion: Mapping[str, Any] | None = None,
     threads: int = 1,
     progress: bool = True,
+    workers: int = 1,
     **scene: Any,
 ) -> Path:
     """Generate the image benchmark into ``root`` unless it is already there (then return at once).
@@ -439,7 +479,8 @@ def ensure_synthetic_images(
             ``name``, ``split``, ``subset``, ``index`` are ignored; a ``generate`` sub-mapping is merged).
         seed: generator seed. sizes: images per split (default 20000 / 1000 / 1000).
         motion: kwargs of :func:`mega.data.motion.synthetic_motion` (``root``, ``seed``, ``sequences``).
-        threads: torch threads while generating. progress: tqdm bars.
+        threads: torch threads per process while generating. progress: tqdm bars.
+        workers: processes rendering in parallel (the images do not depend on it, nor on ``threads``).
         **scene: :class:`SceneOptions` fields (``width``, ``height``, ``box_px`` ...).
     Returns:
         ``root``.
@@ -459,8 +500,11 @@ def ensure_synthetic_images(
     opts = _options(_plain(scene))
     sizes = dict(_plain(sizes) or DEFAULT_SIZES)
     motion = {**DEFAULT_MOTION, **dict(_plain(motion) or {})}
+    # What the images depend on. The motion folder's location is not part of it (a copy elsewhere
+    # holds the same motions); the motion generator's version is recorded but not compared.
+    content = {k: v for k, v in motion.items() if k != "root"}
     wanted = {"version": GENERATOR_VERSION, "seed": seed, "sizes": sizes, "scene": json.loads(json.dumps(asdict(opts))),
-              "motion": json.loads(json.dumps(motion))}  # fmt: skip
+              "motion": json.loads(json.dumps(content))}  # fmt: skip
 
     def existing() -> bool:
         if not (root / MANIFEST).is_file():
@@ -498,16 +542,20 @@ def ensure_synthetic_images(
     try:
         if existing():
             return root
+        for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed generator
+            if not _lock_alive_pid(stale.name.split("-")[-2]):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         log.info("generating synthetic images into %s (seed %d, sizes %s)", root, seed, sizes)
         old_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
         t0 = time.perf_counter()
         try:
-            renderer = SceneRenderer(opts)
             for split, count in sizes.items():
-                generate_split(tmp, split, count, seed, opts, motion, renderer, progress)
-            manifest = {**wanted, "seconds": round(time.perf_counter() - t0, 1)}
+                generate_split(tmp, split, count, seed, opts, motion, progress, workers, threads)
+            from mega.data.motion_synth import GENERATOR_VERSION as MOTION_VERSION  # noqa: PLC0415
+
+            manifest = {**wanted, "motion_root": str(motion["root"]), "motion_version": MOTION_VERSION,
+                        "seconds": round(time.perf_counter() - t0, 1), "workers": workers}  # fmt: skip
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             if root.is_dir():
                 root.rmdir()
@@ -524,16 +572,23 @@ def ensure_synthetic_images(
 
 def _lock_alive(lock: Path) -> bool:
     try:
-        pid = int(lock.read_text() or "0")
-    except (OSError, ValueError):
+        pid = lock.read_text()
+    except OSError:
         return True  # being written right now
+    return _lock_alive_pid(pid) if pid else True
+
+
+def _lock_alive_pid(pid: str) -> bool:
+    """Whether process ``pid`` (a string) still runs on this machine."""
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
+    except (ValueError, OverflowError):
+        return False
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return pid > 0
+    return int(pid) > 0
 
 
 @BENCHMARKS.register("synthetic_images")
