@@ -89,6 +89,9 @@ def test_corrupt_newest_resumes_from_older_in_process(tmp_path, caplog):
     assert "skipping checkpoint" in caplog.text and str(last) in caplog.text
     assert "resumed from the older checkpoint" in caplog.text and "at step 8" in caplog.text
     assert same_weights(resumed.state_dict(), reference.state_dict())
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["last-1.pt", "last.pt", "last.pt.corrupt"]  # the damaged file is kept, out of the rotation
+    assert [load_checkpoint(run / "checkpoints" / n)["step"] for n in names[:2]] == [8, 10]
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):

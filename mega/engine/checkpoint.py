@@ -485,6 +485,8 @@ def restore_newest_readable(
 ) -> tuple[Path, int, Any]:
     """Restore the newest candidate that reads; a corrupt one is skipped with a warning naming it.
 
+    The skipped files are renamed ``<name>.corrupt`` (kept, but out of the ``keep_last`` rotation).
+
     Every rank reads the files itself; they must agree on the one used (else the start fails).
 
     Returns:
@@ -495,6 +497,7 @@ def restore_newest_readable(
         CheckpointMismatchError: the newest readable one belongs to another config.
     """
     skipped: list[str] = []
+    corrupt: list[Path] = []
     for path in candidates:
         try:
             step, rng_state = restore_training_state(path, ts, dist, config, strict)
@@ -503,6 +506,7 @@ def restore_newest_readable(
                 raise
             log.warning("skipping checkpoint %s: %s", path, err)
             skipped.append(str(err))
+            corrupt.append(path)
             continue
         if skipped:
             log.warning("resumed from the older checkpoint %s at step %d because %d newer one(s) could not be read",
@@ -511,6 +515,11 @@ def restore_newest_readable(
         if any(u != used[0] for u in used):
             raise CheckpointError(f"the ranks resumed from different checkpoints: {used}; the files changed while "
                                   "they were being read, or the ranks do not share the run directory")  # fmt: skip
+        if dist.is_main:  # keep the damaged files for inspection, out of the history the next save rotates
+            for bad in corrupt:
+                aside = bad.with_name(f"{bad.name}.corrupt")
+                os.replace(bad, aside)
+                log.warning("moved the unreadable checkpoint %s to %s", bad, aside)
         return path, step, rng_state
     err = CorruptCheckpointError(
         f"none of the {len(candidates)} checkpoints in {candidates[0].parent} can be read: "
