@@ -146,6 +146,34 @@ def _root_rotation(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.n
     return euler_to_matrix(np.stack([yaw, pitch, roll], -1), "YXZ")
 
 
+def _ground(body, betas, root, yaw, pitch, roll, euler, body_pose):
+    """Put a sequence on the floor (see the module docstring): returns (pitch (N,), body_pose, height (N,))."""
+    n = len(pitch)
+    parts = vertex_parts(body)
+    verts = posed_vertices(body, _axis_angle(_root_rotation(yaw, pitch, roll)), body_pose, betas)
+    if "level" in root:  # pitch about the pelvis until a front and a back part touch the floor together
+        front, back = root["level"]
+        pitch0 = pitch.copy()
+        for _ in range(3):
+            local = verts @ _root_rotation(yaw, np.zeros(n), np.zeros(n))  # heading removed: forward = +z
+            a, b = local[:, parts[front]], local[:, parts[back]]
+            a, b = a[np.arange(n), a[..., 1].argmin(1)], b[np.arange(n), b[..., 1].argmin(1)]
+            pitch = pitch + np.arctan2(a[:, 1] - b[:, 1], np.maximum(a[:, 2] - b[:, 2], 0.2))
+            verts = posed_vertices(body, _axis_angle(_root_rotation(yaw, pitch, roll)), body_pose, betas)
+        if root.get("keep_trunk"):  # the spine takes back the pelvis's extra lean (the legs do not move)
+            spine = [JOINT[name] for name in ("spine1", "spine2", "spine3")]
+            euler = euler.copy()
+            euler[:, spine, 0] -= (pitch - pitch0)[:, None] / 3
+            body_pose = _axis_angle(euler_to_body_pose(clip_to_limits(euler)))
+            body_pose[:, 21:] = 0.0
+            verts = posed_vertices(body, _axis_angle(_root_rotation(yaw, pitch, roll)), body_pose, betas)
+    height = -verts[..., 1].min(1)
+    if "levels" in root:  # stairs: each foot on its own step
+        for k, side in enumerate(("left_foot", "right_foot")):
+            height = np.maximum(height, root["levels"][:, k] - verts[:, parts[side], 1].min(1))
+    return pitch, body_pose, height
+
+
 def generate_motion(
     rng: np.random.Generator,
     motion: str,
@@ -153,6 +181,7 @@ def generate_motion(
     duration: float,
     betas: np.ndarray | None = None,
     body=None,
+    ground: bool = True,
 ) -> dict[str, np.ndarray]:
     """One procedural sequence in mega's y-up world, its feet (or whatever is lowest) on the floor.
 
@@ -162,13 +191,15 @@ def generate_motion(
         fps: frame rate; duration: seconds.
         betas: (>= 10,) the subject's shape, for grounding (zeros if None).
         body: the body model that grounds the frames (the free body if None).
+        ground: False skips the body model entirely (root height 0, no levelling): the activity's
+            own poses, as :func:`generator_fingerprint` hashes them.
     Returns:
         ``global_orient`` (N, 3), ``body_pose`` (N, 21, 3) (SMPL joints 1..21), ``pose_hand``
         (N, 30, 3) (SMPL-H fingers, left first), ``transl`` (N, 3); axis-angle radians and metres.
     """
     if motion not in ACTIVITIES:
         raise ValueError(f"unknown activity {motion!r}; known: {list(ACTIVITY_NAMES)}")
-    body = _default_body() if body is None else body
+    body = _default_body() if body is None and ground else body
     betas = np.zeros(10) if betas is None else np.asarray(betas, float)[:10]
     n = max(2, int(round(duration * fps)))
     t = np.arange(n) / fps
@@ -187,28 +218,10 @@ def generate_motion(
     tilt = np.deg2rad(_wobble(rng, t, 3.0, (2,)))
     yaw = rng.uniform(0, 2 * np.pi) + np.deg2rad(root["yaw"])
     pitch, roll = np.deg2rad(root["pitch"]) + tilt[:, 0], np.deg2rad(root["roll"]) + tilt[:, 1]
-    parts = vertex_parts(body)
-    verts = posed_vertices(body, _axis_angle(_root_rotation(yaw, pitch, roll)), body_pose, betas)
-    if "level" in root:  # pitch about the pelvis until a front and a back part touch the floor together
-        front, back = root["level"]
-        start = pitch.copy()
-        for _ in range(3):
-            local = verts @ _root_rotation(yaw, np.zeros(n), np.zeros(n))  # heading removed: forward = +z
-            a, b = local[:, parts[front]], local[:, parts[back]]
-            a, b = a[np.arange(n), a[..., 1].argmin(1)], b[np.arange(n), b[..., 1].argmin(1)]
-            pitch = pitch + np.arctan2(a[:, 1] - b[:, 1], np.maximum(a[:, 2] - b[:, 2], 0.2))
-            verts = posed_vertices(body, _axis_angle(_root_rotation(yaw, pitch, roll)), body_pose, betas)
-        if root.get("keep_trunk"):  # the spine takes back the pelvis's extra lean (the legs do not move)
-            spine = [JOINT[name] for name in ("spine1", "spine2", "spine3")]
-            euler[:, spine, 0] -= (pitch - start)[:, None] / 3
-            euler = clip_to_limits(euler)
-            body_pose = _axis_angle(euler_to_body_pose(euler))
-            body_pose[:, 21:] = 0.0
-            verts = posed_vertices(body, _axis_angle(_root_rotation(yaw, pitch, roll)), body_pose, betas)
-    height = -verts[..., 1].min(1)
-    if "levels" in root:  # stairs: each foot on its own step
-        for k, side in enumerate(("left_foot", "right_foot")):
-            height = np.maximum(height, root["levels"][:, k] - verts[:, parts[side], 1].min(1))
+    if ground:
+        pitch, body_pose, height = _ground(body, betas, root, yaw, pitch, roll, euler, body_pose)
+    else:
+        height = np.zeros(n)
     root_rot = _root_rotation(yaw, pitch, roll)
     heading = np.stack([np.sin(yaw), np.zeros(n), np.cos(yaw)], -1)
     travel = np.cumsum(root["speed"][:, None] * heading, axis=0) / fps
@@ -226,14 +239,15 @@ def generator_fingerprint() -> str:
     """16 hex digits over the poses of a short probe sequence per activity (fixed seed).
 
     Stored in the manifest next to :data:`GENERATOR_VERSION`, so a change of the generator's poses is
-    caught even when nobody bumps the version. Root heights (which depend on the body file the frames
-    are grounded on) are left out; values are rounded to 1e-5 rad so the last float bits do not matter.
+    caught even when nobody bumps the version. Probes are made without grounding (``ground=False``), so
+    the fingerprint does not depend on the body file (the grounding's levelling does); values are
+    rounded to 1e-5 rad so the last float bits do not matter.
     """
     import hashlib
 
     h = hashlib.sha256()
     for k, activity in enumerate(ACTIVITY_NAMES):
-        seq = generate_motion(np.random.default_rng([990_017, k]), activity, 5.0, 1.0)
+        seq = generate_motion(np.random.default_rng([990_017, k]), activity, 5.0, 1.0, ground=False)
         for key in ("global_orient", "body_pose"):
             h.update(np.round(seq[key], 5).astype(np.float32).tobytes())
     return h.hexdigest()[:16]
