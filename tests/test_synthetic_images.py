@@ -160,3 +160,28 @@ def test_renderer_batch_is_valid_without_motion_files() -> None:
     assert (out["occlusion"] > 0).any()
     side = out["scale"] * 200 / opts.bbox_margin
     assert ((side > 15) & (side < 50)).all()  # the person's size follows box_px (weak perspective)
+
+
+def test_procedural_shapes_match_full_evaluation_and_backgrounds_are_valid() -> None:
+    """Shape masks evaluated on bounding squares equal the formula evaluated on every pixel."""
+    import math
+
+    from mega.data.procedural import backgrounds, pixel_grid, shape_masks
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.rand(40, 2, generator=g) * 90 - 10
+    sizes = torch.rand(40, 2, generator=g) * 60
+    fast = shape_masks(torch.Generator().manual_seed(1), centers, sizes, 50, 70)
+    ref_gen = torch.Generator().manual_seed(1)
+    angle = torch.rand(40, generator=ref_gen) * math.pi
+    ellipse = torch.rand(40, generator=ref_gen) < 0.5
+    x, y = pixel_grid(50, 70)
+    c, s = angle.cos()[:, None, None], angle.sin()[:, None, None]
+    dx, dy = x - centers[:, 0, None, None], y - centers[:, 1, None, None]
+    u = (c * dx + s * dy) / (sizes[:, 0, None, None] / 2).clamp_min(0.5)
+    v = (-s * dx + c * dy) / (sizes[:, 1, None, None] / 2).clamp_min(0.5)
+    ref = torch.where(ellipse[:, None, None], u * u + v * v <= 1, (u.abs() <= 1) & (v.abs() <= 1))
+    assert torch.equal(fast, ref) and ref.any()
+    bg = backgrounds(torch.Generator().manual_seed(2), 5, 40, 30)
+    assert bg.shape == (5, 40, 30, 3) and bg.min() >= 0 and bg.max() <= 1
+    assert bg.flatten(1).std(1).min() > 0.01  # not flat
