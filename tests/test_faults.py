@@ -229,3 +229,28 @@ def test_fully_masked_batch_under_ddp(tmp_path):
     assert same_weights(run.weights(0), run.weights(1))
     losses = [m["train/loss"] for _, m in run.results[0]["records"]]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_process_group_start_up_fails_fast_when_a_rank_never_comes(monkeypatch):
+    """Rank 0 of 2 with no rank 1: the start-up gives up after its timeout (x tries), it does not hang."""
+    import time
+    from datetime import timedelta
+
+    import torch.distributed as tdist
+    from faults_launch import free_port
+
+    from mega.engine import DistStartupError, setup_dist
+    from mega.engine.dist import store_prefix
+
+    port = free_port()
+    store = tdist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False)
+    env = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="3", TORCHELASTIC_RUN_ID="t")  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    start = time.perf_counter()
+    with pytest.raises(DistStartupError, match=r"rank 0/2: the gloo process group did not start \(try 1: .*try 2: "):
+        setup_dist("cpu", startup_timeout_s=1.5, startup_retries=1)
+    assert time.perf_counter() - start < 10 and not tdist.is_initialized()
+    assert [store_prefix(k) for k in (0, 1)] == ["mega/pg/t/restart3/try0", "mega/pg/t/restart3/try1"]
+    del store
