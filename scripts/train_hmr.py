@@ -37,6 +37,7 @@ from mega.conditioning import build_conditioning
 from mega.data.image_dataset import build_image_dataset
 from mega.engine import (
     EngineConfig,
+    WandbLogger,
     build_logger,
     cleanup_dist,
     load_checkpoint,
@@ -53,6 +54,7 @@ from mega.metrics.protocols import build_protocol
 from mega.model import HMRModel, ImageBenchmarkView, hmr_predictor, load_pretrained_transformer
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.transformer import MaskedTokenTransformer
+from mega.viz.views import save_png
 
 log = logging.getLogger("train_hmr")
 HMR_FORMAT = "mega-hmr/1"
@@ -113,6 +115,31 @@ def build_model(cfg: DictConfig, tokenizer, body) -> tuple[HMRModel, dict]:
     return model, {"transformer": tr_kwargs, "sizes": sizes}
 
 
+@torch.no_grad()
+def overlay_panel(model: HMRModel, dataset, count: int = 4, focal: float = 5000.0):
+    """(H, W, 3) uint8: the first ``count`` crops with the deterministic prediction rendered over them.
+
+    The crop camera (s, tx, ty) is drawn as a long-focal perspective camera: depth 2 f / (s S), so that
+    projection matches ``s * (X[:2] + t)`` in normalised crop coordinates.
+    """
+    from mega.data.crop import denormalise_image
+    from mega.viz.views import hstack, overlay
+
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    device = next(model.parameters()).device
+    img = torch.stack([it["img"] for it in items]).to(device)
+    pred = model.predict(img)
+    size = img.shape[-1]
+    K = torch.tensor([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
+    panels = []
+    for i, it in enumerate(items):
+        s, tx, ty = pred["cam"][i].cpu().tolist()
+        shift = torch.tensor([tx, ty, 2 * focal / (max(s, 1e-3) * size)])
+        verts = pred["vertices"][i, :1].cpu() + shift
+        panels.append(overlay(denormalise_image(it["img"]), verts, model.body.faces.cpu(), K, opacity=0.6))
+    return hstack(panels)
+
+
 def evaluate(model: HMRModel, dataset, body, cfg: DictConfig, device, predictor: str = "model"):
     """Score the model (deterministic mode), or a built-in predictor, on an image split; returns the result."""
     evaluator = Evaluator(build_protocol(**OmegaConf.to_container(cfg.protocol)), lambda gender: body, batch_size=cfg.eval_batch_size,
@@ -165,6 +192,13 @@ def main(cfg: DictConfig) -> None:
         def eval_fn(net: HMRModel, _dist) -> dict[str, float]:
             metrics = evaluate(net, val_set, body, cfg, dist.device).summary["metrics"]
             history.append({"step": objective.step, **metrics})
+            if dist.is_main and cfg.overlays:  # validation overlays: a PNG per evaluation and a wandb image
+                panel = overlay_panel(net, val_set, cfg.overlays)
+                save_png(run_dir / "overlays" / f"val_{objective.step:07d}.png", panel)
+                if isinstance(logger, WandbLogger):
+                    import wandb  # noqa: PLC0415
+
+                    logger.log({"val/overlay": wandb.Image(panel)}, objective.step)
             return metrics
 
         resolved = OmegaConf.to_container(cfg, resolve=True)
