@@ -168,6 +168,8 @@ def main(cfg: DictConfig) -> None:
         if cfg.init_checkpoint:  # a previous stage's hmr.pt (MEGA: the mix stage starts from the COCO run)
             model.load_state_dict(load_checkpoint(cfg.init_checkpoint)["model"])
             log.info("model initialised from %s", cfg.init_checkpoint)
+        if cfg.sync_batchnorm and dist.is_distributed and dist.device.type == "cuda":  # gloo/CPU has none
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(dist.device)
         size = model.backbone.input_size
         # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
