@@ -185,3 +185,13 @@ def test_procedural_shapes_match_full_evaluation_and_backgrounds_are_valid() -> 
     bg = backgrounds(torch.Generator().manual_seed(2), 5, 40, 30)
     assert bg.shape == (5, 40, 30, 3) and bg.min() >= 0 and bg.max() <= 1
     assert bg.flatten(1).std(1).min() > 0.01  # not flat
+
+
+def test_ensure_accepts_a_config(image_set) -> None:
+    from omegaconf import OmegaConf
+
+    root, options = image_set
+    cfg = OmegaConf.create(
+        {"name": "synthetic_images", "root": str(root), "crop_size": 64, "generate": options}
+    )
+    assert ensure_synthetic_images(cfg) == root

@@ -475,8 +475,8 @@ def ensure_synthetic_images(
     """Generate the image benchmark into ``root`` unless it is already there (then return at once).
 
     Args:
-        root: target folder, or a config mapping with ``root`` and the options below (extra keys
-            ``name``, ``split``, ``subset``, ``index`` are ignored; a ``generate`` sub-mapping is merged).
+        root: target folder, or a config: a dataset / data config (its ``root`` and ``generate``
+            sub-mapping are used, other keys ignored) or a flat mapping of ``root`` and the options below.
         seed: generator seed. sizes: images per split (default 20000 / 1000 / 1000).
         motion: kwargs of :func:`mega.data.motion.synthetic_motion` (``root``, ``seed``, ``sequences``).
         threads: torch threads per process while generating. progress: tqdm bars.
@@ -492,9 +492,8 @@ def ensure_synthetic_images(
     """
     if isinstance(root, Mapping) or hasattr(root, "keys"):
         cfg = dict(_plain(root))
-        cfg.update(cfg.pop("generate", None) or {})
-        for key in ("name", "split", "subset", "index", "check_images"):
-            cfg.pop(key, None)
+        if "generate" in cfg:  # a dataset / data config: its root and generator options, nothing else
+            cfg = {"root": cfg.get("root", "data/synthetic_images"), **dict(cfg["generate"] or {})}
         return ensure_synthetic_images(**{"root": "data/synthetic_images", **cfg})
     root = Path(root)
     opts = _options(_plain(scene))
