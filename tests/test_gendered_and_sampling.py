@@ -24,24 +24,30 @@ def gendered(synthetic_smpl_dir):
     return load_body_model("smpl", path=synthetic_smpl_dir, gender="per_sequence")
 
 
+@pytest.fixture(scope="module")
+def singles(gendered):
+    """The three single-gender models (the GenderedBody's own, checked to be what the loader gives)."""
+    return {g: gendered.models[g] for g in ("neutral", "male", "female")}
+
+
 def _pose(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, generator=g) * 0.3, torch.randn(n, 23, 3, generator=g) * 0.3, torch.randn(n, 10, generator=g)
 
 
-def test_each_sample_uses_its_genders_model(gendered, synthetic_smpl_dir):
+def test_each_sample_uses_its_genders_model(gendered, singles, synthetic_smpl_dir):
     assert isinstance(gendered, GenderedBody) and gendered.num_vertices == 6890 and gendered.faces.shape[1] == 3
     go, bp, betas = _pose(5)
     genders = ["male", "female", "neutral", "f", "male"]
     with sample_genders(gendered, genders):
         out = gendered(go, bp, betas)
+    assert gendered.models["male"].name == load_body_model("smpl", path=synthetic_smpl_dir, gender="male").name
     for b, g in enumerate(["male", "female", "neutral", "female", "male"]):
-        single = load_body_model("smpl", path=synthetic_smpl_dir, gender=g)
-        ref = single(go[b : b + 1], bp[b : b + 1], betas[b : b + 1])
+        ref = singles[g](go[b : b + 1], bp[b : b + 1], betas[b : b + 1])
         torch.testing.assert_close(out.vertices[b], ref.vertices[0])
         torch.testing.assert_close(out.joints[b], ref.joints[0])
     neutral = gendered(go, bp, betas)  # outside the block: neutral for all
-    male = load_body_model("smpl", path=synthetic_smpl_dir, gender="male")(go, bp, betas)
+    male = singles["male"](go, bp, betas)
     assert (neutral.vertices - male.vertices).abs().max() > 1e-3  # the genders really differ
     with pytest.raises(ValueError, match="3 genders for a batch of 5"), sample_genders(gendered, ["male"] * 3):
         gendered(go, bp, betas)
@@ -77,7 +83,7 @@ class _VertexCodes(nn.Module):
         return (x[:, :4, 1] * 1e5).round().long()
 
 
-def test_token_cache_meshes_each_frame_with_its_gender(gendered, synthetic_smpl_dir):
+def test_token_cache_meshes_each_frame_with_its_gender(gendered, singles):
     class Frames(torch.utils.data.Dataset):
         genders = ["male", "female", "female", "neutral", "male"]
 
@@ -89,7 +95,7 @@ def test_token_cache_meshes_each_frame_with_its_gender(gendered, synthetic_smpl_
 
     ids = encode_motion(_VertexCodes(), Frames(), gendered, batch_size=4, device="cpu")
     for i, g in enumerate(Frames.genders):
-        single = load_body_model("smpl", path=synthetic_smpl_dir, gender=g)
+        single = singles[g]
         expected = _VertexCodes().encode(_VertexCodes().inputs({"body_pose": torch.zeros(1, 23, 3),
                                                                 "betas": torch.full((1, 10), 0.5)}, single))  # fmt: skip
         assert torch.equal(ids[i], expected[0]), g
