@@ -207,6 +207,7 @@ class HMRModel(nn.Module):
         *,
         ids: Tensor | None = None,
         probs: Tensor | None = None,
+        codes: Tensor | None = None,
         betas: Tensor | None = None,
     ) -> BodyOutput:
         """Body (rotated, not translated) from token ids or soft code mixtures and the global rotation.
@@ -214,7 +215,8 @@ class HMRModel(nn.Module):
         Args:
             global_rot: (B, 3, 3) root rotation in the camera frame.
             ids: (B, L) int64 ids, or
-            probs: (B, L, K) code probabilities (e.g. straight-through Gumbel-softmax; differentiable).
+            probs: (B, L, K) code probabilities (e.g. straight-through Gumbel-softmax; differentiable), or
+            codes: (B, L, D) code vectors (e.g. refined by pose-guided refinement; differentiable).
             betas: (B, 10) shape for the pose tokenizer (zeros if None); unused by the mesh tokenizer.
 
         Returns:
@@ -222,21 +224,29 @@ class HMRModel(nn.Module):
             translation. Mesh tokenizer: centred at the canonical mesh's vertex centroid, joints from the
             body's J_regressor; pose tokenizer: the body model's own origin and joints.
         """
-        if (ids is None) == (probs is None):
-            raise ValueError("decode_body takes exactly one of ids (B, L) or probs (B, L, K)")
+        if sum(x is not None for x in (ids, probs, codes)) != 1:
+            raise ValueError(
+                "decode_body takes exactly one of ids (B, L), probs (B, L, K) or codes (B, L, D)"
+            )
         tok, body = self.tokenizer, self.body
         global_rot = global_rot.float()
         with torch.autocast(global_rot.device.type, enabled=False):
             if self.kind == "mesh":
-                canon = tok.decode(ids) if ids is not None else tok.decode_soft(probs.float())  # (B, V, 3)
+                if ids is not None:
+                    canon = tok.decode(ids)
+                elif probs is not None:
+                    canon = tok.decode_soft(probs.float())
+                else:
+                    canon = tok.decode_embeddings(codes.float())  # (B, V, 3)
                 vertices = canon.float() @ global_rot.transpose(1, 2)
                 joints = torch.einsum("jv,bvc->bjc", body.J_regressor.to(vertices), vertices)
                 return BodyOutput(vertices=vertices, joints=joints)
-            pose = (
-                tok.decode(ids, as_matrix=True)
-                if ids is not None
-                else tok.decode_soft(probs.float(), as_matrix=True)
-            )
+            if ids is not None:
+                pose = tok.decode(ids, as_matrix=True)
+            elif probs is not None:
+                pose = tok.decode_soft(probs.float(), as_matrix=True)
+            else:
+                pose = rot6d_to_matrix(tok.decode_embeddings(codes.float()))
             # A tokenizer that tokenizes the global orientation too (GenHMR) gives it; it replaces the head's.
             orient, pose = tok.split_pose(pose) if hasattr(tok, "split_pose") else (None, pose)
             if betas is None:

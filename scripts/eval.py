@@ -1,60 +1,155 @@
-"""Score a predictor on a prepared benchmark under a named protocol.
+"""Score a trained model (any sampler) or a built-in predictor on a benchmark under a named protocol.
 
-    python scripts/prepare_data.py dataset=3dpw root=/path/to/3DPW     # once
-    python scripts/evaluate.py dataset=3dpw protocol=3dpw_spin14 predictor=mean_pose
-    python scripts/evaluate.py dataset=emdb protocol=emdb24 predictor=oracle batch_size=7
+    python scripts/eval.py dataset=synthetic_images protocol=smpl24 body_model=free checkpoint=outputs/train_hmr/<run>/hmr.pt
+    python scripts/eval.py ... checkpoint=... sampler=stochastic num_samples=10        # MEGA's stochastic mode
+    python scripts/eval.py ... checkpoint=... sampler=uncertainty_guided sampler.steps=10
+    python scripts/eval.py ... checkpoint=... sampler=pose_guided keypoints.noise_px=3 keypoints.drop=0.1
+    python scripts/prepare_data.py dataset=3dpw root=/path/to/3DPW     # once, then:
+    python scripts/eval.py dataset=3dpw protocol=3dpw_spin14 predictor=mean_pose
+    torchrun --nproc_per_node=8 scripts/eval.py dataset=3dpw protocol=3dpw_spin14 checkpoint=...
 
-Writes ``per_sample.csv`` and ``summary.json`` into the run directory and prints a table; every
-result carries the protocol's name.
+Writes ``per_sample.csv`` and ``summary.json`` into the run directory and prints a table; every result
+carries the protocol's name, and the summary records the checkpoint, sampler, Q and the speed (images/s
+over the run; seconds per image at batch 1 and per decoding iteration, GenHMR's AITI). The synthetic
+benchmark is read through its image dataset (crops and 2D keypoints included); 3DPW / EMDB through
+their prepared index, cropped around each person's box. Under ``torchrun`` the ranks split the
+samples and rank 0 writes the gathered rows in dataset order (the files equal a one-process run's).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import hydra
+import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.data.benchmark import BenchmarkDataset, make_body_factory
 from mega.engine.dist import cleanup_dist, setup_dist
-from mega.errors import entry_point
+from mega.errors import ConfigError, entry_point
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
 
 log = logging.getLogger("eval")
+IMAGE_BENCHMARKS = ("synthetic_images",)  # read through mega.data.image_dataset (crops + 2D keypoints)
+
+
+def crop_transform(size: int):
+    """BenchmarkDataset's ``(PIL image, item) -> (3, S, S)``: the square crop of the person's box."""
+    from mega.data.crop import crop_matrix, normalise_image, warp_crop
+
+    def transform(img: Any, item: dict[str, Any]) -> torch.Tensor:
+        m = crop_matrix(item["bbox_center"].numpy(), float(item["bbox_size"]), size)
+        return normalise_image(warp_crop(np.asarray(img), m, size))
+
+    return transform
+
+
+def build_dataset(cfg: DictConfig, crop_size: int | None) -> torch.utils.data.Dataset:
+    """The benchmark's samples; with a model (``crop_size``), each with its crop."""
+    if cfg.dataset.name in IMAGE_BENCHMARKS:
+        from mega.data.image_dataset import build_image_dataset
+        from mega.model import ImageBenchmarkView
+
+        data = OmegaConf.to_container(cfg.dataset, resolve=True)
+        data_cfg = {
+            "name": data["name"],
+            "root": cfg.root or data["root"],
+            "generate": data.get("generate", {}),
+        }
+        ds = build_image_dataset(data_cfg, data["split"], crop_size=crop_size or 32)
+        return ImageBenchmarkView(ds, cfg.limit)
+    transform = crop_transform(crop_size) if crop_size else None
+    ds = BenchmarkDataset(cfg.dataset.index, root=cfg.root or cfg.dataset.root, image_transform=transform)
+    return torch.utils.data.Subset(ds, range(min(cfg.limit, len(ds)))) if cfg.limit else ds
+
+
+def batch1_timing(
+    model: Any, dataset: Any, sampler: Any, cfg: DictConfig, device: torch.device
+) -> dict[str, float]:
+    """Seconds per image at batch 1 (median over ``cfg.timing.images`` images after one warm-up)."""
+    from mega.inference import KeypointSource, recover
+
+    kp_source = KeypointSource(**cfg.keypoints)
+    needs_kp = getattr(sampler, "refiner", None) is not None
+    times = []
+    for i in range(min(cfg.timing.images + 1, len(dataset))):
+        batch = torch.utils.data.default_collate([dataset[i]])
+        kp = kp_source(batch) if needs_kp else None
+        t0 = time.perf_counter()
+        recover(model, batch["img"].to(device), sampler, cfg.num_samples, keypoints=kp, seed=i)
+        if i:  # the first call warms up
+            times.append(time.perf_counter() - t0)
+    sec = float(np.median(times)) if times else float("nan")
+    steps = getattr(sampler, "steps", 1) + getattr(getattr(sampler, "refiner", None), "iterations", 0)
+    return {
+        "seconds_per_image_batch1": sec,
+        "iterations": steps,
+        "seconds_per_iteration_batch1": sec / max(1, steps),
+    }
 
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     dist = setup_dist(cfg.device)
     try:
-        dataset = BenchmarkDataset(cfg.dataset.index, root=cfg.root or cfg.dataset.root)
+        name = cfg.predictor or ("model" if cfg.checkpoint else None)
+        if name is None:
+            raise ConfigError("give checkpoint=PATH/hmr.pt (a trained model) or predictor=oracle|mean_pose")
+        model = sampler = None
+        if name == "model":
+            from mega.inference import KeypointSource, build_sampler, load_hmr, model_predictor
+
+            if not cfg.checkpoint:
+                raise ConfigError("predictor=model needs checkpoint=PATH/hmr.pt")
+            model = load_hmr(cfg.checkpoint, dist.device)
+            sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
+            predictor = model_predictor(
+                model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints), cfg.seed
+            )
+            label = f"model[{cfg.sampler.name}, Q={cfg.num_samples}]"
+        else:
+            predictor, label = build_predictor(name), name
+        dataset = build_dataset(cfg, model.backbone.input_size if model is not None else None)
         bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
         protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
-        evaluator = Evaluator(
-            protocol,
-            bodies,
-            batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers,
-            device=dist.device,
-            progress=cfg.progress,
-        )
+        evaluator = Evaluator(protocol, bodies, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                              device=dist.device, progress=cfg.progress)  # fmt: skip
         log.info(
             "evaluating %s on %s (%d samples) under protocol %s",
-            cfg.predictor,
-            dataset.name,
+            label,
+            cfg.dataset.name,
             len(dataset),
             protocol.name,
         )
-        result = evaluator.run(dataset, build_predictor(cfg.predictor), predictor_name=cfg.predictor)
+        t0 = time.perf_counter()
+        result = evaluator.run(dataset, predictor, predictor_name=label)
+        seconds = time.perf_counter() - t0
+        result.summary["run"] = {"checkpoint": cfg.checkpoint, "sampler": OmegaConf.to_container(cfg.sampler),
+                                 "num_samples": cfg.num_samples, "keypoints": OmegaConf.to_container(cfg.keypoints),
+                                 "seed": cfg.seed, "world_size": dist.world_size}  # fmt: skip
+        result.summary["speed"] = {"images_per_second": len(dataset) / seconds, "batch_size": cfg.batch_size,
+                                   "seconds": seconds}  # fmt: skip
+        if model is not None and cfg.timing.images > 0 and dist.is_main:
+            result.summary["speed"].update(batch1_timing(model, dataset, sampler, cfg, dist.device))
         if dist.is_main:  # every rank holds the gathered rows; one writes them
             csv_path, json_path = write_results(result, Path(cfg.out_dir))
             print(format_table(result.summary))
-            print(f"per-sample CSV: {csv_path}\nsummary JSON:   {json_path}")
+            speed = result.summary["speed"]
+            line = f"speed: {speed['images_per_second']:.1f} images/s at batch {cfg.batch_size}"
+            if "seconds_per_image_batch1" in speed:
+                line += (f"; {speed['seconds_per_image_batch1'] * 1e3:.1f} ms/image at batch 1 "
+                         f"({speed['seconds_per_iteration_batch1'] * 1e3:.1f} ms per iteration)")  # fmt: skip
+            print(f"{line}\nper-sample CSV: {csv_path}\nsummary JSON:   {json_path}")
     finally:
         cleanup_dist()
 

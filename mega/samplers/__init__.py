@@ -11,6 +11,7 @@ from __future__ import annotations
 from mega.registry import Registry
 from mega.samplers.deterministic import DeterministicSampler, LogitsFn, SamplerResult, sample_deterministic
 from mega.samplers.maskgit import MaskGITSampler, sample_maskgit
+from mega.samplers.pose_guided import PoseGuidedRefiner, PoseGuidedSampler
 from mega.samplers.schedules import TEMPERATURE_SCHEDULES, fixed_counts, temperature_at
 from mega.samplers.uncertainty_guided import UncertaintyGuidedSampler
 
@@ -21,6 +22,7 @@ SAMPLERS.register("maskgit_generation")(MaskGITSampler)
 SAMPLERS.register("stochastic")(MaskGITSampler)
 SAMPLERS.register("stochastic_resnet")(MaskGITSampler)
 SAMPLERS.register("uncertainty_guided")(UncertaintyGuidedSampler)
+SAMPLERS.register("pose_guided")(PoseGuidedSampler)
 
 __all__ = [
     "SAMPLERS",
@@ -28,6 +30,8 @@ __all__ = [
     "DeterministicSampler",
     "LogitsFn",
     "MaskGITSampler",
+    "PoseGuidedRefiner",
+    "PoseGuidedSampler",
     "SamplerResult",
     "UncertaintyGuidedSampler",
     "fixed_counts",

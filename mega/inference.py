@@ -1,0 +1,297 @@
+"""Bodies from images with a trained HMR model: load ``hmr.pt``, decode with any sampler, refine with 2D keypoints.
+
+One entry point for ``scripts/eval.py``, ``scripts/demo.py`` and ``benchmarks/inference.py``::
+
+    model = load_hmr("outputs/train_hmr/<run>/hmr.pt")
+    rec = recover(model, img, build_sampler("stochastic"), num_samples=10)
+
+The backbone and the conditioning run once per image whatever Q (samples) and T (steps) are: the
+image's context (projected tokens, cross-attention keys/values, deformable value maps) is prepared once
+and repeated for the Q rows of every decoding step. With Q > 1 the deterministic prediction (all
+masked, one pass) comes from the same context, for the distance of the mean-of-Q mesh to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mega.body.rotations import matrix_to_axis_angle
+from mega.errors import UserError
+from mega.model import HMRModel
+from mega.samplers import SAMPLERS, DeterministicSampler
+
+HMR_FORMAT = "mega-hmr/1"
+
+
+class CheckpointError(UserError, ValueError):
+    """An ``hmr.pt`` that is missing, not an HMR checkpoint, or whose tokenizer changed."""
+
+
+def build_hmr_model(
+    backbone: dict[str, Any],
+    transformer: dict[str, Any],
+    conditioning: dict[str, Any],
+    heads: dict[str, Any],
+    tokenizer: Any,
+    body: Any,
+) -> tuple[HMRModel, dict[str, Any]]:
+    """The HMR model from its parts' configs (what ``scripts/train_hmr.py`` trains and ``hmr.pt`` records).
+
+    Args:
+        backbone: ``name`` + kwargs of :func:`mega.backbones.build_backbone`.
+        transformer: kwargs of :class:`mega.transformer.MaskedTokenTransformer` (no ``init``).
+        conditioning: ``name`` + kwargs of :func:`mega.conditioning.build_conditioning`.
+        heads: kwargs of the rotation / camera / betas heads.
+        tokenizer, body: the frozen tokenizer and the body model.
+    Returns:
+        the model and the sizes the conditioning was built with.
+    """
+    from mega.backbones import build_backbone
+    from mega.conditioning import build_conditioning
+    from mega.transformer import MaskedTokenTransformer
+
+    net = build_backbone(**backbone)
+    tr = {k: v for k, v in transformer.items() if k != "init"}
+    trans = MaskedTokenTransformer.from_tokenizer(tokenizer, **tr)
+    sizes = dict(decoder_dim=tr.get("decoder_dim") or tr["dim"], decoder_depth=tr["decoder_depth"],
+                 image_dim=net.dim, num_image_tokens=net.num_tokens, pyramid_dims=list(net.pyramid_dims),
+                 num_body_tokens=tokenizer.num_tokens)  # fmt: skip
+    cond = build_conditioning(**conditioning, **sizes)
+    return HMRModel(net, trans, cond, tokenizer, body, **heads), sizes
+
+
+def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
+    """Rebuild a trained model from its self-describing ``hmr.pt`` (eval mode, on ``device``).
+
+    The tokenizer is loaded from the path recorded at training time and must have the same hash.
+    """
+    from mega.body import load_body_model
+    from mega.engine import load_checkpoint
+    from mega.tokenizers import load_tokenizer, tokenizer_hash
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"model checkpoint not found: {path}; train one with `python scripts/train_hmr.py`"
+        )
+    record = load_checkpoint(path)
+    if record.get("format") != HMR_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an HMR checkpoint of scripts/train_hmr.py (format {record.get('format')!r})"
+        )
+    tok_info = record["tokenizer"]
+    tok_path = Path(tok_info["checkpoint"])
+    if not tok_path.is_file():
+        raise CheckpointError(
+            f"{path}: its tokenizer {tok_path} is missing; put it back or retrain the model"
+        )
+    tokenizer = load_tokenizer(tok_path, map_location=device)
+    if tokenizer_hash(tokenizer) != tok_info["sha256"]:
+        raise CheckpointError(
+            f"{path}: the tokenizer at {tok_path} changed since training (hash {tokenizer_hash(tokenizer)[:12]} "
+            f"!= {tok_info['sha256'][:12]}); token ids would decode to other bodies"
+        )
+    body = load_body_model(**record["body_model"])
+    model, _ = build_hmr_model(record["backbone"], record["transformer"], record["conditioning"],
+                               record["heads"], tokenizer, body)  # fmt: skip
+    model.load_state_dict(record["model"])
+    return model.to(device).eval()
+
+
+def build_sampler(cfg: str | dict[str, Any] | None) -> Any:
+    """A sampler from its registry name or config (``name`` + kwargs); None = deterministic."""
+    if cfg is None:
+        return DeterministicSampler()
+    if isinstance(cfg, str):
+        from omegaconf import OmegaConf
+
+        path = Path(__file__).resolve().parents[1] / "configs" / "sampler" / f"{cfg}.yaml"
+        cfg = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {"name": cfg}
+    return SAMPLERS.build(**dict(cfg))
+
+
+@dataclass
+class Recovery:
+    """Bodies recovered from a batch of crops; Q hypotheses per image.
+
+    Attributes:
+        vertices: (B, Q, V, 3) rotated, untranslated (body frame; add the camera translation to place).
+        joints: (B, Q, 24, 3) SMPL joints, same frame.
+        global_rot: (B, 3, 3); cam: (B, 3) crop camera ``(s, tx, ty)``; betas: (B, 10) or None.
+        ids: (B, Q, L) token ids of the sampler (before any refinement).
+        body_pose: (B, Q, 23, 3) axis-angle for the pose tokenizer, else None.
+        deterministic_vertices: (B, V, 3) the deterministic mode's mesh when Q > 1 (else None).
+        initial_vertices: (B, Q, V, 3) before pose-guided refinement (None without refinement).
+        reprojection: {"before", "after"}: (B, Q) confidence-weighted mean 2D keypoint error in normalised
+            crop units (x S / 2 for crop pixels), with pose-guided refinement; else None.
+    """
+
+    vertices: Tensor
+    joints: Tensor
+    global_rot: Tensor
+    cam: Tensor
+    betas: Tensor | None
+    ids: Tensor
+    body_pose: Tensor | None = None
+    deterministic_vertices: Tensor | None = None
+    initial_vertices: Tensor | None = None
+    reprojection: dict[str, Tensor] | None = None
+
+
+@torch.no_grad()
+def recover(
+    model: HMRModel,
+    img: Tensor,
+    sampler: Any = None,
+    num_samples: int = 1,
+    keypoints: Tensor | None = None,
+    seed: int = 0,
+    with_deterministic: bool = False,
+) -> Recovery:
+    """Decode bodies from crops.
+
+    Args:
+        model: a trained :class:`HMRModel` (eval mode).
+        img: (B, 3, S, S) ImageNet-normalised square crops.
+        sampler: a sampler (:func:`build_sampler`); a ``pose_guided`` sampler refines its tokens with
+            ``keypoints``; None = deterministic.
+        num_samples: Q hypotheses per image (samples run as one batch).
+        keypoints: (B, 17, 3) COCO-17 ``x, y, confidence`` in normalised crop coordinates.
+        seed: randomness of stochastic samplers.
+        with_deterministic: also decode the deterministic mesh (from the same image context).
+    """
+    sampler = sampler if sampler is not None else DeterministicSampler()
+    refiner = getattr(sampler, "refiner", None)
+    if refiner is not None and keypoints is None:
+        raise ValueError(
+            "the pose_guided sampler needs 2D keypoints (B, 17, 3) in normalised crop coordinates"
+        )
+    B, Q, dev = img.shape[0], num_samples, img.device
+    features, context = model.encode_image(img)  # once per image
+    rot, cam, betas = model.heads(features.pooled)
+    tr = model.transformer
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    res = sampler(model.logits_fn(context, Q), batch_size=B, num_tokens=tr.num_tokens,
+                  codebook_size=tr.codebook_size, num_samples=Q, generator=gen, device=dev)  # fmt: skip
+    rep = lambda t: None if t is None else t.repeat_interleave(Q, dim=0)  # noqa: E731  (B, ...) -> (B*Q, ...)
+    ids = res.ids.reshape(B * Q, -1)
+    codes = model.tokenizer.quantizer.lookup(ids)  # (B*Q, L, D)
+    initial, reprojection = None, None
+    if refiner is not None:
+        start = model.decode_body(rep(rot), codes=codes, betas=rep(betas))
+        initial = start.vertices.reshape(B, Q, *start.vertices.shape[1:])
+        codes, trace = refiner(model, codes, rep(rot), rep(cam), rep(betas), rep(keypoints.to(dev).float()))
+        reprojection = {
+            "before": trace.reprojection[0].view(B, Q),
+            "after": trace.reprojection[-1].view(B, Q),
+        }
+    out = model.decode_body(rep(rot), codes=codes, betas=rep(betas))
+    body_pose = None
+    if model.kind == "pose":
+        pose = model.tokenizer.decode_embeddings(codes)  # (B*Q, J, 6)
+        from mega.body.rotations import rot6d_to_matrix
+
+        mats = rot6d_to_matrix(pose)[:, -23:]  # the 23 body joints (a global orientation token comes first)
+        body_pose = matrix_to_axis_angle(mats).reshape(B, Q, 23, 3)
+    det = None
+    if with_deterministic and Q > 1:
+        det_ids = DeterministicSampler()(model.logits_fn(context, 1), batch_size=B, num_tokens=tr.num_tokens,
+                                         codebook_size=tr.codebook_size, device=dev).ids[:, 0]  # fmt: skip
+        det = model.decode_body(rot, ids=det_ids, betas=betas).vertices
+    return Recovery(
+        vertices=out.vertices.reshape(B, Q, *out.vertices.shape[1:]),
+        joints=out.joints.reshape(B, Q, *out.joints.shape[1:]),
+        global_rot=rot, cam=cam, betas=betas, ids=res.ids, body_pose=body_pose,
+        deterministic_vertices=det, initial_vertices=initial, reprojection=reprojection,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the evaluator's predictor
+@dataclass
+class KeypointSource:
+    """Where the pose-guided sampler's 2D keypoints come from during evaluation.
+
+    Attributes:
+        source: ``dataset`` (the sample's ``kp2d_coco``: GT on synthetic data, annotations on real data)
+            or ``none``.
+        noise_px: std of Gaussian noise added to each keypoint, full-image pixels (imitates a detector).
+        drop: probability that a keypoint is dropped (confidence 0), per keypoint.
+        seed: noise and drops depend on (seed, sample index) only.
+    """
+
+    source: str = "dataset"
+    noise_px: float = 0.0
+    drop: float = 0.0
+    seed: int = 0
+
+    def __call__(self, batch: dict[str, Any]) -> Tensor | None:
+        """(B, 17, 3) keypoints in normalised crop coordinates, or None."""
+        if self.source == "none":
+            return None
+        if self.source != "dataset":
+            raise ValueError(f"keypoints.source must be 'dataset' or 'none', got {self.source!r}")
+        if "kp2d_coco" not in batch:
+            raise UserError(
+                "this dataset has no 2D keypoints (kp2d_coco); use an image dataset or keypoints.source=none"
+            )
+        kp = batch["kp2d_coco"].float().clone()
+        size = _field(batch, "bbox_size", "bbox_size").float().reshape(-1)
+        for i, index in enumerate(batch["index"].tolist()):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+            noise = torch.randn(kp.shape[1], 2, generator=g) * self.noise_px * 2.0 / float(size[i])
+            dropped = torch.rand(kp.shape[1], generator=g) < self.drop
+            kp[i, :, :2] += noise
+            kp[i, dropped, 2] = 0.0
+        return kp
+
+
+def _field(batch: dict[str, Any], *names: str) -> Tensor:
+    """The first of ``names`` present in ``batch`` (image datasets and benchmark indexes name some fields differently)."""
+    for name in names:
+        if name in batch:
+            return batch[name]
+    raise KeyError(f"batch has none of {names}")
+
+
+def model_predictor(
+    model: HMRModel,
+    sampler: Any = None,
+    num_samples: int = 1,
+    keypoints: KeypointSource | None = None,
+    seed: int = 0,
+):
+    """The evaluator's ``batch -> PredictorOutput`` for a trained model and any sampler.
+
+    Meshes are placed in the full-image camera frame with the crop camera's translation. With Q > 1 the
+    output carries the deterministic mesh too (MEGA supp. Table 4: distance of the mean-of-Q to it).
+    Randomness depends on (seed, batch position) only, so results repeat for a fixed batch size.
+    """
+    from mega.metrics.predictors import PredictorOutput
+
+    device = next(model.parameters()).device
+    needs_kp = getattr(sampler, "refiner", None) is not None
+    source = keypoints or KeypointSource()
+    calls = [0]
+
+    def predict(batch: dict[str, Any]) -> PredictorOutput:
+        kp = source(batch) if needs_kp else None
+        rec = recover(model, batch["img"].to(device), sampler, num_samples, keypoints=kp,
+                      seed=seed + calls[0], with_deterministic=num_samples > 1)  # fmt: skip
+        calls[0] += 1
+        geo = {"bbox_center": _field(batch, "bbox_center").to(device),
+               "bbox_size": _field(batch, "bbox_size").to(device),
+               "cam_int": _field(batch, "cam_int", "cam_intrinsics").to(device),
+               "img_size": _field(batch, "img_size", "image_size").to(device)}  # fmt: skip
+        transl = model.full_image_translation(rec.cam, geo)  # (B, 3)
+        verts = rec.vertices + transl[:, None, None]
+        det = None if rec.deterministic_vertices is None else rec.deterministic_vertices + transl[:, None]
+        return PredictorOutput(
+            vertices=verts[:, 0] if num_samples == 1 else verts, deterministic_vertices=det
+        )
+
+    return predict
