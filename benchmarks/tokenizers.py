@@ -1,6 +1,7 @@
 """Tokenizer throughput: encode+decode samples/s and training samples/s, per preset and batch size.
 
     python benchmarks/tokenizers.py [--threads 2] [--device cpu] [--body free|smpl] [--presets a,b]
+    python benchmarks/tokenizers.py --params-only --body smpl     # parameter counts only, no timing
 
 Presets are the YAML files of ``configs/tokenizer`` (the mesh tokenizer gets the body's vertex count).
 ``encode+decode``: ``decode(encode(x))`` in eval mode without gradients, x = canonical meshes
@@ -68,7 +69,9 @@ def bench_preset(
         cfg["num_vertices"] = body.num_vertices
     tok = build_tokenizer(**cfg).to(device)
     n_params = sum(p.numel() for p in tok.parameters()) / 1e6
-    print(f"{name}: L={tok.num_tokens} K={tok.codebook_size} D={tok.code_dim}, {n_params:.2f} M parameters")
+    print(f"{name}: L={tok.num_tokens} K={tok.codebook_size} D={tok.code_dim}, {n_params:.3f} M parameters")
+    if not sizes and not train_sizes:
+        return
     tok.train()
     tok.loss(_batch(max(sizes), device), body)  # data-driven initialisation (stats, codebook)
     tok.eval()
@@ -98,7 +101,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--body", default="free", choices=["free", "smpl"])
-    parser.add_argument("--presets", default="mesh_vqvae_cpu,pose_vqvae_cpu,mesh_vqvae,pose_vqvae")
+    parser.add_argument(
+        "--presets", default="mesh_vqvae_cpu,mesh_mlp_cpu,pose_vqvae_cpu,mesh_vqvae,mesh_mlp,pose_vqvae"
+    )
+    parser.add_argument("--params-only", action="store_true", help="print parameter counts, time nothing")
     parser.add_argument("--sizes", default="1,16,64,256")
     parser.add_argument("--train-sizes", default="32,128")
     args = parser.parse_args()
@@ -113,8 +119,8 @@ def main() -> None:
         else:
             body = load_body_model("free")
     body = body.to(args.device).eval()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    train_sizes = [int(s) for s in args.train_sizes.split(",")]
+    sizes = [] if args.params_only else [int(s) for s in args.sizes.split(",")]
+    train_sizes = [] if args.params_only else [int(s) for s in args.train_sizes.split(",")]
     for name in args.presets.split(","):
         bench_preset(name, body, args.device, args.repeats, sizes, train_sizes)
 

@@ -20,12 +20,15 @@ import torch
 
 from mega.registry import Registry
 from mega.tokenizers.base import Tokenizer
-from mega.tokenizers.mesh_vqvae import MeshVQVAE
+from mega.tokenizers.mesh_vqvae import MeshConvVQVAE, MeshMLP, MeshTokenizer, MeshVQVAE
 from mega.tokenizers.pose_vqvae import PoseVQVAE
 from mega.tokenizers.quantizer import VectorQuantizer
 
 __all__ = [
     "TOKENIZERS",
+    "MeshConvVQVAE",
+    "MeshMLP",
+    "MeshTokenizer",
     "MeshVQVAE",
     "PoseVQVAE",
     "Tokenizer",
@@ -39,10 +42,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TOKENIZERS = Registry("tokenizer")
-TOKENIZERS.register(MeshVQVAE.registry_name)(MeshVQVAE)
+TOKENIZERS.register(MeshConvVQVAE.registry_name)(MeshConvVQVAE)
+TOKENIZERS.register(MeshMLP.registry_name)(MeshMLP)
 TOKENIZERS.register(PoseVQVAE.registry_name)(PoseVQVAE)
 
 CHECKPOINT_FORMAT = "mega-tokenizer-v1"
+
+
+def _legacy_name(name: str, kwargs: dict[str, Any]) -> str:
+    """``mesh_vqvae`` with the MLP's kwargs (``num_blocks``: before the convolutional tokenizer) -> ``mesh_mlp``."""
+    if name == MeshConvVQVAE.registry_name and "num_blocks" in kwargs:
+        logger.warning(
+            "'mesh_vqvae' with num_blocks=... is the MLP mesh tokenizer of earlier versions, now named "
+            "'mesh_mlp': building mesh_mlp (write name: mesh_mlp to silence this)"
+        )
+        return MeshMLP.registry_name
+    return name
 
 
 def build_tokenizer(name: str, **kwargs: Any) -> Tokenizer:
@@ -50,7 +65,7 @@ def build_tokenizer(name: str, **kwargs: Any) -> Tokenizer:
 
     Example: ``build_tokenizer(**cfg.tokenizer)`` where the config holds ``name`` plus the kwargs.
     """
-    return TOKENIZERS.build(name, **kwargs)
+    return TOKENIZERS.build(_legacy_name(name, kwargs), **kwargs)
 
 
 def _hash(name: str, kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:

@@ -1,12 +1,16 @@
-"""Mesh tokenizer (MEGA's Mesh-VQ-VAE, Fiche et al.): canonical mesh (B, V, 3) <-> N ids over S codes.
+"""Mesh tokenizers (MEGA's Mesh-VQ-VAE, Fiche et al.): canonical mesh (B, V, 3) <-> N ids over S codes.
 
-MEGA tokenises SMPL meshes with a fully convolutional mesh autoencoder (Zhou et al. 2020) whose
-spiral/down-sampling operators are tied to SMPL's 6890-vertex topology: 54 latent "vertices" of
-dimension 9, a 512-code EMA codebook, commitment 0.25. To serve any SMPL-format topology (the
-free body and SMPL) this module replaces the mesh convolutions with a learned linear projection of
-the whole mesh (V*3 -> hidden), residual MLP blocks, and a linear map to N tokens of dimension D;
-the decoder mirrors it. Inputs are normalised by a mean mesh and a global scale measured on the
-first training batch and stored in the state dict.
+Two variants share the canonical-mesh plumbing of :class:`MeshTokenizer` (normalisation by a mean
+mesh and a global scale measured on the first training batch, mean Euclidean vertex loss as
+Mesh-VQ-VAE, errors through ids):
+
+- ``mesh_vqvae`` (:class:`MeshConvVQVAE`, the default): fully convolutional like Mesh-VQ-VAE (Zhou et
+  al. 2020's mesh convolutions, :mod:`mega.tokenizers.mesh_conv`) over a region hierarchy computed
+  from the body's template (:mod:`mega.tokenizers.mesh_hierarchy`), pooled down to N latent vertices
+  = N tokens; each token stands for one surface region of the body. Works for any SMPL-format
+  topology: the hierarchy is built on first contact with a body and saved in the state dict.
+- ``mesh_mlp`` (:class:`MeshMLP`): the whole mesh flattened through residual MLPs (every token
+  depends on every vertex); kept for comparison.
 
 Canonical mesh = body with zero global orientation, centred at its vertex centroid
 (:func:`canonical_mesh`).
@@ -20,7 +24,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mega.tokenizers.base import Tokenizer, batch_betas, body_pose_matrices, canonical_body, init_kwargs
+from mega.tokenizers.mesh_conv import LevelOps, MeshDecoder, MeshEncoder, level_channels
+from mega.tokenizers.mesh_hierarchy import (
+    HierarchyStore,
+    MeshHierarchy,
+    build_hierarchy,
+    level_sizes,
+    topology_fingerprint,
+)
 from mega.tokenizers.quantizer import VectorQuantizer
+
+RECON_LOSSES = ("euclidean", "l1")
 
 
 def canonical_mesh(body: nn.Module, body_pose: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,75 +52,25 @@ def canonical_mesh(body: nn.Module, body_pose: Tensor, betas: Tensor) -> tuple[T
     return out.vertices - centre, out.joints - centre
 
 
-class ResidualMLP(nn.Module):
-    """Pre-norm residual MLP block: x + W2 gelu(W1 norm(x)); (B, H) -> (B, H)."""
+class MeshTokenizer(Tokenizer):
+    """Canonical meshes (B, V, 3) <-> ids (B, N): what both mesh tokenizers share.
 
-    def __init__(self, dim: int, expansion: int = 2) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, expansion * dim)
-        self.fc2 = nn.Linear(expansion * dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, H) -> (B, H)."""
-        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
-
-
-class MeshVQVAE(Tokenizer):
-    """Canonical mesh (B, V, 3) -> ids (B, N) over S codes -> mesh (B, V, 3).
+    Subclasses map normalised meshes ``(x - mean_mesh) / scale`` to latents (``_encode``) and back
+    (``_decode``).
 
     Args:
-        num_vertices: V, vertices of the body model's mesh (read from the body model).
-        num_tokens: N, tokens per mesh (MEGA: 54).
-        codebook_size: S, codes (MEGA: 512).
-        code_dim: D, code dimension (Mesh-VQ-VAE: 9).
-        hidden_dim: width of the encoder/decoder MLPs.
-        num_blocks: residual MLP blocks in the encoder and in the decoder.
-        commitment_weight: weight of the commitment loss (Mesh-VQ-VAE: 0.25).
-        decay: EMA decay of the codebook.
-        dead_after: training steps after which an unused code is reset (0: never).
-        usage_window: window, in steps, of the reported codebook usage.
-        seed: seed of the quantiser's initial/reset draws.
+        config, quantizer, num_tokens: see :class:`Tokenizer`.
+        num_vertices: V. commitment_weight: weight of the commitment loss.
+        recon_loss: ``euclidean`` (mean per-vertex Euclidean error, Mesh-VQ-VAE's) or ``l1``.
     """
 
-    registry_name = "mesh_vqvae"
-
-    def __init__(
-        self,
-        num_vertices: int,
-        num_tokens: int = 54,
-        codebook_size: int = 512,
-        code_dim: int = 9,
-        hidden_dim: int = 1024,
-        num_blocks: int = 2,
-        commitment_weight: float = 0.25,
-        decay: float = 0.99,
-        dead_after: int = 200,
-        usage_window: int = 200,
-        seed: int = 0,
-    ) -> None:
-        quantizer = VectorQuantizer(
-            codebook_size, code_dim, decay=decay, dead_after=dead_after, usage_window=usage_window, seed=seed
-        )
-        super().__init__(init_kwargs(MeshVQVAE, locals()), quantizer, num_tokens)
+    def __init__(self, config, quantizer, num_tokens, num_vertices, commitment_weight, recon_loss) -> None:
+        super().__init__(config, quantizer, num_tokens)
+        if recon_loss not in RECON_LOSSES:
+            raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {recon_loss!r}")
         self.num_vertices = num_vertices
         self.commitment_weight = commitment_weight
-        latent = num_tokens * code_dim
-        self.encoder = nn.Sequential(
-            nn.Linear(3 * num_vertices, hidden_dim),
-            *[ResidualMLP(hidden_dim) for _ in range(num_blocks)],
-            nn.LayerNorm(hidden_dim),
-            nn.Linear(hidden_dim, latent),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(latent, hidden_dim),
-            *[ResidualMLP(hidden_dim) for _ in range(num_blocks)],
-            nn.LayerNorm(hidden_dim),
-            nn.Linear(hidden_dim, 3 * num_vertices),
-        )
-        # Zero last layer: an untrained decoder outputs the mean mesh.
-        nn.init.zeros_(self.decoder[-1].weight)
-        nn.init.zeros_(self.decoder[-1].bias)
+        self.recon_loss = recon_loss
         self.register_buffer("mean_mesh", torch.zeros(num_vertices, 3))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("stats_ready", torch.zeros((), dtype=torch.bool))
@@ -114,6 +78,20 @@ class MeshVQVAE(Tokenizer):
     def _check(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[1:] != (self.num_vertices, 3):
             raise ValueError(f"expected canonical meshes (B, {self.num_vertices}, 3), got {tuple(x.shape)}")
+
+    def _encode(self, h: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _decode(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def attach(self, body: nn.Module) -> None:
+        """Get ready for meshes of ``body`` (default: check the vertex count)."""
+        if body.num_vertices != self.num_vertices:
+            raise ValueError(
+                f"{self.registry_name} tokenizer has num_vertices={self.num_vertices} but the body model "
+                f"'{getattr(body, 'name', '?')}' has {body.num_vertices}: use a tokenizer built for this body"
+            )
 
     @torch.no_grad()
     def prepare(self, x: Tensor) -> None:
@@ -139,13 +117,11 @@ class MeshVQVAE(Tokenizer):
     def encode_latent(self, x: Tensor) -> Tensor:
         """Canonical meshes (B, V, 3) -> latents (B, N, D)."""
         self._check(x)
-        h = ((x.float() - self.mean_mesh) / self.scale).flatten(1)  # (B, 3V)
-        return self.encoder(h).reshape(x.shape[0], self.num_tokens, self.code_dim)
+        return self._encode((x.float() - self.mean_mesh) / self.scale)
 
     def decode_latent(self, z: Tensor) -> Tensor:
         """Code vectors (B, N, D) -> canonical meshes (B, V, 3), float32."""
-        out = self.decoder(z.flatten(1)).float().reshape(z.shape[0], self.num_vertices, 3)
-        return out * self.scale + self.mean_mesh
+        return self._decode(z).float() * self.scale + self.mean_mesh
 
     def targets(self, batch: dict[str, Tensor], body: nn.Module) -> tuple[Tensor, Tensor]:
         """Canonical meshes and joints of a batch of poses.
@@ -156,6 +132,7 @@ class MeshVQVAE(Tokenizer):
         Returns:
             ``(vertices (B, V, 3), joints (B, 24, 3))``, metres.
         """
+        self.attach(body)
         rotmats = body_pose_matrices(batch)
         betas = batch_betas(batch, rotmats.shape[0], getattr(body, "num_betas", 10), rotmats.device)
         with torch.no_grad():
@@ -166,7 +143,7 @@ class MeshVQVAE(Tokenizer):
         return self.targets(batch, body)[0]
 
     def loss(self, batch: dict[str, Tensor], body: nn.Module) -> tuple[Tensor, dict[str, float]]:
-        """L1 vertex reconstruction + weighted commitment.
+        """Vertex reconstruction (``recon_loss``, metres) + weighted commitment.
 
         Args:
             batch: dict with ``body_pose`` and optional ``betas``.
@@ -177,9 +154,13 @@ class MeshVQVAE(Tokenizer):
         """
         verts, _ = self.targets(batch, body)
         x_hat, _, aux = self(verts)
-        recon = (x_hat - verts).abs().mean()
+        diff = x_hat - verts
+        if self.recon_loss == "euclidean":
+            recon = (diff.square().sum(-1) + 1e-12).sqrt().mean()
+        else:
+            recon = diff.abs().mean()
         loss = recon + self.commitment_weight * aux["commit_loss"]
-        pve = (x_hat.detach() - verts).norm(dim=-1).mean() * 1000
+        pve = diff.detach().norm(dim=-1).mean() * 1000
         logs = {"recon": recon.item(), "commit": aux["commit_loss"].item(), "pve_mm": pve.item()}
         logs.update({k: aux[k].item() for k in ("perplexity", "batch_usage", "usage")})
         return loss, logs
@@ -200,3 +181,237 @@ class MeshVQVAE(Tokenizer):
             dim=-1
         )
         return {"pve": (x_hat - verts).norm(dim=-1).mean(1) * 1000, "mpjpe": j_err.mean(1) * 1000, "ids": ids}
+
+
+class ResidualMLP(nn.Module):
+    """Pre-norm residual MLP block: x + W2 gelu(W1 norm(x)); (B, H) -> (B, H)."""
+
+    def __init__(self, dim: int, expansion: int = 2) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, expansion * dim)
+        self.fc2 = nn.Linear(expansion * dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, H) -> (B, H)."""
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class MeshMLP(MeshTokenizer):
+    """``mesh_mlp``: the flattened mesh through residual MLPs; every token depends on every vertex.
+
+    A learned linear projection of the whole mesh (V*3 -> hidden), residual MLP blocks and a linear
+    map to N tokens of dimension D; the decoder mirrors it. Kept for comparison with the
+    convolutional ``mesh_vqvae`` (on SMPL its first and last layers alone hold ~42 M parameters).
+
+    Args:
+        num_vertices: V, vertices of the body model's mesh (read from the body model).
+        num_tokens: N, tokens per mesh (MEGA: 54).
+        codebook_size: S, codes (MEGA: 512).
+        code_dim: D, code dimension (Mesh-VQ-VAE: 9).
+        hidden_dim: width of the encoder/decoder MLPs.
+        num_blocks: residual MLP blocks in the encoder and in the decoder.
+        commitment_weight: weight of the commitment loss (Mesh-VQ-VAE: 0.25).
+        recon_loss: ``euclidean`` (Mesh-VQ-VAE's mean vertex error) or ``l1``.
+        decay: EMA decay of the codebook.
+        dead_after: training steps after which an unused code is reset (0: never; ours, see quantizer).
+        usage_window: window, in steps, of the reported codebook usage.
+        seed: seed of the quantiser's initial/reset draws.
+    """
+
+    registry_name = "mesh_mlp"
+
+    def __init__(
+        self,
+        num_vertices: int,
+        num_tokens: int = 54,
+        codebook_size: int = 512,
+        code_dim: int = 9,
+        hidden_dim: int = 1024,
+        num_blocks: int = 2,
+        commitment_weight: float = 0.25,
+        recon_loss: str = "euclidean",
+        decay: float = 0.99,
+        dead_after: int = 200,
+        usage_window: int = 200,
+        seed: int = 0,
+    ) -> None:
+        quantizer = VectorQuantizer(
+            codebook_size, code_dim, decay=decay, dead_after=dead_after, usage_window=usage_window, seed=seed
+        )
+        config = init_kwargs(MeshMLP, locals())
+        super().__init__(config, quantizer, num_tokens, num_vertices, commitment_weight, recon_loss)
+        latent = num_tokens * code_dim
+        self.encoder = nn.Sequential(
+            nn.Linear(3 * num_vertices, hidden_dim),
+            *[ResidualMLP(hidden_dim) for _ in range(num_blocks)],
+            nn.LayerNorm(hidden_dim),
+            nn.Linear(hidden_dim, latent),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden_dim),
+            *[ResidualMLP(hidden_dim) for _ in range(num_blocks)],
+            nn.LayerNorm(hidden_dim),
+            nn.Linear(hidden_dim, 3 * num_vertices),
+        )
+        # Zero last layer: an untrained decoder outputs the mean mesh.
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def _encode(self, h: Tensor) -> Tensor:
+        """Normalised meshes (B, V, 3) -> (B, N, D)."""
+        return self.encoder(h.flatten(1)).reshape(h.shape[0], self.num_tokens, self.code_dim)
+
+    def _decode(self, z: Tensor) -> Tensor:
+        """(B, N, D) -> normalised meshes (B, V, 3)."""
+        return self.decoder(z.flatten(1)).reshape(z.shape[0], self.num_vertices, 3)
+
+
+# The MLP's name before the convolutional tokenizer took over ``mesh_vqvae`` (kept for old imports).
+MeshVQVAE = MeshMLP
+
+
+class MeshConvVQVAE(MeshTokenizer):
+    """``mesh_vqvae``: fully convolutional mesh VQ-VAE over a template's region hierarchy.
+
+    Encoder: mesh convolutions at every level of :mod:`mega.tokenizers.mesh_hierarchy`, pooled down
+    to N latent vertices, each mapped alone to a D-dimensional latent = one token per body region.
+    Decoder: the mirror image (see :mod:`mega.tokenizers.mesh_conv`). Parameter shapes depend on V
+    and the kwargs only; the hierarchy itself is built from the body's template the first time a
+    body is seen (:meth:`attach`), kept in the state dict (so checkpoints carry it) and rebuilt only
+    when a body of another topology is attached to a tokenizer that has not been trained yet.
+
+    Args:
+        num_vertices: V (read from the body model).
+        num_tokens: N latent vertices = tokens (MEGA: 54).
+        codebook_size: S (MEGA: 512). code_dim: D (Mesh-VQ-VAE: 9).
+        base_channels: channels at the full-resolution level, doubling per level ...
+        hidden_dim: ... up to this many (the coarse levels' width).
+        pool_factor: largest vertex reduction of one pooling step (Mesh-VQ-VAE: about 2).
+        num_neighbours: K, vertices one convolution gathers (self included).
+        conv: ``spiral`` (shared weights over angularly ordered neighbours; fast) or ``vc`` (Zhou et
+            al.'s per-vertex mixing of shared kernels, Mesh-VQ-VAE's; slow on CPUs).
+        num_basis: M, kernels shared by all vertices of a ``vc`` convolution (Mesh-VQ-VAE: 9).
+        blocks_per_level: residual conv blocks (2 convolutions each) per coarser level, in each direction.
+        full_res_blocks: the same at the mesh's own level (0: per-vertex layers only there; cheaper).
+        latent_blocks: conv blocks at the latent level of the decoder (0 keeps tokens unmixed there).
+        up_neighbours: regions an up-sampled vertex mixes (1: its own region only).
+        commitment_weight: weight of the commitment loss (Mesh-VQ-VAE: 0.25).
+        recon_loss: ``euclidean`` (Mesh-VQ-VAE's mean vertex error) or ``l1``.
+        decay, dead_after, usage_window, seed: the quantiser's (dead-code reset is ours, not Mesh-VQ-VAE's).
+    """
+
+    registry_name = "mesh_vqvae"
+
+    def __init__(
+        self,
+        num_vertices: int,
+        num_tokens: int = 54,
+        codebook_size: int = 512,
+        code_dim: int = 9,
+        base_channels: int = 32,
+        hidden_dim: int = 128,
+        pool_factor: float = 3.0,
+        num_neighbours: int = 9,
+        conv: str = "spiral",
+        num_basis: int = 9,
+        blocks_per_level: int = 1,
+        full_res_blocks: int = 1,
+        latent_blocks: int = 0,
+        up_neighbours: int = 1,
+        commitment_weight: float = 0.25,
+        recon_loss: str = "euclidean",
+        decay: float = 0.99,
+        dead_after: int = 200,
+        usage_window: int = 200,
+        seed: int = 0,
+    ) -> None:
+        quantizer = VectorQuantizer(
+            codebook_size, code_dim, decay=decay, dead_after=dead_after, usage_window=usage_window, seed=seed
+        )
+        config = init_kwargs(MeshConvVQVAE, locals())
+        super().__init__(config, quantizer, num_tokens, num_vertices, commitment_weight, recon_loss)
+        self.sizes = level_sizes(num_vertices, num_tokens, pool_factor)
+        self.num_neighbours, self.up_neighbours = num_neighbours, up_neighbours
+        channels = level_channels(len(self.sizes) - 1, base_channels, hidden_dim)
+        self.encoder = MeshEncoder(
+            self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, conv, full_res_blocks
+        )
+        self.decoder = MeshDecoder(
+            self.sizes,
+            num_neighbours,
+            channels,
+            code_dim,
+            blocks_per_level,
+            num_basis,
+            latent_blocks,
+            conv,
+            full_res_blocks,
+        )
+        self.hierarchy_store = HierarchyStore()
+        self._checked: tuple | None = None
+
+    # ------------------------------------------------------------------ topology
+    def attach(self, body: nn.Module) -> None:
+        """Build (or check) the hierarchy for ``body``'s template; cheap when it is already there."""
+        super().attach(body)
+        key = (id(body.faces), body.faces.data_ptr(), tuple(body.faces.shape))
+        if self._checked == key and self.hierarchy_store.get() is not None:
+            return
+        self.set_template(body.v_template, body.faces)
+        self._checked = key
+
+    def set_template(self, vertices: Tensor, faces: Tensor) -> None:
+        """Use the hierarchy of this template (V, 3), (F, 3); built only if the topology differs from the stored one.
+
+        Raises:
+            ValueError: the template has another vertex count, or another topology than the one
+                this (trained) tokenizer was built on.
+        """
+        if vertices.shape[0] != self.num_vertices:
+            raise ValueError(f"template has {vertices.shape[0]} vertices, the tokenizer {self.num_vertices}")
+        faces_np = faces.detach().cpu().numpy()
+        fp = topology_fingerprint(self.num_vertices, faces_np)
+        h = self.hierarchy_store.get()
+        if h is not None and h.fingerprint == fp and h.sizes == self.sizes:
+            return
+        if h is not None and bool(self.stats_ready):
+            raise ValueError(
+                "this mesh tokenizer was trained on another mesh topology (hierarchy fingerprint "
+                f"{h.fingerprint[:12]}, this body's {fp[:12]}): train a tokenizer for this body model"
+            )
+        built = build_hierarchy(vertices.detach().cpu().double().numpy(), faces_np, self.sizes,
+                                self.num_neighbours, self.up_neighbours)  # fmt: skip
+        self.hierarchy_store.set(built, device=self.mean_mesh.device)
+
+    @property
+    def hierarchy(self) -> MeshHierarchy:
+        """The template's region hierarchy (raises until a body was attached or a checkpoint loaded)."""
+        h = self.hierarchy_store.get()
+        if h is None:
+            raise RuntimeError(
+                "mesh_vqvae has no mesh hierarchy yet: call tokenizer.attach(body) (training, errors() and "
+                "inputs() do it) or load a trained checkpoint with mega.tokenizers.load_tokenizer"
+            )
+        if h.assign and h.assign[0].device != self.mean_mesh.device:
+            self.hierarchy_store.to(self.mean_mesh.device)
+            h = self.hierarchy_store.get()
+        return h
+
+    def regions(self) -> Tensor:
+        """(V,) int64: the token whose region holds each vertex."""
+        return self.hierarchy.regions()
+
+    def _ops(self) -> list[LevelOps]:
+        h = self.hierarchy
+        ops = [LevelOps(h.neighbours[lv], h.assign[lv], h.area[lv], h.up_index[lv], h.up_weight[lv], h.sizes[lv + 1])
+               for lv in range(h.num_levels)]  # fmt: skip
+        return ops + [LevelOps(h.neighbours[-1])]
+
+    def _encode(self, h: Tensor) -> Tensor:
+        """Normalised meshes (B, V, 3) -> (B, N, D), token n = latent vertex n of the hierarchy."""
+        return self.encoder(h, self._ops())
+
+    def _decode(self, z: Tensor) -> Tensor:
+        """(B, N, D) -> normalised meshes (B, V, 3)."""
+        return self.decoder(z, self._ops())

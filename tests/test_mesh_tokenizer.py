@@ -1,0 +1,241 @@
+"""The convolutional mesh tokenizer: hierarchy, convolutions, checkpoints, old MLP checkpoints, locality."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components
+
+import mega.tokenizers.mesh_vqvae as mesh_vqvae_module
+from mega.body.rotations import axis_angle_to_matrix
+from mega.tokenizers import (
+    CHECKPOINT_FORMAT,
+    MeshConvVQVAE,
+    MeshMLP,
+    build_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+)
+from mega.tokenizers import _hash as checkpoint_hash
+from mega.tokenizers.locality import area90, token_locality
+from mega.tokenizers.mesh_conv import LevelOps, SpiralConv, VertexConv, pool, unpool
+from mega.tokenizers.mesh_hierarchy import build_hierarchy, level_sizes, vertex_areas
+from mega.tokenizers.mesh_vqvae import canonical_mesh
+
+TINY = dict(num_tokens=54, codebook_size=16, code_dim=3, base_channels=4, hidden_dim=8)
+
+
+def _poses(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "body_pose": torch.randn(n, 23, 3, generator=g) * 0.3,
+        "betas": torch.randn(n, 10, generator=g) * 0.5,
+    }
+
+
+def _meshes(body, batch):
+    with torch.no_grad():
+        return canonical_mesh(body, axis_angle_to_matrix(batch["body_pose"]), batch["betas"])[0]
+
+
+def _tiny_conv(body, seed: int = 0, **kw) -> MeshConvVQVAE:
+    torch.manual_seed(seed)
+    tok = build_tokenizer("mesh_vqvae", num_vertices=body.num_vertices, **{**TINY, **kw})
+    tok.attach(body)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def free_hierarchy(free_body):
+    return build_hierarchy(
+        free_body.v_template, free_body.faces, level_sizes(free_body.num_vertices, 54, 3.0)
+    )
+
+
+# ---------------------------------------------------------------------- hierarchy
+def test_level_sizes_known_answers():
+    assert level_sizes(1229, 54, 3.0) == [1229, 434, 153, 54]
+    sizes = level_sizes(6890, 54, 3.0)
+    assert sizes[0] == 6890 and sizes[-1] == 54 and len(sizes) == 6
+    assert all(a / b <= 3.0 + 1e-9 and a > b for a, b in zip(sizes, sizes[1:]))
+    with pytest.raises(ValueError, match="num_latent"):
+        level_sizes(50, 54, 3.0)
+
+
+def _regions_connected(faces: np.ndarray, regions: np.ndarray) -> bool:
+    n = len(regions)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = e[regions[e[:, 0]] == regions[e[:, 1]]]  # edges inside one region
+    graph = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    count, _ = connected_components(graph, directed=False)
+    return count == regions.max() + 1  # one component per region
+
+
+def test_free_body_hierarchy_is_a_deterministic_partition_into_connected_regions(free_body, free_hierarchy):
+    h = free_hierarchy
+    regions = h.regions().numpy()
+    assert h.sizes == [1229, 434, 153, 54] and regions.shape == (1229,)
+    assert np.bincount(regions, minlength=54).min() >= 1
+    assert _regions_connected(free_body.faces.numpy(), regions)
+    total = vertex_areas(free_body.v_template.double().numpy(), free_body.faces.numpy()).sum()
+    assert math.isclose(float(h.region_areas().sum()), total, rel_tol=1e-5)
+    for level, n in enumerate(h.sizes):
+        nb = h.neighbours[level]
+        assert nb.shape == (n, 9) and torch.equal(nb[:, 0], torch.arange(n)) and int(nb.max()) < n
+    again = build_hierarchy(free_body.v_template, free_body.faces, h.sizes)
+    assert torch.equal(again.regions(), h.regions()) and torch.equal(again.neighbours[1], h.neighbours[1])
+
+
+def test_hierarchy_on_an_smpl_sized_mesh(smpl_body):
+    sizes = level_sizes(smpl_body.num_vertices, 54, 3.0)
+    h = build_hierarchy(smpl_body.v_template, smpl_body.faces, sizes, up_neighbours=3)
+    regions = h.regions().numpy()
+    assert regions.shape == (6890,) and np.bincount(regions, minlength=54).min() >= 1
+    assert _regions_connected(smpl_body.faces.numpy(), regions)
+    for w in h.up_weight:
+        torch.testing.assert_close(w.sum(1), torch.ones(w.shape[0]))
+        assert (w[:, 0] > 0).all()  # own region always takes part
+
+
+# ---------------------------------------------------------------------- operators
+def test_convolutions_match_a_per_vertex_loop():
+    g = torch.Generator().manual_seed(0)
+    n, k, c_in, c_out = 7, 3, 4, 5
+    x = torch.randn(2, n, c_in, generator=g)
+    nb = torch.randint(0, n, (n, k), generator=g)
+    vc, spiral = VertexConv(n, k, c_in, c_out, num_basis=2), SpiralConv(k, c_in, c_out)
+    w = vc.weight.reshape(2, c_in, c_out)
+    for i in range(n):
+        mixed = torch.einsum("bkc,km->bmc", x[:, nb[i]], vc.coeff[i])
+        ref = sum(mixed[:, m] @ w[m] for m in range(2)) + vc.bias
+        torch.testing.assert_close(vc(x, nb)[:, i], ref)
+        ref_s = x[:, nb[i]].reshape(2, -1) @ spiral.linear.weight.T + spiral.linear.bias
+        torch.testing.assert_close(spiral(x, nb)[:, i], ref_s)
+
+
+def test_pool_and_unpool():
+    assign = torch.tensor([0, 0, 1, 1, 1])
+    ops = LevelOps(torch.zeros(5, 1, dtype=torch.long), assign, torch.tensor([1.0, 3.0, 1.0, 1.0, 2.0]),
+                   up_index=assign[:, None], up_weight=torch.ones(5, 1), n_next=2)  # fmt: skip
+    x = torch.tensor([[[4.0], [0.0], [1.0], [1.0], [4.0]]])
+    torch.testing.assert_close(pool(x, ops), torch.tensor([[[1.0], [2.5]]]))  # area-weighted means
+    torch.testing.assert_close(
+        unpool(torch.tensor([[[7.0], [9.0]]]), ops), torch.tensor([[[7.0], [7.0], [9.0], [9.0], [9.0]]])
+    )
+
+
+# ---------------------------------------------------------------------- tokenizer
+@pytest.mark.parametrize("body_name", ["free_body", "smpl_body"])
+def test_conv_tokenizer_shapes_on_both_topologies(request, body_name, one_thread):
+    body = request.getfixturevalue(body_name)
+    tok = _tiny_conv(body, base_channels=2, hidden_dim=4)
+    x = _meshes(body, _poses(2))
+    x_hat, ids, aux = tok.train()(x)
+    assert x_hat.shape == x.shape and ids.shape == (2, 54) and set(aux) >= {"commit_loss", "usage"}
+    assert tok.eval().decode(tok.encode(x)).shape == (2, body.num_vertices, 3)
+    with pytest.raises(ValueError, match=str(body.num_vertices)):
+        tok.encode(torch.zeros(1, body.num_vertices + 1, 3))
+
+
+def test_no_hierarchy_is_a_clear_error(free_body):
+    tok = build_tokenizer("mesh_vqvae", num_vertices=free_body.num_vertices, **TINY)
+    with pytest.raises(RuntimeError, match="attach"):
+        tok.decode(torch.zeros(1, 54, dtype=torch.long))
+
+
+def test_conv_tokenizer_learns(free_body, one_thread):
+    tok = _tiny_conv(free_body).train()
+    batch = _poses(8)
+    opt = torch.optim.Adam(tok.parameters(), lr=1e-2)
+    pve = []
+    for _ in range(30):
+        loss, logs = tok.loss(batch, free_body)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pve.append(logs["pve_mm"])
+    assert sum(pve[-5:]) / 5 < 0.85 * pve[0], pve  # a broken gradient path stays at ~1.0
+
+
+def test_checkpoint_carries_the_hierarchy(free_body, smpl_body, tmp_path, monkeypatch, one_thread):
+    tok = _tiny_conv(free_body).train()
+    tok.loss(_poses(4), free_body)  # stats and codebook from data
+    save_tokenizer(tmp_path / "tok.pt", tok)
+    monkeypatch.setattr(mesh_vqvae_module, "build_hierarchy", lambda *a, **k: pytest.fail("rebuilt"))
+    loaded = load_tokenizer(tmp_path / "tok.pt")  # no body given: the hierarchy comes from the file
+    assert isinstance(loaded, MeshConvVQVAE) and torch.equal(loaded.regions(), tok.regions())
+    ids = torch.randint(0, 16, (2, 54), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loaded.decode(ids), tok.eval().decode(ids))
+    loaded.attach(free_body)  # same topology: nothing rebuilt (build_hierarchy would fail the test)
+    other = build_tokenizer("mesh_vqvae", num_vertices=free_body.num_vertices, **TINY)
+    other.load_state_dict(loaded.state_dict())  # e.g. the engine's resume
+    torch.testing.assert_close(other.decode(ids), loaded.decode(ids))
+    with pytest.raises(ValueError, match="num_vertices"):
+        loaded.attach(smpl_body)
+
+
+def test_trained_tokenizer_refuses_another_topology(free_body):
+    tok = _tiny_conv(free_body).train()
+    tok.loss(_poses(2), free_body)
+    faces = free_body.faces.clone()
+    faces[0] = faces[0].flip(0)
+    with pytest.raises(ValueError, match="another mesh topology"):
+        tok.set_template(free_body.v_template, faces)
+
+
+def test_old_mlp_checkpoints_load_as_mesh_mlp(free_body, tmp_path):
+    old_kwargs = dict(
+        num_vertices=free_body.num_vertices,
+        num_tokens=6,
+        codebook_size=8,
+        code_dim=3,
+        hidden_dim=16,
+        num_blocks=1,
+        commitment_weight=0.25,
+        decay=0.99,
+        dead_after=200,
+        usage_window=200,
+        seed=0,
+    )  # fmt: skip  (the kwargs of the MLP named mesh_vqvae)
+    state = {k: v.clone() for k, v in MeshMLP(**old_kwargs).state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "name": "mesh_vqvae", "kwargs": old_kwargs, "state_dict": state,
+               "sha256": checkpoint_hash("mesh_vqvae", old_kwargs, state)}  # fmt: skip
+    torch.save(payload, tmp_path / "old.pt")
+    tok = load_tokenizer(tmp_path / "old.pt")
+    assert isinstance(tok, MeshMLP) and tok.registry_name == "mesh_mlp" and tok.num_tokens == 6
+
+
+# ---------------------------------------------------------------------- locality
+def test_area90_known_answer():
+    disp = torch.tensor([[10.0, 0.0, 0.0, 0.0]])
+    assert float(area90(disp, torch.tensor([1.0, 1.0, 1.0, 1.0]))) == pytest.approx(0.25)
+    assert float(area90(torch.ones(1, 4), torch.ones(4))) == pytest.approx(1.0)
+
+
+def test_conv_tokens_move_their_own_region_the_mlp_does_not(free_body, free_hierarchy, one_thread):
+    """Loose check at random weights: the architecture alone keeps a token's change near its region.
+
+    (Trained tokenizers: scripts/tokenizer_locality.py.)
+    """
+    g = torch.Generator().manual_seed(0)
+    meshes = _meshes(free_body, _poses(3))
+    conv = _tiny_conv(free_body)
+    mlp = MeshMLP(
+        free_body.num_vertices, num_tokens=54, codebook_size=16, code_dim=3, hidden_dim=32, num_blocks=1
+    )
+    for tok in (conv, mlp):
+        tok.quantizer.load_codebook(torch.randn(16, 3, generator=g))
+        torch.nn.init.normal_(tok.decoder[-1].weight if tok is mlp else tok.decoder.out.weight, std=0.05)
+        tok.eval()
+    area = free_hierarchy.area[0]
+    c = token_locality(conv, meshes, conv.regions(), area, torch.Generator().manual_seed(1))
+    m = token_locality(
+        mlp, meshes, free_hierarchy.regions(), area, torch.Generator().manual_seed(1), own_regions=False
+    )
+    assert c["in_region"] > 0.2 and c["in_region"] > 4 * m["in_region"]
+    assert c["area90"] < 0.5 * m["area90"]
+    assert 0 < c["region_share"] < 0.1
