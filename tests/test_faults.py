@@ -194,20 +194,12 @@ def test_every_fault_recovers_bitwise_under_torchrun(tmp_path, reference):
     assert same_weights(run.weights(0), ref.weights(0)) and same_weights(run.weights(1), ref.weights(0))
 
 
-def test_killed_rank_recovers_bitwise_with_a_c10d_endpoint(tmp_path, reference):
-    """torchrun --rdzv-backend=c10d --rdzv-endpoint=...; rank 0 (the checkpoint writer) is the one killed.
-    (torchrun without --standalone, the static rendezvous, is run 10 times by benchmarks/faults.py.)"""
-    run = launch(tmp_path, "kill", {"fault": {"kill_rank": 0, "at_step": 5}}, mode="c10d", restarts=1)
-    assert run.returncode == 0, run.output[-4000:]
-    assert "restart1/try0" in run.output and "at step 3 (epoch 0" in run.output
-    ref, _ = reference
-    assert same_weights(run.weights(0), ref.weights(0)) and same_weights(run.weights(1), ref.weights(0))
-    assert run.seconds < 90
-
-
-def test_corrupt_newest_checkpoint_resumes_from_older_under_torchrun(tmp_path, reference):
-    """The reference's run dir with last.pt (step 12) damaged and max_steps 12: resume from last-1.pt (step 9)
-    with a warning naming last.pt, redo 3 updates, end bitwise equal."""
+def test_corrupt_newest_checkpoint_and_killed_rank0_with_a_c10d_endpoint(tmp_path, reference):
+    """torchrun --rdzv-backend=c10d --rdzv-endpoint=... on a copy of the reference's checkpoints with last.pt
+    (step 12) damaged: resume from last-1.pt (step 9) with a warning naming last.pt (moved to last.pt.corrupt);
+    then rank 0, the checkpoint writer, is SIGKILLed at update 11 and the restart resumes from step 9 again.
+    The end is bitwise equal to the reference. (torchrun without --standalone, the static rendezvous, and
+    --standalone are each run 10 times by benchmarks/faults.py.)"""
     ref, ref_run = reference
     run_dir = tmp_path / "run"
     shutil.copytree(ref_run / "checkpoints", run_dir / "checkpoints")
@@ -216,10 +208,13 @@ def test_corrupt_newest_checkpoint_resumes_from_older_under_torchrun(tmp_path, r
     raw = bytearray(last.read_bytes())
     raw[len(raw) // 3 : len(raw) // 3 + 64] = bytes(64)  # damage in the middle
     last.write_bytes(bytes(raw))
-    run = launch(tmp_path, "again", run_dir=run_dir)
+    fault = {"kill_rank": 0, "at_step": 11}
+    run = launch(tmp_path, "again", {"fault": fault}, mode="c10d", restarts=1, run_dir=run_dir)
     assert run.returncode == 0, run.output[-4000:]
-    assert f"skipping checkpoint {last}" in run.output and "at step 9" in run.output
-    assert same_weights(run.weights(0), ref.weights(0))
+    assert f"skipping checkpoint {last}" in run.output and f"to {last}.corrupt" in run.output
+    assert "rank 0 kills itself (SIGKILL) at update 11" in run.output and "restart1/try0" in run.output
+    assert run.output.count("at step 9 (epoch 1") >= 2  # resumed from last-1.pt before and after the kill
+    assert same_weights(run.weights(0), ref.weights(0)) and same_weights(run.weights(1), ref.weights(0))
 
 
 def test_fully_masked_batch_under_ddp(tmp_path):
