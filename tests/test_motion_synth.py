@@ -283,7 +283,7 @@ def test_activities_put_the_right_parts_on_the_floor(free_body):
     assert np.median(lie["trunk"]) < 0.1 and np.median(lie["head"]) < 0.4
     sit = _part_heights(free_body, "sit_floor")
     assert (sit["seat"] < 0.03).mean() > 0.45 and np.median(sit["seat"]) < 0.06  # else the hands or feet
-    assert np.median(sit["feet"]) < 0.05
+    assert np.median(sit["feet"]) < 0.08
     walk = _part_heights(free_body, "walk")
     assert (walk["feet"] < 0.003).all() and walk["seat"].min() > 0.5
 

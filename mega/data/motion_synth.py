@@ -210,6 +210,16 @@ def generate_motion(
             pose.add(f"{side}_wrist", "z", rng.uniform(-60, 50) + _wobble(rng, t, 15.0, ()))
             pose.add(f"{side}_wrist", "y", rng.uniform(-25, 30))
             pose.add(f"{side}_wrist", "x", rng.uniform(-50, 50))
+    # Per-sequence attitudes real capture shows and the activities leave out: the head looking down or
+    # up, arms turned in or out about their long axis, forearms pronated or supinated, toes in or out.
+    pose.add("neck", "x", rng.uniform(-15, 30))
+    pose.add("head", "x", rng.uniform(-10, 20))
+    for side in ("left", "right"):
+        pose.add(f"{side}_shoulder", "y", rng.uniform(-30, 30))
+        pose.add(f"{side}_elbow", "x", rng.uniform(-60, 60) if motion != "crawl" else 0.0)
+        toes = rng.uniform(-20, 20)
+        if motion not in ("crawl", "sit_floor", "kneel", "lie"):  # their leg postures are solved as they are
+            pose.add(f"{side}_hip", "y", toes)
     pose.deg += _wobble(rng, t, 3.0, (len(BODY_JOINT_NAMES), 3))
     pose.deg[:, [JOINT["neck"], JOINT["head"]], 1] += _wobble(rng, t, 12.0, (2,))
     euler = clip_to_limits(np.deg2rad(pose.deg))
