@@ -50,7 +50,11 @@ def rendezvous_args(mode: str) -> list[str]:
     if mode == "static":
         return ["--master-addr=127.0.0.1", f"--master-port={free_port()}"]
     if mode == "c10d":
-        return ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", f"--rdzv-id=bench{os.getpid()}"]
+        return [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+            f"--rdzv-id=bench{os.getpid()}",
+        ]
     raise SystemExit(f"unknown mode {mode!r}: standalone | static | c10d")
 
 
@@ -76,11 +80,20 @@ def run_job(folder: Path, args: argparse.Namespace, mode: str, kill: bool) -> di
         proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=args.timeout)
         code, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:  # a hang: the whole process tree is killed by run()
-        code, output = "timeout", (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace")
+        code, output = (
+            "timeout",
+            (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace"),
+        )
     end = time.time()
     (folder / "torchrun.log").write_text(output)
     runs = sorted((folder / "outputs" / "train_tokenizer").glob("*"))
-    result = {"code": code, "seconds": end - start, "model": None, "kill_to_resumed": None, "kill_to_end": None}
+    result = {
+        "code": code,
+        "seconds": end - start,
+        "model": None,
+        "kill_to_resumed": None,
+        "kill_to_end": None,
+    }
     if len(runs) == 1:
         last = runs[0] / "checkpoints" / "last.pt"
         if code == 0 and last.is_file():
@@ -108,19 +121,27 @@ def _resumed_time(log: Path, after: float) -> float | None:
 
 
 def same(a: dict | None, b: dict | None) -> bool:
-    return a is not None and b is not None and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return (
+        a is not None and b is not None and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--modes", default="standalone,static", help="comma-separated: standalone,static,c10d")
+    parser.add_argument(
+        "--modes", default="standalone,static", help="comma-separated: standalone,static,c10d"
+    )
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--ckpt-every", type=int, default=10)
     parser.add_argument("--kill-rank", type=int, default=1)
     parser.add_argument("--kill-at", type=int, default=25)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds before a job counts as hung")
-    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for the runs (default: a temporary one)"
+    )
     args = parser.parse_args()
     args.work = (args.work or Path(tempfile.mkdtemp(prefix="mega_faults_"))).resolve()
     print(f"runs in {args.work}; {args.steps} updates, checkpoints every {args.ckpt_every}, rank {args.kill_rank} "
@@ -141,8 +162,10 @@ def main() -> None:
                   f"kill->resumed {_fmt(r['kill_to_resumed'])} s, kill->end {_fmt(r['kill_to_end'])} s, "
                   f"job {r['seconds']:.1f} s (reference {ref['seconds']:.1f} s)", flush=True)  # fmt: skip
         rows.append((mode, ref, trials))
-    print("\n| rendezvous | trials | recovered | bitwise equal | hung | kill -> resumed (s, median / max) "
-          "| kill -> end (s, max) | time lost per fault (s, median) |")
+    print(
+        "\n| rendezvous | trials | recovered | bitwise equal | hung | kill -> resumed (s, median / max) "
+        "| kill -> end (s, max) | time lost per fault (s, median) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for mode, ref, trials in rows:
         ok = [r for r in trials if r["code"] == 0]

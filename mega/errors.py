@@ -81,7 +81,9 @@ def report_user_error(err: BaseException) -> None:
     if getattr(err, "collective", False) and os.environ.get("RANK", "0") != "0":
         return  # rank 0 prints the same message
     sys.stdout.flush()
-    sys.stderr.write(format_user_error(err) + "\n(set MEGA_VERBOSE=1 or HYDRA_FULL_ERROR=1 for the full traceback)\n")
+    sys.stderr.write(
+        format_user_error(err) + "\n(set MEGA_VERBOSE=1 or HYDRA_FULL_ERROR=1 for the full traceback)\n"
+    )
     sys.stderr.flush()
 
 

@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from mega.errors import entry_point
 from mega.engine import (
     EngineConfig,
     RngStreams,
@@ -32,6 +31,7 @@ from mega.engine import (
     setup_dist,
     train,
 )
+from mega.errors import entry_point
 
 
 def make_model(dropout: float = 0.0) -> nn.Module:
@@ -73,7 +73,9 @@ def make_token_dataset(n: int = 32, num_tokens: int = 6, codebook_size: int = 16
     return TensorDataset(torch.randint(0, codebook_size, (n, num_tokens), generator=g))
 
 
-def fully_masked_loss(model: nn.Module, batch: list[Tensor], rng: RngStreams) -> tuple[Tensor, Mapping[str, Tensor]]:
+def fully_masked_loss(
+    model: nn.Module, batch: list[Tensor], rng: RngStreams
+) -> tuple[Tensor, Mapping[str, Tensor]]:
     """Masked-token cross-entropy with every position masked (MEGA's deterministic-mode training case)."""
     from mega.transformer import masked_cross_entropy
 
@@ -104,7 +106,9 @@ def main(cfg: DictConfig) -> None:
             model, loss_fn, dataset = make_model(), mse_loss, make_dataset()
         logger = RecordingLogger()
         config = OmegaConf.to_container(cfg, resolve=True)
-        train(model, loss_fn, dataset, engine=engine, dist=dist, run_dir=run_dir, logger=logger, config=config)
+        train(
+            model, loss_fn, dataset, engine=engine, dist=dist, run_dir=run_dir, logger=logger, config=config
+        )
         out = {"run_dir": run_dir, "model": model.state_dict(), "records": logger.records}
         torch.save(out, f"{cfg.out}.rank{dist.rank}")
     finally:

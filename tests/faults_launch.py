@@ -44,7 +44,11 @@ def rendezvous_args(mode: str) -> list[str]:
     if mode == "static":
         return ["--master-addr=127.0.0.1", f"--master-port={free_port()}"]
     if mode == "c10d":
-        return ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", f"--rdzv-id=faults{os.getpid()}"]
+        return [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+            f"--rdzv-id=faults{os.getpid()}",
+        ]
     raise ValueError(mode)
 
 

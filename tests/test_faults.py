@@ -74,7 +74,11 @@ def _engine(**kw) -> EngineConfig:
 
 def _train(run_dir, engine, config=None, width=16):
     seed_everything(0)
-    model = make_model() if width == 16 else torch.nn.Sequential(torch.nn.Linear(6, width), torch.nn.Linear(width, 3))
+    model = (
+        make_model()
+        if width == 16
+        else torch.nn.Sequential(torch.nn.Linear(6, width), torch.nn.Linear(width, 3))
+    )
     train(model, mse_loss, make_dataset(), engine=engine, dist=DistInfo(), run_dir=run_dir, config=config)
     return model
 
@@ -90,7 +94,11 @@ def test_corrupt_newest_resumes_from_older_in_process(tmp_path, caplog):
     assert "resumed from the older checkpoint" in caplog.text and "at step 8" in caplog.text
     assert same_weights(resumed.state_dict(), reference.state_dict())
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["last-1.pt", "last.pt", "last.pt.corrupt"]  # the damaged file is kept, out of the rotation
+    assert names == [
+        "last-1.pt",
+        "last.pt",
+        "last.pt.corrupt",
+    ]  # the damaged file is kept, out of the rotation
     assert [load_checkpoint(run / "checkpoints" / n)["step"] for n in names[:2]] == [8, 10]
 
 
@@ -101,9 +109,14 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"transformer\.dim: 16 -> 32") as err:
         _train(tmp_path, _engine(max_steps=4), other)
     assert "engine.strict_resume=false" in str(err.value)
-    with pytest.raises(CheckpointMismatchError, match=r"world_size|engine\.batch_size: 4 in the checkpoint, 8 now"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"world_size|engine\.batch_size: 4 in the checkpoint, 8 now"
+    ):
         _train(tmp_path, _engine(max_steps=4, batch_size=8), config)
-    with pytest.raises(CheckpointMismatchError, match=r"holds another model \(.*size mismatch for 0\.weight: copying a param with shape torch\.Size\(\[16, 6\]\)"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"holds another model \(.*size mismatch for 0\.weight: copying a param with shape torch\.Size\(\[16, 6\]\)",
+    ):
         _train(tmp_path, _engine(max_steps=4), config, width=8)
     _train(tmp_path, _engine(max_steps=4), {**config, "note": "only a note"})  # other keys: a warning only
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 4
@@ -219,7 +232,9 @@ def test_corrupt_newest_checkpoint_and_killed_rank0_with_a_c10d_endpoint(tmp_pat
 
 def test_fully_masked_batch_under_ddp(tmp_path):
     """Every token masked on both ranks: DDP's gradient reduction must not fail, ranks stay in sync."""
-    run = launch(tmp_path, "masked", {"max_steps": 3, "ckpt_every": 0}, model="masked", run_dir=tmp_path / "run")
+    run = launch(
+        tmp_path, "masked", {"max_steps": 3, "ckpt_every": 0}, model="masked", run_dir=tmp_path / "run"
+    )
     assert run.returncode == 0, run.output[-4000:]
     assert same_weights(run.weights(0), run.weights(1))
     losses = [m["train/loss"] for _, m in run.results[0]["records"]]
@@ -238,13 +253,17 @@ def test_process_group_start_up_fails_fast_when_a_rank_never_comes(monkeypatch):
     from mega.engine.dist import store_prefix
 
     port = free_port()
-    store = tdist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False)
+    store = tdist.TCPStore(
+        "127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False
+    )
     env = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="3", TORCHELASTIC_RUN_ID="t")  # fmt: skip
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     start = time.perf_counter()
-    with pytest.raises(DistStartupError, match=r"rank 0/2: the gloo process group did not start \(try 1: .*try 2: "):
+    with pytest.raises(
+        DistStartupError, match=r"rank 0/2: the gloo process group did not start \(try 1: .*try 2: "
+    ):
         setup_dist("cpu", startup_timeout_s=1.5, startup_retries=1)
     assert time.perf_counter() - start < 10 and not tdist.is_initialized()
     assert [store_prefix(k) for k in (0, 1)] == ["mega/pg/t/restart3/try0", "mega/pg/t/restart3/try1"]

@@ -49,8 +49,8 @@ from mega.engine.dist import (
     resolve_precision,
     setup_dist,
 )
-from mega.engine.logging import LOGGERS, Logger, NullLogger, WandbLogger, build_logger
 from mega.engine.faults import FaultConfig
+from mega.engine.logging import LOGGERS, Logger, NullLogger, WandbLogger, build_logger
 from mega.engine.loop import EngineConfig, NonFiniteLossError, TrainResult, train
 from mega.engine.optim import build_optimizer, build_scheduler, lr_at
 from mega.engine.rng import RngStreams, seed_everything, stream_seed

@@ -111,7 +111,9 @@ def history_paths(path: Path, keep: int) -> list[Path]:
     return [path] + [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, keep)]
 
 
-def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep: int = 1, _fail_after: int | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, state: Mapping[str, Any], keep: int = 1, _fail_after: int | None = None
+) -> Path:
     """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``), with its content hash.
 
     Args:
@@ -147,7 +149,11 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep: int = 1, _
             raise DiskFullError(
                 f"disk full while writing checkpoint {path} ({os.strerror(code)}; {free / 2**20:.0f} MiB free "
                 f"on {path.parent}). Nothing was replaced: "
-                + (f"the earlier checkpoints are intact ({', '.join(kept)})" if kept else "no earlier checkpoint exists")
+                + (
+                    f"the earlier checkpoints are intact ({', '.join(kept)})"
+                    if kept
+                    else "no earlier checkpoint exists"
+                )
                 + ". Free some space (or lower engine.keep_last) and resume with the same command"
             ) from None
         raise

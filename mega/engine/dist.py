@@ -169,7 +169,9 @@ def start_process_group(
     kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
     errors: list[str] = []
     tries = startup_retries + 1
-    faulthandler.dump_traceback_later(tries * startup_timeout_s + WATCHDOG_MARGIN_S, exit=True, file=sys.stderr)
+    faulthandler.dump_traceback_later(
+        tries * startup_timeout_s + WATCHDOG_MARGIN_S, exit=True, file=sys.stderr
+    )
     try:
         store = _open_store(rank, world_size, startup)
         for attempt in range(tries):

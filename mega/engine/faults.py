@@ -88,6 +88,9 @@ class FaultInjector:
     def enospc_now(self, step: int) -> bool:
         """Whether the checkpoint write after update ``step`` is to fail (rank 0, the writer, decides)."""
         c = self.config
-        return c.enospc_at_step is not None and step == c.enospc_at_step and self.rank == 0 and self._once(
-            f"enospc_step{step}"
+        return (
+            c.enospc_at_step is not None
+            and step == c.enospc_at_step
+            and self.rank == 0
+            and self._once(f"enospc_step{step}")
         )

@@ -104,10 +104,14 @@ class EngineConfig:
             )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if not isinstance(self.fault, FaultConfig):
-            fault = OmegaConf.to_container(self.fault) if isinstance(self.fault, DictConfig) else dict(self.fault)
+            fault = (
+                OmegaConf.to_container(self.fault) if isinstance(self.fault, DictConfig) else dict(self.fault)
+            )
             unknown = sorted(set(fault) - set(FaultConfig.__dataclass_fields__))
             if unknown:
-                raise ConfigError(f"engine.fault has no key {unknown}; known: {list(FaultConfig.__dataclass_fields__)}")
+                raise ConfigError(
+                    f"engine.fault has no key {unknown}; known: {list(FaultConfig.__dataclass_fields__)}"
+                )
             self.fault = FaultConfig(**fault)
 
 
@@ -291,7 +295,9 @@ def train(
     step, rng_state, last_ckpt = 0, None, None
     candidates = resume_candidates(engine.resume, ckpt_dir, engine.keep_last)
     if candidates:
-        last_ckpt, step, rng_state = restore_newest_readable(candidates, ts, dist, config, engine.strict_resume)
+        last_ckpt, step, rng_state = restore_newest_readable(
+            candidates, ts, dist, config, engine.strict_resume
+        )
     start_step, ddp = step, model
     if dist.is_distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
