@@ -27,7 +27,7 @@ import mega  # noqa: F401
 from mega.atomic import write_json
 from mega.body import load_body_model
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.motion import build_motion_dataset
+from mega.data.motion import MotionDataset, build_motion_dataset
 from mega.tokenizers import MeshConvVQVAE, load_tokenizer
 from mega.tokenizers.locality import token_locality
 from mega.tokenizers.mesh_hierarchy import build_hierarchy, level_sizes
@@ -38,12 +38,20 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("tokenizer_locality")
 
 
-def held_out_meshes(body, data_root: str | None, split: str, count: int) -> torch.Tensor:
-    """(count, V, 3) canonical meshes of frames spread evenly over a motion split."""
+def held_out_meshes(body, data_root: str | None, split: str, count: int, as_is: bool = False) -> torch.Tensor:
+    """(count, V, 3) canonical meshes of frames spread evenly over a synthetic motion split.
+
+    ``as_is``: read the folder's files whatever generator state wrote them (no manifest check), e.g.
+    to measure on the very data a tokenizer was trained on after the generator changed.
+    """
     cfg = OmegaConf.load(ROOT / "configs" / "data" / "synthetic_motion.yaml")
     if data_root:
         cfg.root = data_root
-    data = build_motion_dataset(cfg, split)
+    if as_is:
+        keys = ("target_fps", "trim", "hand_joints", "min_frames", "cache_dir")
+        data = MotionDataset(cfg.root, split=split, split_protocol="folders", **{k: cfg[k] for k in keys})
+    else:
+        data = build_motion_dataset(cfg, split)
     idx = np.linspace(0, len(data) - 1, count).round().astype(int).tolist()
     batch = data[idx]
     betas = batch.get("betas", torch.zeros(count, 10))
@@ -80,6 +88,7 @@ def main() -> None:
     parser.add_argument("--body-path", default=None)
     parser.add_argument("--data-root", default=None, help="synthetic motion root (default: the config's)")
     parser.add_argument("--split", default="val")
+    parser.add_argument("--as-is", action="store_true", help="read --data-root without the generator check")
     parser.add_argument("--meshes", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -88,7 +97,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     body = load_body_model(args.body, **({"path": args.body_path} if args.body_path else {})).eval()
-    meshes = held_out_meshes(body, args.data_root, args.split, args.meshes)
+    meshes = held_out_meshes(body, args.data_root, args.split, args.meshes, args.as_is)
     results, rows = {}, []
     for path in args.checkpoints:
         tok = load_tokenizer(path)

@@ -356,10 +356,11 @@ class MeshConvVQVAE(MeshTokenizer):
         """Build (or check) the hierarchy for ``body``'s template; cheap when it is already there."""
         super().attach(body)
         key = (id(body.faces), body.faces.data_ptr(), tuple(body.faces.shape))
-        if self._checked == key and self.hierarchy_store.get() is not None:
+        h = self.hierarchy_store.get()
+        if h is not None and self._checked == (key, id(h)):
             return
         self.set_template(body.v_template, body.faces)
-        self._checked = key
+        self._checked = (key, id(self.hierarchy_store.get()))
 
     def set_template(self, vertices: Tensor, faces: Tensor) -> None:
         """Use the hierarchy of this template (V, 3), (F, 3); built only if the topology differs from the stored one.
