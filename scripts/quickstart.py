@@ -1,67 +1,296 @@
-"""Pose the body model in a few named poses and random shapes, export .obj meshes and one .npz.
+"""`make quickstart`: the main job end to end at CPU scale, resumable, one line per stage and one table.
 
-python scripts/quickstart.py                       # the free default body
-python scripts/quickstart.py body_model=smpl       # your SMPL files (data/README.md)
+    python scripts/quickstart.py                      # from nothing: ~20 min on 2 cores; seconds when done
+    python scripts/quickstart.py force=[eval_stochastic,demo_heldout]
+    python scripts/quickstart.py stream=false         # stage output only in outputs/quickstart/logs/
+
+Stages (each one the project's own script, in a fixed run directory under ``run_dir``):
+
+    motion         synthetic motion data (mega.data.motion)                 -> data/synthetic_motion/
+    tokenizer      scripts/train_tokenizer.py                               -> tokenizer/tokenizer.pt
+    pretrain       scripts/pretrain.py                                      -> pretrain/pretrained.pt
+    images         scripts/prepare_data.py dataset=synthetic_images         -> images + test benchmark index
+    train_hmr      scripts/train_hmr.py experiment=hmr_cpu                  -> train_hmr/hmr.pt
+    eval_<s>       scripts/eval.py with sampler s (and predictor=mean_pose)  -> eval/<s>/summary.json
+    demo_*         scripts/demo.py on held-out images (+ the sports2d video) -> demo/<name>/*.png
+
+A stage whose output exists is skipped; a stage that was killed restarts in its run directory, where
+the training scripts resume from their last checkpoint. At the end: a table of PVE / MPJPE / PA-MPJPE
+per sampler with the ``mean_pose`` floor, and the paths of the pictures.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
-from mega.atomic import write_npz, write_obj
-from mega.body import load_body_model
-from mega.errors import entry_point
+from mega.atomic import write_json
+from mega.errors import UserError, entry_point
 
 log = logging.getLogger("quickstart")
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("pve", "mpjpe", "pa_mpjpe")
 
 
-def named_poses() -> dict[str, torch.Tensor]:
-    """A few SMPL-semantics poses, each (23, 3) axis-angle body pose."""
-    poses = {name: torch.zeros(23, 3) for name in ("t_pose", "arms_down", "knee_bend", "sitting")}
-    poses["arms_down"][15] = torch.tensor([0, 0, -1.2])  # joint 16 left_shoulder: arm down
-    poses["arms_down"][16] = torch.tensor([0, 0, 1.2])  # joint 17 right_shoulder
-    poses["knee_bend"][3] = torch.tensor([math.pi / 2, 0, 0])  # joint 4 left_knee
-    for hip, knee in ((0, 3), (1, 4)):  # hips flex forward (-x), knees flex (+x)
-        poses["sitting"][hip] = torch.tensor([-math.pi / 2, 0, 0])
-        poses["sitting"][knee] = torch.tensor([math.pi / 2, 0, 0])
-    return poses
+class StageFailed(UserError, RuntimeError):
+    """A stage's script exited with an error (the message names its log)."""
+
+
+@dataclass
+class Stage:
+    """One step: a command, the file that proves it is done, and an optional precondition."""
+
+    name: str
+    cmd: list[str]
+    done: Path
+    skip_reason: str | None = None  # set: the stage is skipped with this line (e.g. no video)
+    prepare: Callable[[], list[str]] | None = None  # run first (writes inputs); returns extra arguments
+
+
+def _py(cfg: DictConfig) -> str:
+    return cfg.python or sys.executable
+
+
+def _script(cfg: DictConfig, name: str, run_dir: Path, *args: str) -> list[str]:
+    return [_py(cfg), str(ROOT / "scripts" / name), *args, f"hydra.run.dir={run_dir}"]
+
+
+def benchmark_index(cfg: DictConfig) -> Path:
+    return Path(cfg.images.root) / "benchmark_test_all.npz"
+
+
+def write_heldout_detections(cfg: DictConfig, out: Path, margin: float = 1.2) -> list[str]:
+    """COCO results JSON for ``demo.num_images`` evenly spaced test images (their labelled keypoints and
+    boxes, with the box shrunk by ``margin`` so the demo's crop is the training crop); returns the image paths."""
+    root = Path(cfg.images.root)
+    with np.load(root / "test.npz", allow_pickle=False) as f:
+        names, center, scale, kp = f["imgname"], f["center"], f["scale"], f["j2d_coco"]
+    pick = np.linspace(0, len(names) - 1, min(int(cfg.demo.num_images), len(names))).round().astype(int)
+    dets, paths = [], []
+    for i in pick:
+        side = float(scale[i]) * 200.0 / margin
+        x0, y0 = center[i] - side / 2
+        dets.append({"image_id": Path(str(names[i])).name, "keypoints": kp[i].reshape(-1).tolist(),
+                     "bbox": [float(x0), float(y0), side, side], "score": 1.0})  # fmt: skip
+        paths.append(str(root / str(names[i])))
+    write_json(out, dets)
+    return paths
+
+
+def detector_ready() -> bool:
+    """The BlazePose extra is installed (``make detector``)."""
+    import importlib.util
+
+    from mega.detection.blazepose import DEFAULT_MODEL
+
+    return importlib.util.find_spec("mediapipe") is not None and DEFAULT_MODEL.is_file()
+
+
+def build_stages(cfg: DictConfig) -> list[Stage]:
+    """The ordered stages for this config."""
+    run = Path(cfg.run_dir)
+    tok, pre, hmr = run / "tokenizer/tokenizer.pt", run / "pretrain/pretrained.pt", run / "train_hmr/hmr.pt"
+    mo, im = cfg.motion, cfg.images
+    seqs = f"{{train: {mo.sequences.train}, val: {mo.sequences.val}, test: {mo.sequences.test}}}"
+    motion_data = [f"data.root={mo.root}", f"data.seed={mo.seed}", f"data.sequences={seqs}"]
+    motion_code = (
+        "import mega; from mega.data.motion import ensure_synthetic_motion; "
+        f"ensure_synthetic_motion({str(mo.root)!r}, seed={int(mo.seed)}, "
+        f"sequences={dict(OmegaConf.to_container(mo.sequences))!r})"
+    )
+    sizes = f"{{train: {im.sizes.train}, val: {im.sizes.val}, test: {im.sizes.test}}}"
+    gen_motion = f"dataset.generate.motion={{root: {mo.root}, seed: {mo.seed}, sequences: {seqs}}}"
+    index = benchmark_index(cfg)
+    stages = [
+        Stage("motion", [_py(cfg), "-c", motion_code], Path(mo.root) / "MANIFEST.json"),
+        Stage(
+            "tokenizer",
+            _script(
+                cfg,
+                "train_tokenizer.py",
+                run / "tokenizer",
+                "logger=none",
+                f"threads={cfg.threads}",
+                *motion_data,
+                *cfg.tokenizer.args,
+            ),
+            tok,
+        ),  # fmt: skip
+        Stage(
+            "pretrain",
+            _script(
+                cfg,
+                "pretrain.py",
+                run / "pretrain",
+                f"tokenizer.checkpoint={tok}",
+                f"threads={cfg.threads}",
+                "token_cache_dir=" + str(run / "token_cache"),
+                *motion_data,
+                *cfg.pretrain.args,
+            ),
+            pre,
+        ),  # fmt: skip
+        Stage(
+            "images",
+            _script(
+                cfg,
+                "prepare_data.py",
+                run / "images",
+                "dataset=synthetic_images",
+                f"dataset.root={im.root}",
+                f"dataset.generate.sizes={sizes}",
+                gen_motion,
+                f"dataset.index={index}",
+                *im.args,
+            ),
+            index,
+        ),  # fmt: skip
+        Stage(
+            "train_hmr",
+            _script(
+                cfg,
+                "train_hmr.py",
+                run / "train_hmr",
+                "experiment=hmr_cpu",
+                "logger=none",
+                f"tokenizer.checkpoint={tok}",
+                f"transformer.init={pre}",
+                f"data.root={im.root}",
+                f"threads={cfg.threads}",
+                *cfg.train_hmr.args,
+            ),
+            hmr,
+        ),  # fmt: skip
+    ]
+    bench = ["dataset=synthetic_images", f"dataset.root={im.root}", "dataset.split=test", "protocol=smpl24",
+             "body_model=free", "progress=false"]  # fmt: skip
+    stages.append(Stage("eval_mean_pose", _script(cfg, "eval.py", run / "eval/mean_pose", *bench, "predictor=mean_pose",
+                                                  *cfg.eval.args), run / "eval/mean_pose/summary.json"))  # fmt: skip
+    for name, q in cfg.eval.samplers.items():
+        args = [*bench, f"checkpoint={hmr}", f"sampler={name}", f"num_samples={q}", *cfg.eval.args]
+        stages.append(Stage(f"eval_{name}", _script(cfg, "eval.py", run / f"eval/{name}", *args),
+                            run / f"eval/{name}/summary.json"))  # fmt: skip
+    demo = run / "demo"
+    dets = demo / "heldout_detections.json"
+    common = [f"checkpoint={hmr}", f"detections={dets}", f"threads={cfg.threads}", *cfg.demo.args]
+
+    def heldout_inputs() -> list[str]:
+        return ["inputs=[" + ",".join(write_heldout_detections(cfg, dets)) + "]"]
+
+    q = int(cfg.demo.uncertainty_samples)
+    for name, extra in (("heldout", ["sampler=deterministic"]),
+                        ("heldout_uncertainty", ["sampler=stochastic", f"num_samples={q}"]),
+                        ("heldout_pose_guided", ["sampler=pose_guided", "compare=deterministic"])):  # fmt: skip
+        stages.append(Stage(f"demo_{name}", _script(cfg, "demo.py", demo / name, *common, *extra),
+                            demo / name / "summary.json", prepare=heldout_inputs))  # fmt: skip
+    video = Path(cfg.demo.video) if cfg.demo.video else None
+    skip = None
+    if video is None or not video.is_file():
+        skip = f"no video at {video} (`make media` puts sports2d's demo video there)"
+    elif not detector_ready():
+        skip = "the BlazePose extra is not installed (`make detector`)"
+    vargs = [f"checkpoint={hmr}", f"inputs=[{video}]", "detector=blazepose", "sampler=pose_guided",
+             "compare=deterministic", f"threads={cfg.threads}", *cfg.demo.video_args]  # fmt: skip
+    stages.append(Stage("demo_video", _script(cfg, "demo.py", demo / "video", *vargs), demo / "video/summary.json",
+                        skip_reason=skip))  # fmt: skip
+    return stages
+
+
+def run_stage(stage: Stage, log_path: Path, stream: bool, threads: int) -> None:
+    """Run one stage's command; its output goes to ``log_path`` (and the terminal with ``stream``)."""
+    cmd = list(stage.cmd) + (stage.prepare() if stage.prepare is not None else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as out:
+        out.write((" ".join(cmd) + "\n\n").encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            out.write(chunk)
+            if stream:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        code = proc.wait()
+    if code != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise StageFailed(f"stage {stage.name} failed (exit {code}); its log: {log_path}\n{tail}")
+
+
+def _fmt(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s" if seconds >= 60 else f"{seconds:.1f}s"
+
+
+def final_table(cfg: DictConfig) -> tuple[str, dict]:
+    """PVE / MPJPE / PA-MPJPE (mm) per sampler and the mean_pose floor, from the eval runs' summaries."""
+    run = Path(cfg.run_dir)
+    rows = {}
+    for name in ["mean_pose", *cfg.eval.samplers]:
+        path = run / f"eval/{name}/summary.json"
+        if path.is_file():
+            rows[name] = json.loads(path.read_text()).get("metrics", {})
+    lines = [f"{'sampler':<22}{'Q':>4}" + "".join(f"{m.upper().replace('_', '-'):>11}" for m in METRICS)]
+    for name, metrics in rows.items():
+        q = "-" if name == "mean_pose" else str(cfg.eval.samplers[name])
+        label = "mean_pose (floor)" if name == "mean_pose" else name
+        vals = "".join(f"{metrics[m]:>11.1f}" if m in metrics else f"{'-':>11}" for m in METRICS)
+        lines.append(f"{label:<22}{q:>4}{vals}")
+    return "\n".join(lines), rows
 
 
 @hydra.main(config_path="../configs", config_name="quickstart", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
-    body = load_body_model(**OmegaConf.to_container(cfg.body_model))
-    poses = named_poses()
-    g = torch.Generator().manual_seed(cfg.seed)
-    names = list(poses)
-    body_pose = torch.stack(list(poses.values()))
-    betas = torch.zeros(len(names), body.num_betas)
-    for i in range(cfg.num_random):
-        names.append(f"random_{i}")
-        body_pose = torch.cat([body_pose, torch.randn(1, 23, 3, generator=g) * 0.2])
-        betas = torch.cat([betas, torch.randn(1, body.num_betas, generator=g)])
-    with torch.no_grad():
-        out = body(torch.zeros(len(names), 3), body_pose, betas)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    faces = body.faces.numpy()
-    for i, name in enumerate(names):
-        write_obj(out_dir / f"{name}.obj", out.vertices[i].numpy(), faces)
-        v = out.vertices[i]
-        height = float(v[:, 1].max() - v[:, 1].min())
-        log.info("%-10s height %.3f m  pelvis (%.3f, %.3f, %.3f)", name, height, *out.joints[i, 0].tolist())
-    write_npz(out_dir / "meshes.npz", names=np.array(names), vertices=out.vertices.numpy(), joints=out.joints.numpy(),
-             body_pose=body_pose.numpy(), betas=betas.numpy(), faces=faces)  # fmt: skip
-    log.info(
-        "%s body (%d vertices): wrote %d meshes to %s", body.name, body.num_vertices, len(names), out_dir
+    stages = build_stages(cfg)
+    names = [s.name for s in stages]
+    for key in ("force", "only"):
+        unknown = sorted(set(cfg[key]) - set(names))
+        if unknown:
+            raise UserError(f"{key}={unknown}: unknown stage(s); the stages are {names}")
+    run = Path(cfg.run_dir)
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i:>2}/{len(stages)}] {stage.name:<26}"
+        if cfg.only and stage.name not in cfg.only:
+            continue
+        if stage.skip_reason:
+            print(f"{head} skipped: {stage.skip_reason}", flush=True)
+            continue
+        if stage.done.exists() and stage.name not in cfg.force:
+            print(f"{head} done already ({stage.done})", flush=True)
+            continue
+        print(f"{head} running ... (log: {run / 'logs' / (stage.name + '.log')})", flush=True)
+        t0 = time.perf_counter()
+        run_stage(stage, run / "logs" / f"{stage.name}.log", bool(cfg.stream), int(cfg.threads))
+        times[stage.name] = time.perf_counter() - t0
+        print(f"{head} done in {_fmt(times[stage.name])}", flush=True)
+    total = time.perf_counter() - t_all
+    table, rows = final_table(cfg)
+    pictures = []
+    for summary in sorted((run / "demo").glob("*/summary.json")):
+        pictures += json.loads(summary.read_text()).get("pictures", [])
+    print(
+        f"\nquickstart: {_fmt(total)} in all ({', '.join(f'{k} {_fmt(v)}' for k, v in times.items()) or 'nothing to do'})"
+    )
+    print(f"\ntest split of {cfg.images.root} (protocol smpl24, mm):\n{table}")
+    if pictures:
+        print("\npictures:\n" + "\n".join(f"  {p}" for p in pictures))
+    write_json(
+        run / "quickstart.json",
+        {"seconds": total, "stage_seconds": times, "metrics": rows, "pictures": pictures},
     )
 
 

@@ -97,6 +97,8 @@ def assets(tmp_path_factory, free_body):
 def _cfg(out: Path, **over):
     cfg = OmegaConf.load(ROOT / "configs" / "demo.yaml")
     cfg.pop("hydra")
+    cfg.pop("defaults")
+    cfg.sampler = {"name": "deterministic"}
     cfg.out_dir = str(out)
     cfg.progress = False
     for k, v in over.items():
