@@ -97,8 +97,8 @@ def contact_sheet(
 ) -> tuple[Image.Image, dict]:
     """One row per activity; returns the image and per-activity ground statistics.
 
-    On stairs (``step``) the floor grid of a cell is drawn at the height of the body's lowest vertex
-    (the stair it stands on) and contacts are coloured against that height.
+    On stairs (``step``, and ``mixture``, which may climb) the floor grid of a cell is drawn at the
+    height of the body's lowest vertex (the stair it stands on) and contacts are coloured against it.
     """
     activities = list(activities or ACTIVITY_NAMES)
     body = load_body_model("free")
@@ -128,7 +128,7 @@ def contact_sheet(
                 heading = np.arctan2(
                     *(axis_angle_to_matrix(torch.from_numpy(seq["global_orient"][i]))[[0, 2], 2].numpy())
                 )
-                floor = verts[i, :, 1].min() if activity == "step" else 0.0
+                floor = verts[i, :, 1].min() if activity in ("step", "mixture") else 0.0  # on stairs
                 v = (verts[i] - verts[i].mean(0) * [1, 0, 1] - [0, floor, 0]) @ _rot_y(-heading).T  # face +z
                 img = render(v, faces, cell, cell[1] / 2.3, view, np.zeros(3))
                 sheet.paste(img, (label_w + col * cell[0], row * cell[1]))

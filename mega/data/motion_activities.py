@@ -504,9 +504,11 @@ def lie(rng, t, p):
     out = root(n)
     if kind in (0, 3):  # supine
         out["pitch"][:] = -rng.uniform(82, 95)
+        out["level"] = ("feet", "seat")  # legs and back share the floor: the pelvis tilts until they do
         moves = rng.integers(4)
-        if moves == 0:  # knees up, feet flat, one knee moving
-            hip, knee = rng.uniform(30, 60), rng.uniform(60, 110)
+        if moves == 0:  # knees up, feet flat beside the seat (knee = 2 x hip), one knee moving
+            hip = rng.uniform(30, 60)
+            knee = 2 * hip + rng.uniform(0, 10)
             p.pair("hip", "x", -hip, -hip * (1 - 0.5 * c))
             p.pair("knee", "x", knee, knee * (1 - 0.5 * c))
             p.pair("ankle", "x", flat_ankle(hip, out["pitch"], knee))
@@ -560,8 +562,9 @@ def lie(rng, t, p):
         p.add(f"{top}_hip", "z", rng.uniform(0, 35) * c)
         p.add(f"{top}_shoulder", "z", -rng.uniform(40, 85) + rng.uniform(0, 60) * c)
         bottom = "right" if top == "left" else "left"
-        p.add(f"{bottom}_shoulder", "z", rng.uniform(40, 70))  # the lower arm under the head
-        p.add(f"{bottom}_elbow", "y", -rng.uniform(30, 120))
+        p.add(f"{bottom}_shoulder", "z", -rng.uniform(70, 90))  # the lower arm forward along the floor
+        p.add(f"{bottom}_shoulder", "x", -rng.uniform(60, 120))
+        p.add(f"{bottom}_elbow", "y", -rng.uniform(0, 90))
         p.add("neck", "z", -side * rng.uniform(10, 30))
         out["roll"][:] = side * rng.uniform(80, 95)
     return out
