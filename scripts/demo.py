@@ -48,7 +48,7 @@ from mega.export import export_person, plain
 from mega.inference import build_sampler, load_hmr, recover
 from mega.samplers.pose_guided import coco17_keypoints
 from mega.viz import draw_keypoints, scalar_to_colors
-from mega.viz.views import colormap_view, hstack, label, overlay, save_png, side_view
+from mega.viz.views import colormap_view, hstack, label, overlay, save_png, side_view, vstack
 
 log = logging.getLogger("demo")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -397,6 +397,9 @@ def main(cfg: DictConfig) -> None:
             pictures.append(str(out_dir / f"{stem}.png"))
     finally:
         people_of.close()
+    if cfg.sheet and len(pictures) > 1:  # all pictures in one, one row per image
+        sheet = vstack([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in pictures[: int(cfg.sheet)]])
+        pictures.insert(0, str(save_png(out_dir / "sheet.png", sheet)))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     write_json(out_dir / "summary.json", {"checkpoint": str(ckpt), "sampler": resolved["sampler"],
                                           "num_samples": int(cfg.num_samples), "compare": resolved["compare"], "pictures": pictures,

@@ -178,7 +178,8 @@ def test_cli_folder_and_video(assets, tmp_path):
     assert "whole image" in out.stderr + out.stdout  # no detections: the warning
     summary = json.loads((tmp_path / "summary.json").read_text())
     names = sorted(Path(p).name for p in summary["pictures"])
-    assert names == ["a.png", "b.png", "clip_f000000.png", "clip_f000003.png"]
+    assert names == ["a.png", "b.png", "clip_f000000.png", "clip_f000003.png", "sheet.png"]
+    assert cv2.imread(summary["pictures"][0]).shape[0] == 4 * 64 + 3 * 4  # four rows of 64 px, 4 px gaps
     assert len(summary["people"]) == 4 and all(r["source"] == "whole_image" for r in summary["people"])
     for r in summary["people"]:
         assert trimesh.load(r["files"]["obj"], process=False).vertices.shape[0] == free_body_vertices()
