@@ -67,7 +67,12 @@ class CheckpointError(UserError, RuntimeError):
 
 
 class CorruptCheckpointError(CheckpointError):
-    """The file cannot be read or fails its integrity check (an older checkpoint may be used instead)."""
+    """The file cannot be read or fails its integrity check (an older checkpoint may be used instead).
+
+    ``reason`` holds the short cause ("truncated or not a checkpoint (...)", "content hash differs").
+    """
+
+    reason: str = ""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -250,20 +255,24 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip/pickle errors differ by how the file was damaged
-        raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else ''}). {advice}"
-        ) from err
+        detail = (str(err).splitlines() or [""])[0].split(". ")[0][:160]
+        corrupt = CorruptCheckpointError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read ({type(err).__name__}: {detail}). {advice}"
+        )
+        corrupt.reason = f"unreadable ({type(err).__name__}: {detail})"
+        raise corrupt from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
     recorded = state.get("integrity", {}).get("sha256") if isinstance(state.get("integrity"), dict) else None
     if recorded is not None:
         actual = content_hash({k: v for k, v in state.items() if k != "integrity"})
         if actual != recorded:
-            raise CorruptCheckpointError(
+            corrupt = CorruptCheckpointError(
                 f"checkpoint {path} is corrupt: its content hash ({actual[:12]}...) differs from the one recorded "
                 f"when it was written ({recorded[:12]}...). {advice}"
             )
+            corrupt.reason = "its content hash differs from the recorded one"
+            raise corrupt
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(
@@ -511,7 +520,7 @@ def restore_newest_readable(
             if len(candidates) == 1:
                 raise
             log.warning("skipping checkpoint %s: %s", path, err)
-            skipped.append(str(err))
+            skipped.append(f"{path.name}: {err.reason or err}")
             corrupt.append(path)
             continue
         if skipped:
@@ -528,8 +537,9 @@ def restore_newest_readable(
                 log.warning("moved the unreadable checkpoint %s to %s", bad, aside)
         return path, step, rng_state
     err = CorruptCheckpointError(
-        f"none of the {len(candidates)} checkpoints in {candidates[0].parent} can be read: "
-        + " | ".join(skipped)
+        f"none of the {len(candidates)} checkpoints in {candidates[0].parent} can be read ({'; '.join(skipped)}). "
+        "They were left in place: move them away (or set engine.resume=null) to start a fresh run, or restore "
+        "a copy of one of them"
     )
     err.collective = True
     raise err
