@@ -30,7 +30,7 @@ from mega.atomic import atomic_path, write_json
 from mega.body import load_body_model
 from mega.body.rotations import axis_angle_to_matrix
 from mega.data.joint_limits import BODY_JOINT_NAMES, EULER_LIMITS, EULER_ORDERS, body_pose_to_euler
-from mega.data.motion_synth import ACTIVITY_NAMES, DURATION_S, generate_motion, posed_vertices
+from mega.data.motion_synth import ACTIVITY_NAMES, DURATION_S, generate_motion, posed_vertices, vertex_parts
 
 CONTACT_M = 0.02
 
@@ -108,10 +108,13 @@ def contact_sheet(
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
     view = _rot_x(np.deg2rad(12)) @ _rot_y(np.deg2rad(-35))
+    owner = body.smpl.lbs_weights.argmax(1).numpy()
+    parts = {k: v for k, v in vertex_parts(body).items() if k in ("feet", "knees", "hands", "seat")}
+    parts.update(trunk=np.isin(owner, [3, 6, 9, 13, 14, 16, 17]), head=np.isin(owner, [12, 15]))
     stats = {}
     for row, activity in enumerate(activities):
         draw.text((4, row * cell[1] + cell[1] // 2 - 6), activity, fill="black", font=font)
-        col, lowest, contact = 0, [], []
+        col, lowest, contact, touching, angles = 0, [], [], [], []
         for s in range(seqs_per_row):
             rng = np.random.default_rng([seed, ACTIVITY_NAMES.index(activity), s])
             betas = np.clip(rng.standard_normal(10), -2.5, 2.5)
@@ -123,6 +126,14 @@ def contact_sheet(
             )
             lowest.append(verts[..., 1].min(1))
             contact.append(verts[..., 1].min(1) < CONTACT_M)
+            floor_now = verts[..., 1].min(1, keepdims=True) + CONTACT_M  # the support the body stands on
+            touching.append({k: (verts[:, m, 1] < floor_now).any(1) for k, m in parts.items()})
+            rot = axis_angle_to_matrix(
+                torch.from_numpy(np.concatenate([seq["global_orient"][:, None], pose], 1))
+            )
+            euler = np.rad2deg(body_pose_to_euler(rot[:, 1:].numpy()))
+            tilt = np.rad2deg(np.arccos(np.clip(rot[:, 0, 1, 1].numpy(), -1, 1)))  # pelvis up vs world up
+            angles.append(np.stack([-euler[:, 0:2, 0].min(1), euler[:, 3:5, 0].max(1), tilt], 1))
             picks = columns // seqs_per_row + (s < columns % seqs_per_row)
             for i in np.linspace(0, n - 1, picks + 2)[1:-1].astype(int):
                 heading = np.arctan2(
@@ -133,12 +144,16 @@ def contact_sheet(
                 img = render(v, faces, cell, cell[1] / 2.3, view, np.zeros(3))
                 sheet.paste(img, (label_w + col * cell[0], row * cell[1]))
                 col += 1
-        lowest_all = np.concatenate(lowest)
+        lowest_all, ang = np.concatenate(lowest), np.concatenate(angles)
         stats[activity] = {
             "lowest_vertex_min_mm": float(1000 * lowest_all.min()),
             "lowest_vertex_median_mm": float(1000 * np.median(lowest_all)),
             "frames_touching_floor": float(np.concatenate(contact).mean()),
-        }
+            # share of frames in which each part is within 2 cm of the body's support
+            "parts_on_support": {k: float(np.concatenate([t[k] for t in touching]).mean()) for k in parts},
+            "hip_flexion_max_deg": float(ang[:, 0].max()), "knee_flexion_max_deg": float(ang[:, 1].max()),
+            "pelvis_tilt_deg_p5_p95": [float(np.percentile(ang[:, 2], 5)), float(np.percentile(ang[:, 2], 95))],
+        }  # fmt: skip
     return sheet, stats
 
 
