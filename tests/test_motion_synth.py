@@ -65,10 +65,11 @@ def test_euler_decomposition_matches_scipy_and_round_trips():
     assert middle < np.pi / 2 and len(EULER_ORDERS) == 23
 
 
-def test_same_seed_same_files_and_other_seed_differs(tmp_path, synth_dir):
-    write_synthetic_motion(tmp_path / "again", seed=3, sequences=SMALL)
-    write_synthetic_motion(tmp_path / "other", seed=4, sequences={"train": 5, "val": 0, "test": 0})
-    first, again = _read_all(synth_dir), _read_all(tmp_path / "again")
+def test_same_seed_same_files_and_other_seed_differs(tmp_path):
+    small = {"train": 4, "val": 1, "test": 0}
+    for name, seed in (("first", 3), ("again", 3), ("other", 4)):
+        write_synthetic_motion(tmp_path / name, seed=seed, sequences=small)
+    first, again = _read_all(tmp_path / "first"), _read_all(tmp_path / "again")
     assert first.keys() == again.keys()
     for name, seq in first.items():
         for field in ("global_orient", "body_pose", "betas", "transl"):
