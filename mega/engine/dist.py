@@ -24,6 +24,12 @@ Connection refused`` to a port of the previous attempt, or a rank waits for peer
   tries fail the process exits with an error, and torchrun restarts the worker group;
 - under a watchdog (``faulthandler``, a C thread that needs no GIL) that dumps every thread's stack
   and exits the process if a start-up still hangs ``startup_timeout_s + 15`` seconds after it began.
+
+Several nodes: the prefix needs every node's agent to count the same restarts. torchrun does not count
+restarts caused by a membership change (a node joining an elastic ``--nnodes=MIN:MAX`` job), so for
+elastic multi-node jobs also export ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` on every node: torchrun then
+gives every rendezvous round a fresh store (rank 0 hosts it on a new port), which removes stale keys at
+the source (the bare gloo script above: 5 of 5 restarts with it). This module works with either store.
 """
 
 from __future__ import annotations
@@ -191,7 +197,9 @@ def start_process_group(
                 store.set_timeout(timedelta(seconds=timeout_s))
                 return
             except Exception as err:  # gloo/nccl/store raise RuntimeError, DistError, TimeoutError ...
-                errors.append(f"try {attempt + 1}: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+                errors.append(
+                    f"try {attempt + 1}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+                )
                 log.warning("rank %d: process-group start-up %s failed: %s", rank, prefix, errors[-1])
                 if tdist.is_initialized():
                     tdist.destroy_process_group()
