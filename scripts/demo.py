@@ -53,7 +53,7 @@ from mega.viz.views import colormap_view, hstack, label, overlay, save_png, side
 log = logging.getLogger("demo")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-COMPARE_COLOR = (0.93, 0.68, 0.55)
+COMPARE_COLOR = (0.82, 0.82, 0.78)  # the compare sampler's meshes: one warm grey (people keep the palette)
 
 
 class DemoInputError(UserError, ValueError):
@@ -232,7 +232,7 @@ def run_sampler(model, batch, sampler_cfg, num_samples: int, seed: int, device) 
 
 def _err_text(errors: list[float | None]) -> str:
     vals = [e for e in errors if e is not None]
-    return f" | 2D err {np.mean(vals):.1f} px" if vals else ""
+    return f"\n2D err {np.mean(vals):.1f} px" if vals else ""
 
 
 # ---------------------------------------------------------------------------------------- pictures
@@ -280,7 +280,7 @@ def picture(image, stem, people, batch, model, results, cfg) -> np.ndarray:
                 shown, kp, "coco17", radius=1.5 * thick + 0.5, thickness=thick, draw_hidden=False
             )
     src = people[0].source if people else "none"
-    panels = [(shown, f"{stem}: {len(people)} {'person' if len(people) == 1 else 'people'} ({src})")]
+    panels = [(shown, f"{stem}\n{len(people)} {'person' if len(people) == 1 else 'people'} ({src})")]
     main = results["main"]
     for key in ("compare", "main"):
         if key not in results:
@@ -291,10 +291,12 @@ def picture(image, stem, people, batch, model, results, cfg) -> np.ndarray:
             colors = torch.tensor(COMPARE_COLOR)[None, None].expand(len(people), 1, 3)
         text = f"{res['name']}{_err_text(res['errors'])}"
         if res.get("initial_errors") is not None:
-            text += f"\nbefore refinement{_err_text(res['initial_errors'])}"
+            text += (
+                _err_text(res["initial_errors"]).replace("2D err", " before refinement", 1).replace("\n", "")
+            )
         panels.append((overlay(region, res["placed"][:, 0], faces, K, colors=colors), text))
     if cfg.side_view:
-        panels.append((side_view(main["placed"][:, 0], faces, h, h), "side view"))
+        panels.append((side_view(main["placed"][:, 0], faces, h, round(0.6 * h)), "side view"))
     if main["sd_mm"] is not None:
         sd = main["sd_mm"]
         top = torch.quantile(sd.flatten(), 0.98)
@@ -302,7 +304,7 @@ def picture(image, stem, people, batch, model, results, cfg) -> np.ndarray:
         sd_map = colormap_view(
             main["placed"].mean(1), faces, sd, h, h, vmax, "SD mm", bar_width=max(48, h // 5)
         )
-        panels.append((sd_map, f"vertex SD, Q={main['placed'].shape[1]}"))
+        panels.append((sd_map, f"vertex SD\nQ={main['placed'].shape[1]}"))
     scale = min(0.7, max(0.3, h / 650))
     return hstack([label(img, text, scale) for img, text in panels], h)
 
@@ -404,8 +406,9 @@ def main(cfg: DictConfig) -> None:
     write_json(out_dir / "summary.json", {"checkpoint": str(ckpt), "sampler": resolved["sampler"],
                                           "num_samples": int(cfg.num_samples), "compare": resolved["compare"], "pictures": pictures,
                                           "people": plain(rows), "seconds": time.perf_counter() - t0})  # fmt: skip
+    n_images = len(pictures) - (1 if cfg.sheet and len(pictures) > 1 else 0)
     log.info("%d images, %d people in %.1f s: pictures %s/*.png, meshes %s/people/, summary %s",
-             len(pictures), len(rows), time.perf_counter() - t0, out_dir, out_dir, out_dir / "summary.json")  # fmt: skip
+             n_images, len(rows), time.perf_counter() - t0, out_dir, out_dir, out_dir / "summary.json")  # fmt: skip
 
 
 if __name__ == "__main__":
