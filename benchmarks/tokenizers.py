@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--body", default="free", choices=["free", "smpl"])
     parser.add_argument(
-        "--presets", default="mesh_vqvae_cpu,mesh_mlp_cpu,pose_vqvae_cpu,mesh_vqvae,mesh_mlp,pose_vqvae"
+        "--presets", default="mesh_vqvae_cpu,mesh_conv_cpu,pose_vqvae_cpu,mesh_vqvae,mesh_conv,pose_vqvae"
     )
     parser.add_argument("--params-only", action="store_true", help="print parameter counts, time nothing")
     parser.add_argument("--sizes", default="1,16,64,256")

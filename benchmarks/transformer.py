@@ -11,7 +11,7 @@ Prints:
    decoder, the head) times 3 for the backward; padding slots of the encoder are not counted;
 3. random generation (MaskGIT, MEGA's schedule: T = 20) of Q = 1 and Q = 64 meshes in one call,
    sampling plus decoding the ids to meshes, as meshes/s. The decoder is the package's mesh tokenizer
-   (``mesh_mlp``, untrained weights: speed only) or, if it cannot be built, a stand-in linear decoder
+   (``mesh_vqvae``, untrained weights: speed only) or, if it cannot be built, a stand-in linear decoder
    of the same output size; the printout says which.
 """
 
@@ -88,9 +88,8 @@ def build_decoder(device: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], 
     try:
         from mega.tokenizers import build_tokenizer
 
-        # mesh_mlp: needs no body (the convolutional mesh_vqvae builds its hierarchy from a body's template)
-        tok = build_tokenizer("mesh_mlp", num_vertices=NUM_VERTICES).to(device).eval()
-        return tok.decode, "mesh_mlp tokenizer (untrained weights)", tok.num_tokens, tok.codebook_size
+        tok = build_tokenizer("mesh_vqvae", num_vertices=NUM_VERTICES).to(device).eval()
+        return tok.decode, "mesh_vqvae tokenizer (untrained weights)", tok.num_tokens, tok.codebook_size
     except Exception as err:  # noqa: BLE001 - any failure falls back to the documented stand-in
         L, K = 54, 512
         embed = torch.nn.Embedding(K, 9).to(device)

@@ -44,7 +44,7 @@ def _meshes(body, batch):
 
 def _tiny_conv(body, seed: int = 0, **kw) -> MeshConvVQVAE:
     torch.manual_seed(seed)
-    tok = build_tokenizer("mesh_vqvae", num_vertices=body.num_vertices, **{**TINY, **kw})
+    tok = build_tokenizer("mesh_conv", num_vertices=body.num_vertices, **{**TINY, **kw})
     tok.attach(body)
     return tok
 
@@ -142,7 +142,7 @@ def test_conv_tokenizer_shapes_on_both_topologies(request, body_name, one_thread
 
 
 def test_no_hierarchy_is_a_clear_error(free_body):
-    tok = build_tokenizer("mesh_vqvae", num_vertices=free_body.num_vertices, **TINY)
+    tok = build_tokenizer("mesh_conv", num_vertices=free_body.num_vertices, **TINY)
     with pytest.raises(RuntimeError, match="attach"):
         tok.decode(torch.zeros(1, 54, dtype=torch.long))
 
@@ -171,7 +171,7 @@ def test_checkpoint_carries_the_hierarchy(free_body, smpl_body, tmp_path, monkey
     ids = torch.randint(0, 16, (2, 54), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loaded.decode(ids), tok.eval().decode(ids))
     loaded.attach(free_body)  # same topology: nothing rebuilt (build_hierarchy would fail the test)
-    other = build_tokenizer("mesh_vqvae", num_vertices=free_body.num_vertices, **TINY)
+    other = build_tokenizer("mesh_conv", num_vertices=free_body.num_vertices, **TINY)
     other.load_state_dict(loaded.state_dict())  # e.g. the engine's resume
     torch.testing.assert_close(other.decode(ids), loaded.decode(ids))
     with pytest.raises(ValueError, match="num_vertices"):
@@ -187,7 +187,10 @@ def test_trained_tokenizer_refuses_another_topology(free_body):
         tok.set_template(free_body.v_template, faces)
 
 
-def test_old_mlp_checkpoints_load_as_mesh_mlp(free_body, tmp_path):
+def test_registry_names_and_old_mlp_checkpoints(free_body, tmp_path):
+    # mesh_vqvae is the default variant (the MLP today); a checkpoint records the variant's own name
+    assert isinstance(build_tokenizer("mesh_vqvae", num_vertices=10, num_tokens=2, hidden_dim=8), MeshMLP)
+    assert MeshConvVQVAE.registry_name == "mesh_conv" and MeshMLP.registry_name == "mesh_mlp"
     old_kwargs = dict(
         num_vertices=free_body.num_vertices,
         num_tokens=6,

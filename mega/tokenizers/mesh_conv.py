@@ -177,12 +177,13 @@ class MeshDecoder(nn.Module):
     ``latent_blocks`` conv blocks at the latent level (0: tokens are not mixed before the first
     up-sampling, which keeps each token's effect inside its region and its neighbours). A learned
     per-vertex embedding is added after the last up-sampling, so vertices of one region can differ
-    even with ``full_res_blocks=0``.
+    even with ``full_res_blocks=0``; ``level_embed`` adds one after every up-sampling (without it, a
+    region's vertices at a coarse level start from one copied feature and differ only near borders).
     """
 
     def __init__(
         self, sizes, num_neighbours, channels, code_dim, blocks_per_level=1, num_basis=9, latent_blocks=0,
-        conv="spiral", full_res_blocks=1,
+        conv="spiral", full_res_blocks=1, level_embed=False,
     ):  # fmt: skip
         super().__init__()
         self.inp = nn.Linear(code_dim, channels[-1])
@@ -191,11 +192,14 @@ class MeshDecoder(nn.Module):
             for _ in range(latent_blocks)
         )
         self.levels = nn.ModuleList()  # levels L-1 .. 0
+        self.level_embed = nn.ParameterList()  # levels L-1 .. 1 (with level_embed)
         c_in = channels[-1]
         for level in range(len(sizes) - 2, -1, -1):
             count = full_res_blocks if level == 0 else blocks_per_level
             if level == 0:
                 self.vertex_embed = nn.Parameter(torch.zeros(sizes[0], c_in))
+            elif level_embed:
+                self.level_embed.append(nn.Parameter(torch.randn(sizes[level], c_in) * 0.1))
             blocks = []
             for _ in range(count):
                 blocks.append(ConvBlock(sizes[level], num_neighbours, c_in, channels[level], num_basis, conv))
@@ -216,6 +220,8 @@ class MeshDecoder(nn.Module):
             h = unpool(h, ops[level])
             if level == 0:
                 h = h + self.vertex_embed.to(h.dtype)
+            elif len(self.level_embed):
+                h = h + self.level_embed[i].to(h.dtype)
             for block in blocks:
                 h = block(h, ops[level].neighbours)
         return self.out(F.elu(h))

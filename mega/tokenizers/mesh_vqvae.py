@@ -4,13 +4,17 @@ Two variants share the canonical-mesh plumbing of :class:`MeshTokenizer` (normal
 mesh and a global scale measured on the first training batch, mean Euclidean vertex loss as
 Mesh-VQ-VAE, errors through ids):
 
-- ``mesh_vqvae`` (:class:`MeshConvVQVAE`, the default): fully convolutional like Mesh-VQ-VAE (Zhou et
-  al. 2020's mesh convolutions, :mod:`mega.tokenizers.mesh_conv`) over a region hierarchy computed
-  from the body's template (:mod:`mega.tokenizers.mesh_hierarchy`), pooled down to N latent vertices
-  = N tokens; each token stands for one surface region of the body. Works for any SMPL-format
-  topology: the hierarchy is built on first contact with a body and saved in the state dict.
+- ``mesh_conv`` (:class:`MeshConvVQVAE`): fully convolutional like Mesh-VQ-VAE (Zhou et al. 2020's
+  mesh convolutions, :mod:`mega.tokenizers.mesh_conv`) over a region hierarchy computed from the
+  body's template (:mod:`mega.tokenizers.mesh_hierarchy`), pooled down to N latent vertices = N
+  tokens; each token stands for one surface region of the body. Works for any SMPL-format topology:
+  the hierarchy is built on first contact with a body and saved in the state dict. The paper preset.
 - ``mesh_mlp`` (:class:`MeshMLP`): the whole mesh flattened through residual MLPs (every token
-  depends on every vertex); kept for comparison.
+  depends on every vertex). Far cheaper per mesh on CPUs.
+
+``mesh_vqvae``, the registry's default mesh tokenizer, names one of them (see
+:mod:`mega.tokenizers`): today ``mesh_mlp``, which reaches a usable error within the CPU presets'
+budget where ``mesh_conv`` does not yet.
 
 Canonical mesh = body with zero global orientation, centred at its vertex centroid
 (:func:`canonical_mesh`).
@@ -198,11 +202,11 @@ class ResidualMLP(nn.Module):
 
 
 class MeshMLP(MeshTokenizer):
-    """``mesh_mlp``: the flattened mesh through residual MLPs; every token depends on every vertex.
+    """``mesh_mlp`` (also ``mesh_vqvae``): the flattened mesh through residual MLPs; every token depends on every vertex.
 
     A learned linear projection of the whole mesh (V*3 -> hidden), residual MLP blocks and a linear
-    map to N tokens of dimension D; the decoder mirrors it. Kept for comparison with the
-    convolutional ``mesh_vqvae`` (on SMPL its first and last layers alone hold ~42 M parameters).
+    map to N tokens of dimension D; the decoder mirrors it. No token stands for a body part (see
+    ``mesh_conv``); on SMPL its first and last layers alone hold ~42 M parameters at hidden 1024.
 
     Args:
         num_vertices: V, vertices of the body model's mesh (read from the body model).
@@ -267,12 +271,12 @@ class MeshMLP(MeshTokenizer):
         return self.decoder(z.flatten(1)).reshape(z.shape[0], self.num_vertices, 3)
 
 
-# The MLP's name before the convolutional tokenizer took over ``mesh_vqvae`` (kept for old imports).
+# The MLP's class name before the variants had names of their own (kept for old imports).
 MeshVQVAE = MeshMLP
 
 
 class MeshConvVQVAE(MeshTokenizer):
-    """``mesh_vqvae``: fully convolutional mesh VQ-VAE over a template's region hierarchy.
+    """``mesh_conv``: fully convolutional mesh VQ-VAE over a template's region hierarchy (Mesh-VQ-VAE's design).
 
     Encoder: mesh convolutions at every level of :mod:`mega.tokenizers.mesh_hierarchy`, pooled down
     to N latent vertices, each mapped alone to a D-dimensional latent = one token per body region.
@@ -295,13 +299,15 @@ class MeshConvVQVAE(MeshTokenizer):
         blocks_per_level: residual conv blocks (2 convolutions each) per coarser level, in each direction.
         full_res_blocks: the same at the mesh's own level (0: per-vertex layers only there; cheaper).
         latent_blocks: conv blocks at the latent level of the decoder (0 keeps tokens unmixed there).
+        level_embed: learned per-vertex embeddings after every up-sampling of the decoder (not only the
+            last), so that a coarse region's vertices can differ away from its borders.
         up_neighbours: regions an up-sampled vertex mixes (1: its own region only).
         commitment_weight: weight of the commitment loss (Mesh-VQ-VAE: 0.25).
         recon_loss: ``euclidean`` (Mesh-VQ-VAE's mean vertex error) or ``l1``.
         decay, dead_after, usage_window, seed: the quantiser's (dead-code reset is ours, not Mesh-VQ-VAE's).
     """
 
-    registry_name = "mesh_vqvae"
+    registry_name = "mesh_conv"
 
     def __init__(
         self,
@@ -318,6 +324,7 @@ class MeshConvVQVAE(MeshTokenizer):
         blocks_per_level: int = 1,
         full_res_blocks: int = 1,
         latent_blocks: int = 0,
+        level_embed: bool = False,
         up_neighbours: int = 1,
         commitment_weight: float = 0.25,
         recon_loss: str = "euclidean",
@@ -338,16 +345,9 @@ class MeshConvVQVAE(MeshTokenizer):
             self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, conv, full_res_blocks
         )
         self.decoder = MeshDecoder(
-            self.sizes,
-            num_neighbours,
-            channels,
-            code_dim,
-            blocks_per_level,
-            num_basis,
-            latent_blocks,
-            conv,
-            full_res_blocks,
-        )
+            self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, latent_blocks, conv,
+            full_res_blocks, level_embed,
+        )  # fmt: skip
         self.hierarchy_store = HierarchyStore()
         self._checked: tuple | None = None
 
@@ -391,7 +391,7 @@ class MeshConvVQVAE(MeshTokenizer):
         h = self.hierarchy_store.get()
         if h is None:
             raise RuntimeError(
-                "mesh_vqvae has no mesh hierarchy yet: call tokenizer.attach(body) (training, errors() and "
+                "mesh_conv has no mesh hierarchy yet: call tokenizer.attach(body) (training, errors() and "
                 "inputs() do it) or load a trained checkpoint with mega.tokenizers.load_tokenizer"
             )
         if h.assign and h.assign[0].device != self.mean_mesh.device:
