@@ -42,6 +42,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -322,10 +323,35 @@ class SceneRenderer:
         return torch.cat([kp, (inside & ~hidden).float()[..., None]], -1)
 
 
-def _motion_split(motion: Mapping[str, Any], split: str):
-    from mega.data.motion import synthetic_motion  # noqa: PLC0415 (registers the motion datasets)
+def _motion_split(motion: Mapping[str, Any], split: str, create: bool = False):
+    """The motion frames of ``split`` (a :class:`mega.data.motion.MotionDataset`).
 
-    return synthetic_motion(split=split, **dict(motion))
+    With ``create``, a missing motion folder is generated first (``ensure_synthetic_motion``). An
+    existing folder is read as it is, whatever version of the motion generator wrote it, as long as
+    its seed and sequence counts are the ones asked for: the images depend on the motion files, and
+    a motion-code change must not stop a running image generation (nor invalidate a finished set).
+    """
+    from mega.data.motion import MotionDataset, ensure_synthetic_motion  # noqa: PLC0415
+    from mega.data.motion_synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
+
+    root = Path(motion["root"])
+    wanted = {"seed": motion.get("seed", 0), "sequences": dict(motion.get("sequences") or {})}
+    if not (root / MOTION_MANIFEST).is_file():
+        if not create:
+            raise FileNotFoundError(f"motion data {root} is missing (no {MOTION_MANIFEST})")
+        ensure_synthetic_motion(root, seed=wanted["seed"], sequences=wanted["sequences"] or None)
+    found = json.loads((root / MOTION_MANIFEST).read_text())
+    made = {"seed": found.get("seed"), "sequences": found.get("sequences")}
+    if wanted["sequences"] and made != wanted:
+        raise ValueError(f"{root} holds motion made with {made}, not {wanted}: pick another motion.root")
+    return MotionDataset(root, split=split, split_protocol="folders")
+
+
+def _motion_version(motion: Mapping[str, Any]) -> Any:
+    from mega.data.motion_synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
+
+    found = json.loads((Path(motion["root"]) / MOTION_MANIFEST).read_text())
+    return {k: found[k] for k in ("version", "fingerprint") if k in found}
 
 
 def _encode(image: np.ndarray, opts: SceneOptions) -> bytes:
@@ -402,7 +428,7 @@ def generate_split(
     opts = opts or SceneOptions()
     motion = dict(motion or DEFAULT_MOTION)
     root = Path(root)
-    n_frames = len(_motion_split(motion, split))  # generates the motion data first if needed
+    n_frames = len(_motion_split(motion, split, create=True))  # generates the motion data first if needed
     g = torch.Generator().manual_seed(_seed(seed, split, -1))
     frames = (
         torch.randperm(n_frames, generator=g)[:count]
@@ -416,9 +442,12 @@ def generate_split(
     init = (str(root), split, seed, opts, motion, threads)
     parts: dict[str, list[np.ndarray]] = {}
     bar = tqdm(total=count, desc=f"synthetic_images {split}", unit="img", disable=not progress)
-    if workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init)
-        results = pool.imap(_render_batch, tasks)
+    if (
+        workers > 1
+    ):  # a failing worker start raises BrokenProcessPool here (multiprocessing.Pool would retry forever)
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init)
+        results = pool.map(_render_batch, tasks)
     else:
         pool = None
         _init_worker(*init)
@@ -431,8 +460,7 @@ def generate_split(
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(cancel_futures=True)
     arrays = {key: np.concatenate(value) for key, value in parts.items()}
     n = len(arrays["imgname"])
     arrays.update(
@@ -551,9 +579,7 @@ def ensure_synthetic_images(
         try:
             for split, count in sizes.items():
                 generate_split(tmp, split, count, seed, opts, motion, progress, workers, threads)
-            from mega.data.motion_synth import GENERATOR_VERSION as MOTION_VERSION  # noqa: PLC0415
-
-            manifest = {**wanted, "motion_root": str(motion["root"]), "motion_version": MOTION_VERSION,
+            manifest = {**wanted, "motion_root": str(motion["root"]), "motion_version": _motion_version(motion),
                         "seconds": round(time.perf_counter() - t0, 1), "workers": workers}  # fmt: skip
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             if root.is_dir():
