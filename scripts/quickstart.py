@@ -192,7 +192,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     q = int(cfg.demo.uncertainty_samples)
     for name, extra in (("heldout", ["sampler=deterministic"]),
                         ("heldout_uncertainty", ["sampler=stochastic", f"num_samples={q}"]),
-                        ("heldout_pose_guided", ["sampler=pose_guided", "compare=deterministic"])):  # fmt: skip
+                        ("heldout_pose_guided", ["sampler=pose_guided", "compare=deterministic", *cfg.demo.pose_guided_args])):  # fmt: skip
         stages.append(Stage(f"demo_{name}", _script(cfg, "demo.py", demo / name, *common, *extra),
                             demo / name / "summary.json", prepare=heldout_inputs))  # fmt: skip
     video = Path(cfg.demo.video) if cfg.demo.video else None
@@ -202,7 +202,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     elif not detector_ready():
         skip = "the BlazePose extra is not installed (`make detector`)"
     vargs = [f"checkpoint={hmr}", f"inputs=[{video}]", "detector=blazepose", "sampler=pose_guided",
-             "compare=deterministic", f"threads={cfg.threads}", *cfg.demo.video_args]  # fmt: skip
+             "compare=deterministic", f"threads={cfg.threads}", *cfg.demo.pose_guided_args, *cfg.demo.video_args]  # fmt: skip
     stages.append(Stage("demo_video", _script(cfg, "demo.py", demo / "video", *vargs), demo / "video/summary.json",
                         skip_reason=skip))  # fmt: skip
     return stages

@@ -50,7 +50,7 @@ def tiny_overrides(tmp: Path) -> list[str]:
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd=cwd
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=1500, cwd=cwd
     )
 
 
