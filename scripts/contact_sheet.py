@@ -94,7 +94,7 @@ def main() -> None:
     errors = keypoint_errors(body, labels)
     print(f"{npz}: {len(labels['imgname'])} images; projected labelled joints vs stored 2D keypoints:")
     for key, value in errors.items():
-        print(f"  {key:18s} {value:.5f}")
+        print(f"  {key:18s} {value:.3g}")
 
     rows = np.arange(args.first, min(args.first + args.count, len(labels["imgname"])))
     verts, _, _ = pose_bodies(body, labels, rows)
