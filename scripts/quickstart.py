@@ -234,19 +234,28 @@ def _fmt(seconds: float) -> str:
 
 
 def final_table(cfg: DictConfig) -> tuple[str, dict]:
-    """PVE / MPJPE / PA-MPJPE (mm) per sampler and the mean_pose floor, from the eval runs' summaries."""
+    """PVE / MPJPE / PA-MPJPE (mm) per sampler and the mean_pose floor, from the eval runs' summaries.
+
+    A sampler with Q > 1 gets three rows: its single hypothesis (the evaluator's ``metrics``: the
+    deterministic mesh), the mean of the Q samples, and the best of Q (an oracle choice, MEGA's metric)."""
     run = Path(cfg.run_dir)
-    rows = {}
+    rows: dict[str, dict] = {}
     for name in ["mean_pose", *cfg.eval.samplers]:
         path = run / f"eval/{name}/summary.json"
-        if path.is_file():
-            rows[name] = json.loads(path.read_text()).get("metrics", {})
-    lines = [f"{'sampler':<22}{'Q':>4}" + "".join(f"{m.upper().replace('_', '-'):>11}" for m in METRICS)]
+        if not path.is_file():
+            continue
+        summary = json.loads(path.read_text())
+        rows[name] = summary.get("metrics", {})
+        for key, tag in (("mean_of_q", "mean of Q"), ("best_of_q", "best of Q")):
+            if key in summary:
+                rows[f"{name} ({tag})"] = summary[key]
+    lines = [f"{'sampler':<30}{'Q':>4}" + "".join(f"{m.upper().replace('_', '-'):>11}" for m in METRICS)]
     for name, metrics in rows.items():
-        q = "-" if name == "mean_pose" else str(cfg.eval.samplers[name])
+        base = name.split(" (")[0]
+        q = "-" if base == "mean_pose" else str(cfg.eval.samplers[base])
         label = "mean_pose (floor)" if name == "mean_pose" else name
         vals = "".join(f"{metrics[m]:>11.1f}" if m in metrics else f"{'-':>11}" for m in METRICS)
-        lines.append(f"{label:<22}{q:>4}{vals}")
+        lines.append(f"{label:<30}{q:>4}{vals}")
     return "\n".join(lines), rows
 
 

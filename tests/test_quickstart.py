@@ -67,6 +67,8 @@ def test_quickstart_runs_every_stage_then_skips_them(tmp_path):
         assert row in table
     record = json.loads((qs / "quickstart.json").read_text())
     assert set(record["metrics"]) == {
+        "stochastic (mean of Q)",
+        "stochastic (best of Q)",
         "mean_pose",
         "deterministic",
         "stochastic",
@@ -75,7 +77,9 @@ def test_quickstart_runs_every_stage_then_skips_them(tmp_path):
     }
     assert all(record["metrics"][k]["pve"] > 0 for k in record["metrics"])
     pictures = [Path(p) for p in record["pictures"]]
-    assert len(pictures) == 9 and all(p.is_file() for p in pictures)  # (sheet + 2 images) x 3 held-out demo runs
+    assert len(pictures) == 9 and all(
+        p.is_file() for p in pictures
+    )  # (sheet + 2 images) x 3 held-out demo runs
     summary = json.loads((qs / "demo/heldout/summary.json").read_text())
     person = summary["people"][0]
     assert person["source"] == "coco_json" and person["reprojection_px"] is not None
