@@ -384,24 +384,3 @@ class ImageBenchmarkView(torch.utils.data.Dataset):
         item["person"] = 0
         item["body_pose"] = item["body_pose"].reshape(-1)
         return item
-
-
-def hmr_predictor(model: HMRModel, sampler: Any = None, num_samples: int = 1, seed: int = 0):
-    """The evaluator's ``batch -> PredictorOutput`` for a trained model (deterministic mode by default).
-
-    Meshes are placed in the full-image camera frame with the crop camera's translation.
-    """
-    from mega.metrics.predictors import PredictorOutput
-
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed) if sampler is not None else None
-
-    def predict(batch: dict[str, Any]) -> PredictorOutput:
-        img = batch["img"].to(device)
-        pred = model.predict(img, sampler=sampler, num_samples=num_samples, generator=generator)
-        geo = {k: batch[k].to(device) for k in ("bbox_center", "bbox_size", "cam_int", "img_size")}
-        transl = model.full_image_translation(pred["cam"], geo)  # (B, 3)
-        verts = pred["vertices"] + transl[:, None, None]  # (B, Q, V, 3)
-        return PredictorOutput(vertices=verts[:, 0] if num_samples == 1 else verts)
-
-    return predict

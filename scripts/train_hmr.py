@@ -31,9 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json
-from mega.backbones import build_backbone
 from mega.body import load_body_model
-from mega.conditioning import build_conditioning
 from mega.data.image_dataset import build_image_dataset
 from mega.engine import (
     EngineConfig,
@@ -47,17 +45,17 @@ from mega.engine import (
     setup_dist,
     train,
 )
+from mega.errors import entry_point
+from mega.inference import HMR_FORMAT, build_hmr_model, model_predictor
 from mega.losses import HMRObjective
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
-from mega.model import HMRModel, ImageBenchmarkView, hmr_predictor, load_pretrained_transformer
+from mega.model import HMRModel, ImageBenchmarkView, load_pretrained_transformer
 from mega.tokenizers import load_tokenizer, tokenizer_hash
-from mega.transformer import MaskedTokenTransformer
 from mega.viz.views import save_png
 
 log = logging.getLogger("train_hmr")
-HMR_FORMAT = "mega-hmr/1"
 MAKE_TOKENIZER = {"mesh": "python scripts/train_tokenizer.py",
                   "pose": "python scripts/train_tokenizer.py experiment=pose_tokenizer_cpu"}  # fmt: skip
 
@@ -103,19 +101,13 @@ def find_pretrained(init: str | None, tok_path: Path, tok_sha: str) -> str | Non
 
 def build_model(cfg: DictConfig, tokenizer, body) -> tuple[HMRModel, dict]:
     """The HMR model from the config; returns it and the kwargs that rebuild it (saved in hmr.pt)."""
-    backbone = build_backbone(**OmegaConf.to_container(cfg.backbone))
     tr_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.transformer).items() if k != "init"}
-    transformer = MaskedTokenTransformer.from_tokenizer(tokenizer, **tr_kwargs)
-    dec_dim = tr_kwargs.get("decoder_dim") or tr_kwargs["dim"]
-    sizes = dict(decoder_dim=dec_dim, decoder_depth=tr_kwargs["decoder_depth"], image_dim=backbone.dim,
-                 num_image_tokens=backbone.num_tokens, pyramid_dims=list(backbone.pyramid_dims),
-                 num_body_tokens=tokenizer.num_tokens)  # fmt: skip
-    conditioning = build_conditioning(**OmegaConf.to_container(cfg.conditioning), **sizes)
-    model = HMRModel(backbone, transformer, conditioning, tokenizer, body, **cfg.heads)
+    model, sizes = build_hmr_model(OmegaConf.to_container(cfg.backbone), tr_kwargs,
+                                   OmegaConf.to_container(cfg.conditioning), OmegaConf.to_container(cfg.heads),
+                                   tokenizer, body)  # fmt: skip
     return model, {"transformer": tr_kwargs, "sizes": sizes}
 
 
-@torch.no_grad()
 def overlay_panel(model: HMRModel, dataset, count: int = 4, focal: float = 5000.0):
     """(H, W, 3) uint8: the first ``count`` crops with the deterministic prediction rendered over them.
 
@@ -144,11 +136,12 @@ def evaluate(model: HMRModel, dataset, body, cfg: DictConfig, device, predictor:
     """Score the model (deterministic mode), or a built-in predictor, on an image split; returns the result."""
     evaluator = Evaluator(build_protocol(**OmegaConf.to_container(cfg.protocol)), lambda gender: body, batch_size=cfg.eval_batch_size,
                           device=device, progress=False)  # fmt: skip
-    fn = hmr_predictor(model) if predictor == "model" else build_predictor(predictor)
+    fn = model_predictor(model) if predictor == "model" else build_predictor(predictor)
     return evaluator.run(dataset, fn, predictor_name=predictor)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_hmr")
+@entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
