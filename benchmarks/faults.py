@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,27 +34,9 @@ from pathlib import Path
 
 import torch
 
+from mega.engine.launch import rendezvous_args
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rendezvous_args(mode: str) -> list[str]:
-    if mode == "standalone":
-        return ["--standalone"]
-    if mode == "static":
-        return ["--master-addr=127.0.0.1", f"--master-port={free_port()}"]
-    if mode == "c10d":
-        return [
-            "--rdzv-backend=c10d",
-            f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-            f"--rdzv-id=bench{os.getpid()}",
-        ]
-    raise SystemExit(f"unknown mode {mode!r}: standalone | static | c10d")
 
 
 def run_job(folder: Path, args: argparse.Namespace, mode: str, kill: bool) -> dict:
@@ -71,7 +52,7 @@ def run_job(folder: Path, args: argparse.Namespace, mode: str, kill: bool) -> di
         overrides += [f"engine.fault.kill_rank={args.kill_rank}", f"engine.fault.at_step={args.kill_at}"]
     cmd = [
         str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", "--max-restarts=2",
-        *rendezvous_args(mode), str(REPO / "scripts" / "train_tokenizer.py"), *overrides,
+        *rendezvous_args(mode, "bench"), str(REPO / "scripts" / "train_tokenizer.py"), *overrides,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env.pop("MEGA_RUN_ID", None)

@@ -11,7 +11,6 @@ with 2 gloo ranks in one of the three rendezvous set-ups users run:
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from mega.engine.launch import rendezvous_args
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "engine_ddp_worker.py"
 
@@ -29,27 +30,6 @@ ENGINE = {
     "max_steps": 12, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "device": "cpu", "precision": "fp32",
     "log_every": 1, "progress_bar": False, "ckpt_every": 3, "keep_last": 2,
 }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rendezvous_args(mode: str) -> list[str]:
-    """torchrun arguments of a rendezvous set-up (see the module docstring)."""
-    if mode == "standalone":
-        return ["--standalone"]
-    if mode == "static":
-        return ["--master-addr=127.0.0.1", f"--master-port={free_port()}"]
-    if mode == "c10d":
-        return [
-            "--rdzv-backend=c10d",
-            f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-            f"--rdzv-id=faults{os.getpid()}",
-        ]
-    raise ValueError(mode)
 
 
 @dataclass
@@ -95,7 +75,7 @@ def launch(
     full_env.pop("MEGA_RUN_ID", None)
     cmd = [
         str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--max-restarts={restarts}",
-        "--monitor-interval=0.2", *rendezvous_args(mode),
+        "--monitor-interval=0.2", *rendezvous_args(mode, "faults"),
         str(WORKER), "--config-path", str(tmp), "--config-name", name,
     ]  # fmt: skip
     start = time.perf_counter()

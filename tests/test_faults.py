@@ -247,10 +247,10 @@ def test_process_group_start_up_fails_fast_when_a_rank_never_comes(monkeypatch):
     from datetime import timedelta
 
     import torch.distributed as tdist
-    from faults_launch import free_port
 
     from mega.engine import DistStartupError, setup_dist
     from mega.engine.dist import store_prefix
+    from mega.engine.launch import free_port
 
     port = free_port()
     store = tdist.TCPStore(

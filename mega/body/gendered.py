@@ -93,7 +93,7 @@ class GenderedBody(nn.Module):
         parts: dict[int, tuple[Tensor, BodyOutput]] = {}
         for g in present:
             idx = (ids == g).nonzero().squeeze(1).to(global_orient.device)
-            pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
+            pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731, B023  (used within this iteration)
             parts[g] = (idx, self.models[GENDERS[g]](pick(global_orient), pick(body_pose), pick(betas), pick(transl)))
         first = next(iter(parts.values()))[1]
         out = {}
