@@ -106,3 +106,20 @@ class FeedForward(nn.Module):
 def image_tokens(features: Any) -> Tensor:
     """(B, 1 + N, C): the pooled vector followed by the N spatial tokens."""
     return torch.cat([features.pooled[:, None], features.tokens], dim=1)
+
+
+def projected_image_tokens(features: Any, proj: nn.Module, pos: Tensor, name: str) -> Tensor:
+    """Image tokens projected to the decoder width plus their position embedding: (B, 1 + N, D).
+
+    Args:
+        features: backbone output (tokens (B, N, C), pooled (B, C)).
+        proj: (C -> D) projection; pos: (1, 1 + N, D) learned positions.
+        name: the conditioning's name, for the error when the token count does not match.
+    """
+    tokens = image_tokens(features)
+    if tokens.shape[1] != pos.shape[1]:
+        raise ValueError(
+            f"{name} conditioning was built for {pos.shape[1] - 1} image tokens, got {tokens.shape[1] - 1}: "
+            "the backbone's input size or grid changed"
+        )
+    return proj(tokens) + pos

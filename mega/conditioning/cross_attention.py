@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from mega.conditioning.base import Conditioning, FeedForward, image_tokens, spread_layers
+from mega.conditioning.base import (
+    Conditioning,
+    FeedForward,
+    projected_image_tokens,
+    spread_layers,
+)
 
 
 class CrossAttention(nn.Module):
@@ -95,13 +100,11 @@ class CrossAttentionConditioning(Conditioning):
 
     def prepare(self, features: Any) -> dict[str, Any]:
         """``{"memory": (B, 1 + N, D)}``."""
-        tokens = image_tokens(features)
-        if tokens.shape[1] != self.pos.shape[1]:
-            raise ValueError(
-                f"cross-attention conditioning was built for {self.pos.shape[1] - 1} image tokens, got "
-                f"{tokens.shape[1] - 1}: the backbone's input size or grid changed"
+        return {
+            "memory": self.memory_norm(
+                projected_image_tokens(features, self.proj, self.pos, "cross-attention")
             )
-        return {"memory": self.memory_norm(self.proj(tokens) + self.pos)}
+        }
 
     def layers_after(self, block: int) -> list[int]:
         return self._slots[block]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mega.conditioning.base import Conditioning, image_tokens
+from mega.conditioning.base import Conditioning, projected_image_tokens
 
 
 class PrefixConditioning(Conditioning):
@@ -49,13 +49,7 @@ class PrefixConditioning(Conditioning):
 
     def prepare(self, features: Any) -> dict[str, Any]:
         """``{"prefix": (B, 1 + N, D)}`` from features.tokens (B, N, C) and features.pooled (B, C)."""
-        tokens = image_tokens(features)
-        if tokens.shape[1] != self.pos.shape[1]:
-            raise ValueError(
-                f"prefix conditioning was built for {self.pos.shape[1] - 1} image tokens, got "
-                f"{tokens.shape[1] - 1}: the backbone's input size or grid changed"
-            )
-        return {"prefix": self.drop(self.proj(tokens) + self.pos)}
+        return {"prefix": self.drop(projected_image_tokens(features, self.proj, self.pos, "prefix"))}
 
     def prefix(self, context: dict[str, Any]) -> Tensor | None:
         """(B, 1 + N, D) prepended to the decoder sequence."""
