@@ -361,7 +361,6 @@ class ImageBenchmarkView(torch.utils.data.Dataset):
     def __init__(self, dataset: torch.utils.data.Dataset, limit: int | None = None) -> None:
         self.dataset = dataset
         self.size = len(dataset) if limit is None else min(int(limit), len(dataset))
-        self.index = None
         self.sequence, self.frame = None, None
         npz = getattr(dataset, "npz", None)
         if npz is not None:
@@ -372,6 +371,13 @@ class ImageBenchmarkView(torch.utils.data.Dataset):
                     self.sequence = [str(s) for s in f["sequence"]]
                 if "frame" in f.files:
                     self.frame = [int(x) for x in f["frame"]]
+        # What the evaluator's summary reads off a benchmark index: dataset, split, subset, sequences.
+        from types import SimpleNamespace
+
+        name = str(getattr(dataset, "name", type(dataset).__name__))
+        dataset_name, _, split = name.partition("/")
+        self.index = SimpleNamespace(dataset=dataset_name, split=split or None, subset="all",
+                                     arrays={"sequence": (self.sequence or [])[: self.size]})  # fmt: skip
 
     def __len__(self) -> int:
         return self.size

@@ -29,7 +29,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
-from mega.data.benchmark import BenchmarkDataset, make_body_factory
+from mega.data.benchmark import make_body_factory
+from mega.data.eval_views import build_eval_dataset
 from mega.engine.dist import cleanup_dist, setup_dist
 from mega.errors import ConfigError, entry_point
 from mega.metrics.evaluator import Evaluator, format_table, write_results
@@ -37,37 +38,6 @@ from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
 
 log = logging.getLogger("eval")
-IMAGE_BENCHMARKS = ("synthetic_images",)  # read through mega.data.image_dataset (crops + 2D keypoints)
-
-
-def crop_transform(size: int):
-    """BenchmarkDataset's ``(PIL image, item) -> (3, S, S)``: the square crop of the person's box."""
-    from mega.data.crop import crop_matrix, normalise_image, warp_crop
-
-    def transform(img: Any, item: dict[str, Any]) -> torch.Tensor:
-        m = crop_matrix(item["bbox_center"].numpy(), float(item["bbox_size"]), size)
-        return normalise_image(warp_crop(np.asarray(img), m, size))
-
-    return transform
-
-
-def build_dataset(cfg: DictConfig, crop_size: int | None) -> torch.utils.data.Dataset:
-    """The benchmark's samples; with a model (``crop_size``), each with its crop."""
-    if cfg.dataset.name in IMAGE_BENCHMARKS:
-        from mega.data.image_dataset import build_image_dataset
-        from mega.model import ImageBenchmarkView
-
-        data = OmegaConf.to_container(cfg.dataset, resolve=True)
-        data_cfg = {
-            "name": data["name"],
-            "root": cfg.root or data["root"],
-            "generate": data.get("generate", {}),
-        }
-        ds = build_image_dataset(data_cfg, data["split"], crop_size=crop_size or 32)
-        return ImageBenchmarkView(ds, cfg.limit)
-    transform = crop_transform(crop_size) if crop_size else None
-    ds = BenchmarkDataset(cfg.dataset.index, root=cfg.root or cfg.dataset.root, image_transform=transform)
-    return torch.utils.data.Subset(ds, range(min(cfg.limit, len(ds)))) if cfg.limit else ds
 
 
 def batch1_timing(
@@ -119,7 +89,8 @@ def main(cfg: DictConfig) -> None:
             label = f"model[{cfg.sampler.name}, Q={cfg.num_samples}]"
         else:
             predictor, label = build_predictor(name), name
-        dataset = build_dataset(cfg, model.backbone.input_size if model is not None else None)
+        crop = model.backbone.input_size if model is not None else None
+        dataset = build_eval_dataset(cfg.dataset, crop, root=cfg.root, limit=cfg.limit)
         bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
         protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
         evaluator = Evaluator(protocol, bodies, batch_size=cfg.batch_size, num_workers=cfg.num_workers,

@@ -96,7 +96,7 @@ class PoseGuidedRefiner:
     def __init__(
         self,
         iterations: int = 10,
-        step_size: float = 1.0,
+        step_size: float = 1000.0,
         prior_weight: float = 1.0,
         min_confidence: float = 0.1,
     ) -> None:
@@ -194,7 +194,7 @@ class PoseGuidedSampler:
         self,
         base: dict[str, Any] | None = None,
         iterations: int = 10,
-        step_size: float = 1.0,
+        step_size: float = 1000.0,
         prior_weight: float = 1.0,
         min_confidence: float = 0.1,
     ) -> None:
