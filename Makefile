@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test lint bench quickstart pipeline detector media clean
+.PHONY: setup test lint bench quickstart pipeline detector media demo clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,8 @@ bench: setup
 quickstart: setup
 	$(BIN)/python scripts/quickstart.py
 
-# The embedded CPU pipeline so far, on the free body and synthetic motion (about 10 min on 2 cores):
-# mesh tokenizer -> masked-token pre-training -> random generation (APD, Frechet distance).
+# The motion stages only (about 10 min on 2 cores): mesh tokenizer -> masked-token pre-training ->
+# random generation (APD, Frechet distance). `make quickstart` runs the whole job.
 PIPE := outputs/pipeline
 pipeline: setup
 	$(BIN)/python scripts/train_tokenizer.py hydra.run.dir=$(PIPE)/tokenizer
@@ -63,6 +63,11 @@ $(MEDIA):
 	$(PY) -m pip download -q --no-deps --dest data/media/.wheel sports2d==0.8.34
 	cd data/media && $(PY) -c "import zipfile,glob; z=zipfile.ZipFile(glob.glob('.wheel/sports2d-*.whl')[0]); open('sports2d_demo.mp4','wb').write(z.read('Sports2D/Demo/demo.mp4')); open('sports2d_LICENSE.txt','wb').write(next(z.read(n) for n in z.namelist() if n.endswith('LICENSE')))"
 	rm -rf data/media/.wheel
+
+# The demo on real footage (after `make media detector` and `make quickstart`): two people walking,
+# deterministic next to pose-guided refinement with the 2D keypoint error before and after.
+demo: setup
+	$(BIN)/python scripts/demo.py checkpoint=outputs/quickstart/train_hmr/hmr.pt inputs=[$(MEDIA)] detector=blazepose sampler=pose_guided compare=deterministic every_n=45 max_frames=4
 
 clean:
 	rm -rf $(VENV) .venv-detector outputs
