@@ -265,14 +265,23 @@ def random_world_rotations(num: int, rng: np.random.Generator) -> np.ndarray:
         angles = rng.uniform(lo, hi, size=(num, 3))
         if name.startswith("right_"):
             angles[:, 1:] *= -1.0
-        local = _axis_rotations(0, angles[:, 0]) @ _axis_rotations(1, angles[:, 1]) @ _axis_rotations(2, angles[:, 2])
+        local = (
+            _axis_rotations(0, angles[:, 0])
+            @ _axis_rotations(1, angles[:, 1])
+            @ _axis_rotations(2, angles[:, 2])
+        )
         world[:, j] = world[:, SMPL_PARENTS[j]] @ local
     return world
 
 
 def posed_samples(
-    template: np.ndarray, shapedirs: np.ndarray, joints: np.ndarray, joint_dirs: np.ndarray,
-    weights: np.ndarray, num: int, seed: int,
+    template: np.ndarray,
+    shapedirs: np.ndarray,
+    joints: np.ndarray,
+    joint_dirs: np.ndarray,
+    weights: np.ndarray,
+    num: int,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bodies of the model's own shape space (beta ~ N(0, 1) clipped to +-2.5) in random poses.
 
@@ -393,9 +402,13 @@ def build(num_samples: int, num_fit: int, seed: int, num_posed: int = 1000) -> d
     # convex weights allow, R @ shapedirs_k = joint dirs_k (anny's joints are helper-cube centres that
     # no non-negative vertex combination follows exactly under every shape change) and R @ posed
     # vertices = forward-kinematics joints (the regressed joints of a bent limb stay on the skeleton).
-    posed_verts, posed_joints = posed_samples(template, shapedirs, rig_joints, joint_dirs, weights, num_posed, seed)
+    posed_verts, posed_joints = posed_samples(
+        template, shapedirs, rig_joints, joint_dirs, weights, num_posed, seed
+    )
     basis = np.concatenate([J_TEMPLATE_WEIGHT * template[None], np.moveaxis(shapedirs, 2, 0), posed_verts])
-    targets = np.concatenate([J_TEMPLATE_WEIGHT * rig_joints[None], np.moveaxis(joint_dirs, 2, 0), posed_joints])
+    targets = np.concatenate(
+        [J_TEMPLATE_WEIGHT * rig_joints[None], np.moveaxis(joint_dirs, 2, 0), posed_joints]
+    )
     j_reg = fit_regressor(basis, targets, joint_candidates(template, rig_joints, weights, 0.04), centre=False)
     # Held out: the model as shipped (skeleton = J_regressor @ shaped template) in other random poses.
     own_dirs = np.einsum("kv,vcb->kcb", j_reg, shapedirs)
@@ -403,7 +416,10 @@ def build(num_samples: int, num_fit: int, seed: int, num_posed: int = 1000) -> d
     drift = np.linalg.norm(np.einsum("kv,svc->skc", j_reg, held_v) - held_j, axis=-1) * 1e3
     logger.info(
         "J regressor on %d held-out random poses: mean %.2f mm off the FK joints, worst joint %s %.2f mm",
-        len(held_v), drift.mean(), SMPL_JOINT_NAMES[drift.mean(0).argmax()], drift.mean(0).max(),
+        len(held_v),
+        drift.mean(),
+        SMPL_JOINT_NAMES[drift.mean(0).argmax()],
+        drift.mean(0).max(),
     )
     fit = np.linspace(0, num_samples - 1, num_fit).round().astype(int)  # a spread-out subset
     fit_verts, fit_joints = verts[fit], joints[fit]
@@ -457,7 +473,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("mega/body/assets/free_body.npz"))
     parser.add_argument("--samples", type=int, default=2000, help="phenotype samples for the PCA")
     parser.add_argument("--fit-samples", type=int, default=200, help="samples for the regressor fits")
-    parser.add_argument("--posed-samples", type=int, default=1000, help="posed bodies for the J_regressor fit")
+    parser.add_argument(
+        "--posed-samples", type=int, default=1000, help="posed bodies for the J_regressor fit"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -220,7 +220,9 @@ def main(cfg: DictConfig) -> None:
         frames = None
         if layout is not None:
             train_set = SequenceTokenDataset(token_ids["train"], *layout)
-            frames = FramePicker(train_set, stream_seed(engine.seed, 0, "pretrain/frames"), dist.rank, dist.world_size)
+            frames = FramePicker(
+                train_set, stream_seed(engine.seed, 0, "pretrain/frames"), dist.rank, dist.world_size
+            )
         else:
             train_set = TokenDataset(token_ids["train"])
         log.info("epoch = %s: %d items (%d training frames)", "one random frame per sequence"

@@ -32,16 +32,24 @@ def singles(gendered):
 
 def _pose(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g) * 0.3, torch.randn(n, 23, 3, generator=g) * 0.3, torch.randn(n, 10, generator=g)
+    return (
+        torch.randn(n, 3, generator=g) * 0.3,
+        torch.randn(n, 23, 3, generator=g) * 0.3,
+        torch.randn(n, 10, generator=g),
+    )
 
 
 def test_each_sample_uses_its_genders_model(gendered, singles, synthetic_smpl_dir):
-    assert isinstance(gendered, GenderedBody) and gendered.num_vertices == 6890 and gendered.faces.shape[1] == 3
+    assert (
+        isinstance(gendered, GenderedBody) and gendered.num_vertices == 6890 and gendered.faces.shape[1] == 3
+    )
     go, bp, betas = _pose(5)
     genders = ["male", "female", "neutral", "f", "male"]
     with sample_genders(gendered, genders):
         out = gendered(go, bp, betas)
-    assert gendered.models["male"].name == load_body_model("smpl", path=synthetic_smpl_dir, gender="male").name
+    assert (
+        gendered.models["male"].name == load_body_model("smpl", path=synthetic_smpl_dir, gender="male").name
+    )
     for b, g in enumerate(["male", "female", "neutral", "female", "male"]):
         ref = singles[g](go[b : b + 1], bp[b : b + 1], betas[b : b + 1])
         torch.testing.assert_close(out.vertices[b], ref.vertices[0])
@@ -49,7 +57,10 @@ def test_each_sample_uses_its_genders_model(gendered, singles, synthetic_smpl_di
     neutral = gendered(go, bp, betas)  # outside the block: neutral for all
     male = singles["male"](go, bp, betas)
     assert (neutral.vertices - male.vertices).abs().max() > 1e-3  # the genders really differ
-    with pytest.raises(ValueError, match="3 genders for a batch of 5"), sample_genders(gendered, ["male"] * 3):
+    with (
+        pytest.raises(ValueError, match="3 genders for a batch of 5"),
+        sample_genders(gendered, ["male"] * 3),
+    ):
         gendered(go, bp, betas)
     with pytest.raises(ValueError, match="unknown gender"):
         gender_ids(["robot"])
@@ -91,7 +102,11 @@ def test_token_cache_meshes_each_frame_with_its_gender(gendered, singles):
             return 5
 
         def __getitem__(self, i):
-            return {"body_pose": torch.zeros(23, 3), "betas": torch.full((10,), 0.5), "gender": self.genders[i]}
+            return {
+                "body_pose": torch.zeros(23, 3),
+                "betas": torch.full((10,), 0.5),
+                "gender": self.genders[i],
+            }
 
     ids = encode_motion(_VertexCodes(), Frames(), gendered, batch_size=4, device="cpu")
     for i, g in enumerate(Frames.genders):
@@ -116,7 +131,9 @@ def test_one_random_frame_per_sequence_uniform_and_layout_free():
     counts = torch.zeros(29)
     for _ in range(2000):
         rows = picker(torch.arange(4))[:, 0]
-        assert (rows >= data.starts).all() and (rows < data.starts + data.lengths).all()  # inside its sequence
+        assert (rows >= data.starts).all() and (
+            rows < data.starts + data.lengths
+        ).all()  # inside its sequence
         counts[rows] += 1
     third = counts[6:26]  # the 20-frame sequence: ~100 draws per frame
     assert third.min() > 55 and third.max() < 150 and counts[0] == 2000
@@ -137,7 +154,9 @@ def test_one_random_frame_per_sequence_uniform_and_layout_free():
 def test_sequence_layout_of_a_motion_dataset(tmp_path):
     from mega.data.motion import synthetic_motion
 
-    motion = synthetic_motion(split="val", root=tmp_path / "m", seed=0, sequences={"train": 1, "val": 3, "test": 1})
+    motion = synthetic_motion(
+        split="val", root=tmp_path / "m", seed=0, sequences={"train": 1, "val": 3, "test": 1}
+    )
     starts, lengths = sequence_layout(motion)
     assert len(starts) == len(motion.seq_names) == 3 and int(lengths.sum()) == len(motion)
     for s, (a, n) in enumerate(zip(starts.tolist(), lengths.tolist())):

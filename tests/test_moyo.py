@@ -22,8 +22,12 @@ def _moyo_smplx(path, n=40, fps=60.0, gender="neutral", layout="split"):
         "surface_model_type": np.array("smplx"), "num_betas": np.array(16),
     }  # fmt: skip
     if layout == "flat":
-        flat = np.concatenate([arrays[k] for k in ("root_orient", "pose_body", "pose_jaw", "pose_eye", "pose_hand")], 1)
-        arrays = {k: v for k, v in arrays.items() if not k.startswith(("root_orient", "pose_"))} | {"poses": flat}
+        flat = np.concatenate(
+            [arrays[k] for k in ("root_orient", "pose_body", "pose_jaw", "pose_eye", "pose_hand")], 1
+        )
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(("root_orient", "pose_"))} | {
+            "poses": flat
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return arrays

@@ -62,13 +62,18 @@ def test_orientation_changes_the_loss_targets(free_body):
 
 def test_rotation_augmentation_is_seeded_and_only_in_training():
     rots = random_rotations(2000, 180.0, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(rots @ rots.transpose(1, 2), torch.eye(3).expand(2000, 3, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        rots @ rots.transpose(1, 2), torch.eye(3).expand(2000, 3, 3), atol=1e-5, rtol=0
+    )
     angles = torch.rad2deg(geodesic_angle(rots, torch.eye(3).expand(2000, 3, 3)))
     assert angles.max() > 170 and angles.mean() > 60  # any orientation reachable
     small = random_rotations(500, 20.0, torch.Generator().manual_seed(0))
     assert torch.rad2deg(geodesic_angle(small, torch.eye(3).expand(500, 3, 3))).max() <= 20.01
     batch = _batch(6)
-    a, b = _tiny(include_global_orient=True, rotation_augment_deg=180.0), _tiny(include_global_orient=True, rotation_augment_deg=180.0)
+    a, b = (
+        _tiny(include_global_orient=True, rotation_augment_deg=180.0),
+        _tiny(include_global_orient=True, rotation_augment_deg=180.0),
+    )
     rot = a.pose_matrices(batch)
     aug_a, aug_b = a.train()._augment(rot), b.train()._augment(rot)
     torch.testing.assert_close(aug_a, aug_b)  # same seed, same draws
@@ -114,4 +119,8 @@ def test_generation_decodes_oriented_tokens_to_canonical_meshes(free_body):
 
     ids = torch.randint(0, 32, (3, 8), generator=torch.Generator().manual_seed(0))
     plain, oriented = _tiny(), _tiny(include_global_orient=True)
-    assert decode_meshes(plain, ids, free_body).shape == decode_meshes(oriented, ids, free_body).shape == (3, 1229, 3)
+    assert (
+        decode_meshes(plain, ids, free_body).shape
+        == decode_meshes(oriented, ids, free_body).shape
+        == (3, 1229, 3)
+    )

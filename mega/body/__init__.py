@@ -49,7 +49,9 @@ def load_smpl(path: str | Path = DEFAULT_SMPL_DIR, gender: str = "neutral") -> B
     ``gender="per_sequence"``: the three models of a folder as one :class:`GenderedBody`."""
     if gender == PER_SEQUENCE:
         if Path(path).is_file():
-            raise ValueError(f"gender=per_sequence needs a folder with the three SMPL genders, got the file {path}")
+            raise ValueError(
+                f"gender=per_sequence needs a folder with the three SMPL genders, got the file {path}"
+            )
         return GenderedBody({g: load_smpl(path, g) for g in GENDERS})
     file = resolve_model_path(path, gender)
     return BodyModel(read_model_file(file), name=f"smpl-{gender}")

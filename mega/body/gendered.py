@@ -94,7 +94,10 @@ class GenderedBody(nn.Module):
         for g in present:
             idx = (ids == g).nonzero().squeeze(1).to(global_orient.device)
             pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731, B023  (used within this iteration)
-            parts[g] = (idx, self.models[GENDERS[g]](pick(global_orient), pick(body_pose), pick(betas), pick(transl)))
+            parts[g] = (
+                idx,
+                self.models[GENDERS[g]](pick(global_orient), pick(body_pose), pick(betas), pick(transl)),
+            )
         first = next(iter(parts.values()))[1]
         out = {}
         for field in ("vertices", "joints", "rot_mats"):

@@ -112,10 +112,14 @@ def main() -> None:
     for name, d in report.items():
         per_joint = d.mean(0) if d.dim() == 2 else d
         worst = int(per_joint.argmax())
-        print(f"| {name} | {d.mean():.1f} | {d.max():.1f} | {SMPL_JOINT_NAMES[worst]} {per_joint[worst]:.1f} |")
+        print(
+            f"| {name} | {d.mean():.1f} | {d.max():.1f} | {SMPL_JOINT_NAMES[worst]} {per_joint[worst]:.1f} |"
+        )
     motion = report["motion"].mean(0)
-    print("\nheld-out motion, per joint (mm): " + ", ".join(
-        f"{n} {v:.1f}" for n, v in zip(SMPL_JOINT_NAMES, motion.tolist())))
+    print(
+        "\nheld-out motion, per joint (mm): "
+        + ", ".join(f"{n} {v:.1f}" for n, v in zip(SMPL_JOINT_NAMES, motion.tolist()))
+    )
 
 
 if __name__ == "__main__":

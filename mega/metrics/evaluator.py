@@ -148,15 +148,21 @@ class Evaluator:
         gender = (
             out.gender if out.gender is not None and self.protocol.gendered_gt else ["neutral"] * batch_size
         )
-        verts, joints = _pose_with_joints(self.bodies, [g for g in gender for _ in range(reps)], flat, self.device)
-        return verts.view(batch_size, reps, *verts.shape[1:]), joints.view(batch_size, reps, *joints.shape[1:])
+        verts, joints = _pose_with_joints(
+            self.bodies, [g for g in gender for _ in range(reps)], flat, self.device
+        )
+        return verts.view(batch_size, reps, *verts.shape[1:]), joints.view(
+            batch_size, reps, *joints.shape[1:]
+        )
 
     @torch.no_grad()
     def _score_batch(self, batch: dict[str, Any], predictor: Predictor) -> dict[str, Tensor]:
         b = len(batch["index"])
         genders = [self.protocol.gt_gender(g) for g in batch["gender"]]
         gt_params = {k: batch[k] for k in ("global_orient", "body_pose", "betas", "transl")}
-        gt, gt_joints = _pose_with_joints(self.bodies, genders, gt_params, self.device)  # (B, V, 3), (B, 24, 3)
+        gt, gt_joints = _pose_with_joints(
+            self.bodies, genders, gt_params, self.device
+        )  # (B, V, 3), (B, 24, 3)
         out = predictor(batch)
         pred, pred_joints = self._prediction(out, b)  # (B, Q, V, 3), (B, Q, 24, 3) or None
         if not torch.isfinite(pred).all():
@@ -170,8 +176,13 @@ class Evaluator:
         q = pred.shape[1]
         skeleton = {}
         if self.protocol.uses_skeleton and pred_joints is not None:  # FK joints on both sides (emdb24)
-            skeleton = {"pred_joints": pred_joints.flatten(0, 1), "gt_joints": gt_joints.repeat_interleave(q, dim=0)}
-        errs = self.protocol.errors(pred.flatten(0, 1), gt.repeat_interleave(q, dim=0), self.regressor, **skeleton)
+            skeleton = {
+                "pred_joints": pred_joints.flatten(0, 1),
+                "gt_joints": gt_joints.repeat_interleave(q, dim=0),
+            }
+        errs = self.protocol.errors(
+            pred.flatten(0, 1), gt.repeat_interleave(q, dim=0), self.regressor, **skeleton
+        )
         errs = {k: v.view(b, q) * MM for k, v in errs.items()}  # (B, Q) each
         if q == 1 and out.deterministic_vertices is None:
             return {k: v[:, 0] for k, v in errs.items()}

@@ -139,7 +139,9 @@ class Protocol:
             )
         return reg.detach().float()
 
-    def align(self, vertices: Tensor, regressor: Tensor, joints: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def align(
+        self, vertices: Tensor, regressor: Tensor, joints: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Regress the protocol's joints (or take the given skeleton joints) and subtract its root.
 
         Args:

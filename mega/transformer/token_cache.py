@@ -114,7 +114,9 @@ def sequence_layout(dataset: Dataset) -> tuple[Tensor, Tensor]:
     sequence, as :class:`mega.data.motion.MotionDataset` stores them)."""
     seq_id = getattr(dataset, "tensors", {}).get("seq_id")
     if seq_id is None:
-        raise ValueError(f"{type(dataset).__name__} has no per-frame seq_id: sampling=sequences needs a MotionDataset")
+        raise ValueError(
+            f"{type(dataset).__name__} has no per-frame seq_id: sampling=sequences needs a MotionDataset"
+        )
     seq_id = seq_id.long()
     values, lengths = torch.unique_consecutive(seq_id, return_counts=True)
     if len(values) != len(torch.unique(seq_id)):
