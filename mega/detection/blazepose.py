@@ -108,7 +108,8 @@ class BlazePoseDetector:
         """People in an image region whose top-left corner is (x0, y0) of the full frame."""
         height, width = image.shape[:2]
         frame = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
-        result = self._landmarker.detect(frame)
+        with _quiet():  # MediaPipe's C++ warnings go to stderr on the first calls
+            result = self._landmarker.detect(frame)
         people = []
         for lms in result.pose_landmarks:
             person = landmarks_to_person(lms, width, height)
