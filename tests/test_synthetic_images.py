@@ -195,3 +195,39 @@ def test_ensure_accepts_a_config(image_set) -> None:
         {"name": "synthetic_images", "root": str(root), "crop_size": 64, "generate": options}
     )
     assert ensure_synthetic_images(cfg) == root
+
+
+def test_facing_limits_the_camera_yaw_about_the_person() -> None:
+    """facing_deg = a: the body's front (left x up, in the camera frame) points within a of the camera."""
+    from mega.body.rotations import axis_angle_to_matrix
+    from mega.data.synthetic_images import heading
+
+    g = torch.Generator().manual_seed(1)
+    n = 64
+    world = torch.zeros(n, 3)
+    world[:, 1] = torch.rand(n, generator=g) * 6.28 - 3.14  # any heading in the world
+    world[n // 2 :, 0] = 1.4  # half of them lying / bent forward: heading from the left-right axis still
+    torch.testing.assert_close(heading(world[: n // 2]), world[: n // 2, 1], atol=1e-5, rtol=0)
+    opts = SceneOptions(width=64, height=48, box_px=(20.0, 40.0), occluded=0.0, facing_deg=30.0, roll_deg=0.0,
+                        elevation_deg=(0.0, 0.0))  # fmt: skip
+    out = SceneRenderer(opts).render(torch.Generator().manual_seed(0), world, torch.zeros(n, 23, 3))
+    left = axis_angle_to_matrix(torch.as_tensor(out["pose"][:, :3]).float())[:, :, 0]
+    front = torch.cross(left, torch.tensor([0.0, -1.0, 0.0]).expand(n, 3), dim=-1)  # camera up = -y
+    to_camera = torch.rad2deg(torch.atan2(front[:, 0], -front[:, 2]))  # 0 = facing the camera (-z)
+    assert to_camera.abs().max() <= 30.0 + 1e-3
+    assert to_camera.abs().max() > 20.0  # the range is used, not collapsed to frontal
+    everywhere = SceneRenderer(SceneOptions(width=64, height=48, box_px=(20.0, 40.0), occluded=0.0))
+    out = everywhere.render(torch.Generator().manual_seed(0), world, torch.zeros(n, 23, 3))
+    left = axis_angle_to_matrix(torch.as_tensor(out["pose"][:, :3]).float())[:, :, 0]
+    front = torch.cross(left, torch.tensor([0.0, -1.0, 0.0]).expand(n, 3), dim=-1)
+    assert torch.rad2deg(torch.atan2(front[:, 0], -front[:, 2])).abs().max() > 150.0  # default: all-round
+
+
+def test_sets_written_before_an_option_existed_still_match(image_set) -> None:
+    root, options = image_set
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    manifest["scene"].pop("facing_deg")  # as written by an older generator
+    (root / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert ensure_synthetic_images(root, **options) == root
+    with pytest.raises(ValueError, match="made with"):
+        ensure_synthetic_images(root, **{**options, "facing_deg": 45.0})

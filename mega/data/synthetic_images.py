@@ -11,8 +11,8 @@ Splits follow the procedural motion data's own train / val / test sequences
 (:func:`mega.data.motion.synthetic_motion`), so test poses come from held-out sequences. Per image:
 
 - a random frame of the split's motion, 10 random betas ~ N(0, 1) clipped to +-2.5, one neutral body;
-- a perspective camera: focal length ``focal * max(W, H)``, all-round yaw about the person, elevation
-  and a small roll; principal point at the frame centre;
+- a perspective camera: focal length ``focal * max(W, H)``, all-round yaw about the person (or within
+  ``facing_deg`` of the person's front), elevation and a small roll; principal point at the frame centre;
 - the person's projected extent (longer side) ``box_px`` pixels, at a random place in the frame,
   fully inside it or (``truncated`` of the images) cut by a border by 15-50 % of the extent;
 - "clothing": per-region colours (skin, hair, top, trousers, shoes; sleeve and leg lengths vary;
@@ -96,6 +96,7 @@ class SceneOptions:
     focal: tuple[float, float] = (1.0, 3.0)  # focal length / max(width, height)
     elevation_deg: tuple[float, float] = (-10.0, 35.0)  # camera above the pelvis: positive
     roll_deg: float = 8.0  # uniform in +-roll
+    facing_deg: float = 180.0  # camera within +-facing of the person's front (180: all-round yaw)
     truncated: float = 0.15  # fraction of images cut by the frame border
     occluded: float = 0.3  # fraction of images with occluders
     betas_std: float = 1.0
@@ -121,6 +122,16 @@ def camera_rotation(yaw: Tensor, elevation: Tensor, roll: Tensor) -> Tensor:
     """
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
     return _rot(2, roll) @ _rot(0, elevation) @ flip @ _rot(1, yaw)
+
+
+def heading(global_orient: Tensor) -> Tensor:
+    """(B, 3) world (y-up) root orientations -> (B,) heading angle about y (0 = facing +z).
+
+    Read off the body's left-right axis (SMPL +x), which stays horizontal for standing, lying and crawling
+    bodies alike: front = left x up.
+    """
+    left = axis_angle_to_matrix(global_orient.float())[:, :, 0]
+    return torch.atan2(-left[:, 2], left[:, 0])
 
 
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> Tensor:
@@ -230,7 +241,7 @@ class SceneRenderer:
         h, w = o.height, o.width
         betas = (torch.randn(b, 10, generator=gen) * o.betas_std).clamp(-o.betas_clip, o.betas_clip)
         rot = camera_rotation(
-            torch.rand(b, generator=gen) * 2 * math.pi,
+            self._camera_yaw(gen, global_orient),
             torch.deg2rad(_uniform(gen, b, *o.elevation_deg)),
             torch.deg2rad(_uniform(gen, b, -o.roll_deg, o.roll_deg)),
         )
@@ -287,6 +298,13 @@ class SceneRenderer:
             "truncation": (1 - inside.float().mean(1)).numpy(),
             "occlusion": ((alpha > 0) & occ).sum((1, 2)).div(body_px).numpy(),
         }
+
+    def _camera_yaw(self, gen: torch.Generator, global_orient: Tensor) -> Tensor:
+        """(B,) camera yaw about the person: all-round, or within +-facing_deg of the person's front."""
+        b, facing = len(global_orient), float(self.opts.facing_deg)
+        if facing >= 180.0:
+            return torch.rand(b, generator=gen) * 2 * math.pi
+        return torch.deg2rad(_uniform(gen, b, -facing, facing)) - heading(global_orient)
 
     def _occluders(self, gen: torch.Generator, img: Tensor, j2d: Tensor, v2d: Tensor) -> Tensor:
         """Paint one or two textured shapes over the body of ``occluded`` of the images (in place).
@@ -538,6 +556,8 @@ def ensure_synthetic_images(
             return False
         found = json.loads((root / MANIFEST).read_text())
         made = {k: found.get(k) for k in wanted}
+        if isinstance(made["scene"], dict):  # sets written before an option existed used its default
+            made["scene"] = {**json.loads(json.dumps(asdict(SceneOptions()))), **made["scene"]}
         if made != wanted:
             raise ValueError(
                 f"{root} holds synthetic images made with {made}, not {wanted}: delete the folder or choose "
