@@ -149,3 +149,25 @@ def test_crop_affine_maps_box_to_crop_and_inverts():
     )
     # The rotation keeps the box centre fixed at the crop centre.
     torch.testing.assert_close(camera.apply_affine(rot, center[:, None])[:, 0], expected[:, 0])
+
+
+def test_fit_weak_perspective_recovers_rotation_and_camera() -> None:
+    from mega.body.camera import fit_weak_perspective
+    from mega.body.rotations import axis_angle_to_matrix
+
+    g = torch.Generator().manual_seed(0)
+    B, J = 16, 24
+    X = torch.randn(B, J, 3, generator=g) * torch.tensor([0.3, 0.8, 0.2])  # body-like, non-planar
+    R = axis_angle_to_matrix(torch.randn(B, 3, generator=g) * 2.0)
+    cam = torch.cat([0.5 + torch.rand(B, 1, generator=g), torch.randn(B, 2, generator=g) * 0.2], -1)
+    x = cam[:, None, :1] * ((X @ R.transpose(1, 2))[..., :2] + cam[:, None, 1:])
+    conf = (torch.rand(B, J, generator=g) > 0.2).float()
+    x_noisy = torch.where(conf[..., None] > 0, x, torch.randn(B, J, 2, generator=g) * 5)  # unseen: garbage
+    rot, cam_fit = fit_weak_perspective(X, x_noisy, conf)
+    torch.testing.assert_close(rot, R, atol=1e-4, rtol=0)
+    torch.testing.assert_close(cam_fit, cam, atol=1e-4, rtol=0)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(B), atol=1e-5)
+    # a mirrored body is not a rotation: the fit stays proper (det +1) and is no longer exact
+    rot_m, _ = fit_weak_perspective(X * torch.tensor([-1.0, 1, 1]), x, None)
+    assert torch.allclose(torch.linalg.det(rot_m), torch.ones(B), atol=1e-5)
+    assert (rot_m - R).abs().amax() > 1e-2

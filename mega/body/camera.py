@@ -114,3 +114,41 @@ def invert_affine(affine: Tensor) -> Tensor:
 def apply_affine(affine: Tensor, points: Tensor) -> Tensor:
     """Apply (B, 2, 3) affines to (B, N, 2) points -> (B, N, 2)."""
     return points @ affine[:, :, :2].transpose(1, 2) + affine[:, None, :, 2]
+
+
+def fit_weak_perspective(
+    points: Tensor, keypoints: Tensor, conf: Tensor | None = None, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
+    """Rotation and crop camera that best map 3D points onto 2D keypoints: ``x ~ s ((R X)[:2] + t)``.
+
+    Scaled-orthographic fit in closed form: weighted least squares for the 2x3 affine map of the
+    centred points, its rows completed by their cross product and projected to the nearest rotation
+    (SVD), then the best scale and shift for that rotation. Exact for noise-free scaled-orthographic
+    data of non-planar points; the 3D shape must be known (no depth-reversal ambiguity then).
+
+    Args:
+        points: (B, J, 3) body-frame points (e.g. the decoded canonical joints).
+        keypoints: (B, J, 2) their 2D positions (crop coordinates).
+        conf: (B, J) weights (0 = unseen); None = all ones.
+
+    Returns:
+        rotation (B, 3, 3) and camera (B, 3) ``(s, tx, ty)``, the HMR2/CLIFF crop camera of mega.model.
+    """
+    points, keypoints = points.float(), keypoints.float()
+    w = (torch.ones(points.shape[:2], device=points.device) if conf is None else conf.float())[..., None]
+    total = w.sum(1, keepdim=True).clamp_min(eps)
+    mean3, mean2 = (w * points).sum(1, keepdim=True) / total, (w * keypoints).sum(1, keepdim=True) / total
+    X, x = points - mean3, keypoints - mean2
+    gram = (w * X).transpose(1, 2) @ X + eps * torch.eye(3, device=X.device)
+    affine = torch.linalg.solve(gram, (w * X).transpose(1, 2) @ x).transpose(1, 2)  # (B, 2, 3)
+    r1, r2 = affine[:, 0], affine[:, 1]
+    r3 = torch.linalg.cross(r1, r2, dim=-1)
+    r3 = r3 / r3.norm(dim=-1, keepdim=True).clamp_min(eps) * (r1.norm(dim=-1) * r2.norm(dim=-1)).sqrt()[:, None]
+    U, _, Vh = torch.linalg.svd(torch.stack([r1, r2, r3], 1))
+    fix = torch.ones(len(points), 3, device=points.device)
+    fix[:, 2] = torch.sign(torch.linalg.det(U @ Vh))
+    rot = U @ torch.diag_embed(fix) @ Vh
+    proj = (X @ rot.transpose(1, 2))[..., :2]  # (B, J, 2)
+    s = (w * proj * x).sum((1, 2)) / (w * proj.square()).sum((1, 2)).clamp_min(eps)
+    shift = mean2[:, 0] / s[:, None].clamp_min(eps) - torch.einsum("bij,bj->bi", rot, mean3[:, 0])[:, :2]
+    return rot, torch.cat([s[:, None], shift], -1)
