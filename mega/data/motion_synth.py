@@ -50,7 +50,8 @@ from mega.data.joint_limits import (
     euler_to_body_pose,
     euler_to_matrix,
 )
-from mega.data.motion_activities import ACTIVITIES, JOINT, Pose
+from mega.data.motion_activities import ACTIVITIES
+from mega.data.motion_pose import JOINT, Pose
 
 log = logging.getLogger(__name__)
 
