@@ -32,6 +32,7 @@ from mega.data.motion_synth import (
     generate_motion,
     write_synthetic_motion,
 )
+from mega.errors import is_user_error
 
 SMALL = {"train": 18, "val": 5, "test": 5}
 
@@ -327,8 +328,9 @@ def test_stale_motion_is_refused(tmp_path):
     root, small = tmp_path / "synthetic_motion", {"train": 2, "val": 1, "test": 1}
     ensure_synthetic_motion(root, seed=0, sequences=small)
     manifest = _manifest(root)
-    with pytest.raises(ValueError, match="delete the folder"):
+    with pytest.raises(ValueError, match="delete the folder") as caught:
         ensure_synthetic_motion(root, seed=0, sequences=small, activities={"walk": 1.0})
+    assert is_user_error(caught.value)  # one readable line from the scripts
     (root / MANIFEST).write_text(
         json.dumps({**manifest, "fingerprint": "0" * 16})
     )  # same version, other poses

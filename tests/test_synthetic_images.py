@@ -229,5 +229,8 @@ def test_sets_written_before_an_option_existed_still_match(image_set) -> None:
     manifest["scene"].pop("facing_deg")  # as written by an older generator
     (root / "MANIFEST.json").write_text(json.dumps(manifest))
     assert ensure_synthetic_images(root, **options) == root
-    with pytest.raises(ValueError, match="made with"):
+    with pytest.raises(ValueError, match="made with") as caught:
         ensure_synthetic_images(root, **{**options, "facing_deg": 45.0})
+    from mega.errors import is_user_error
+
+    assert is_user_error(caught.value)  # one readable line from the scripts

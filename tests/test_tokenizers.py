@@ -211,8 +211,14 @@ def test_corrupt_or_missing_checkpoints_give_clear_errors(tmp_path):
     payload["state_dict"]["quantizer.codebook"] += 1.0
     tampered = tmp_path / "tampered.pt"
     torch.save(payload, tampered)
-    with pytest.raises(ValueError, match="hash"):
+    with pytest.raises(ValueError, match="hash") as caught:
         load_tokenizer(tampered)
+    from mega.errors import is_user_error
+
+    assert is_user_error(caught.value)  # the scripts print one line, not a traceback
+    with pytest.raises(FileNotFoundError) as caught:
+        load_tokenizer(tmp_path / "missing.pt")
+    assert is_user_error(caught.value)
 
 
 # ---------------------------------------------------------------------- configs

@@ -359,7 +359,7 @@ def ensure_synthetic_motion(
         found = json.loads((root / MANIFEST).read_text())
         if {k: found.get(k) for k in wanted} != wanted:
             made = {k: found.get(k) for k in wanted}
-            raise ValueError(
+            raise MotionFileError(
                 f"{root} holds synthetic motion made with {made}, not {wanted}: delete the folder or "
                 "choose another data.root"
             )
@@ -368,7 +368,7 @@ def ensure_synthetic_motion(
     if existing() is not None:
         return root
     if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} exists but has no {MANIFEST}: it is not generated motion; delete it or "
+        raise MotionFileError(f"{root} exists but has no {MANIFEST}: it is not generated motion; delete it or "
                          "choose another data.root")  # fmt: skip
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -52,6 +52,7 @@ from mega.data.joint_limits import (
 )
 from mega.data.motion_activities import ACTIVITIES
 from mega.data.motion_pose import JOINT, Pose
+from mega.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,10 @@ def activity_weights(activities: Mapping[str, float] | None = None) -> dict[str,
     given = dict(DEFAULT_ACTIVITIES if activities is None else activities)
     unknown = sorted(set(given) - set(ACTIVITY_NAMES))
     if unknown:
-        raise ValueError(f"data.activities: unknown activities {unknown}; known: {list(ACTIVITY_NAMES)}")
+        raise ConfigError(f"data.activities: unknown activities {unknown}; known: {list(ACTIVITY_NAMES)}")
     weights = {name: float(given.get(name, 0.0)) for name in ACTIVITY_NAMES}
     if any(w < 0 or not np.isfinite(w) for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError(f"data.activities: weights must be >= 0 with a positive sum, got {given}")
+        raise ConfigError(f"data.activities: weights must be >= 0 with a positive sum, got {given}")
     total = sum(weights.values())
     return {name: w / total for name, w in weights.items()}
 
@@ -199,7 +200,7 @@ def generate_motion(
         (N, 30, 3) (SMPL-H fingers, left first), ``transl`` (N, 3); axis-angle radians and metres.
     """
     if motion not in ACTIVITIES:
-        raise ValueError(f"unknown activity {motion!r}; known: {list(ACTIVITY_NAMES)}")
+        raise ConfigError(f"unknown activity {motion!r}; known: {list(ACTIVITY_NAMES)}")
     body = _default_body() if body is None and ground else body
     betas = np.zeros(10) if betas is None else np.asarray(betas, float)[:10]
     n = max(2, int(round(duration * fps)))
@@ -298,7 +299,7 @@ def write_synthetic_motion(
     frames = dict.fromkeys(sequences, 0)
     for split, count in sequences.items():
         if split not in SPLIT_IDS:
-            raise ValueError(f"data.sequences: unknown split {split!r}; use {list(SPLIT_IDS)}")
+            raise ConfigError(f"data.sequences: unknown split {split!r}; use {list(SPLIT_IDS)}")
         sid = SPLIT_IDS[split]
         plan = allot_activities(count, weights, np.random.default_rng([seed, sid, _ALLOT_STREAM]))
         for k in range(-(-count // SEQUENCES_PER_SUBJECT)):

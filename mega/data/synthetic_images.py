@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 import torch
 
-from mega.data.benchmark import BENCHMARKS, BenchmarkIndex, MissingFileError
+from mega.data.benchmark import BENCHMARKS, BenchmarkError, BenchmarkIndex, MissingFileError
 from mega.data.synthetic_scene import (  # noqa: F401  (re-exported: the scene is part of this benchmark)
     SceneOptions,
     SceneRenderer,
@@ -294,7 +294,7 @@ def ensure_synthetic_images(
         if isinstance(made["scene"], dict):  # sets written before an option existed used its default
             made["scene"] = {**json.loads(json.dumps(asdict(SceneOptions()))), **made["scene"]}
         if made != wanted:
-            raise ValueError(
+            raise BenchmarkError(
                 f"{root} holds synthetic images made with {made}, not {wanted}: delete the folder or choose "
                 "another root"
             )
@@ -303,7 +303,7 @@ def ensure_synthetic_images(
     if existing():
         return root
     if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} exists but has no {MANIFEST}: it is not a generated image set; delete it "
+        raise BenchmarkError(f"{root} exists but has no {MANIFEST}: it is not a generated image set; delete it "
                          "or choose another root")  # fmt: skip
     lock = root.parent / f".{root.name}.lock"
     root.parent.mkdir(parents=True, exist_ok=True)

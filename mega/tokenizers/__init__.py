@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from mega.errors import UserError
 from mega.registry import Registry
 from mega.tokenizers.base import Tokenizer
 from mega.tokenizers.mesh_vqvae import MeshConvVQVAE, MeshMLP, MeshTokenizer, MeshVQVAE
@@ -40,6 +41,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class TokenizerFileError(UserError, ValueError):
+    """A tokenizer checkpoint that is missing, unreadable or damaged (the message names the file and the fix)."""
+
+
+class TokenizerNotFoundError(TokenizerFileError, FileNotFoundError):
+    """No tokenizer checkpoint at the given path."""
+
 
 TOKENIZERS = Registry("tokenizer")
 TOKENIZERS.register(MeshConvVQVAE.registry_name)(MeshConvVQVAE)
@@ -123,34 +133,34 @@ def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "
     Returns:
         The tokenizer in eval mode (frozen use is the common case; call ``.train()`` to fine-tune).
     Raises:
-        FileNotFoundError: no such file. ValueError: not a readable tokenizer checkpoint, or its
-        content does not match its hash.
+        TokenizerNotFoundError (a FileNotFoundError): no such file. TokenizerFileError (a ValueError): not
+        a readable tokenizer checkpoint, or its content does not match its hash. Both are user errors.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise TokenizerNotFoundError(
             f"tokenizer checkpoint not found: {path}; train one with scripts/train_tokenizer.py "
             "(it writes <run_dir>/tokenizer.pt) or give the path of an existing one"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types on truncated/garbage files
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path}: not a readable tokenizer checkpoint ({type(e).__name__}: {e}); "
             "the file is corrupt or truncated: re-train or re-copy it"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path}: not a mega tokenizer checkpoint (expected format '{CHECKPOINT_FORMAT}'); "
             "write tokenizers with mega.tokenizers.save_tokenizer"
         )
     missing = [k for k in ("name", "kwargs", "state_dict", "sha256") if k not in payload]
     if missing:
-        raise ValueError(f"{path}: tokenizer checkpoint lacks {missing}; the file is damaged")
+        raise TokenizerFileError(f"{path}: tokenizer checkpoint lacks {missing}; the file is damaged")
     name, kwargs, state = payload["name"], payload["kwargs"], payload["state_dict"]
     digest = _hash(name, kwargs, state)
     if digest != payload["sha256"]:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path}: content hash {digest[:12]} != recorded {payload['sha256'][:12]}; the file is damaged"
         )
     tok = build_tokenizer(name, **kwargs)
