@@ -78,7 +78,8 @@ def main() -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.05)
     warm = max(1, args.steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+        opt,
+        lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
     )
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch, shuffle=True, num_workers=1,
                                          drop_last=True, persistent_workers=True)  # fmt: skip
@@ -99,7 +100,10 @@ def main() -> None:
             sched.step()
             step += 1
             if step % max(1, args.steps // 5) == 0:
-                print(f"step {step}: train rotation loss {loss_rot.item():.3f}, 2D {loss_2d.item():.2f}", flush=True)
+                print(
+                    f"step {step}: train rotation loss {loss_rot.item():.3f}, 2D {loss_2d.item():.2f}",
+                    flush=True,
+                )
             if step >= args.steps:
                 break
     seconds = time.perf_counter() - t0

@@ -216,7 +216,9 @@ def reprojection_px(model, rec_vertices, rec_joints, cam, batch, people) -> list
     return out
 
 
-def run_sampler(model, batch, sampler_cfg, num_samples: int, seed: int, device) -> tuple[Any, Any]:
+def run_sampler(
+    model, batch, sampler_cfg, num_samples: int, seed: int, device, rotation: str = "head"
+) -> tuple[Any, Any]:
     sampler = build_sampler(
         OmegaConf.to_container(sampler_cfg) if isinstance(sampler_cfg, DictConfig) else sampler_cfg
     )
@@ -225,8 +227,12 @@ def run_sampler(model, batch, sampler_cfg, num_samples: int, seed: int, device) 
         raise DemoInputError(
             "the pose_guided sampler needs 2D keypoints: pass detections=FILE or detector=blazepose"
         )
+    if rotation == "keypoints" and kp is None:
+        raise DemoInputError(
+            "rotation=keypoints needs 2D keypoints: pass detections=FILE or detector=blazepose"
+        )
     rec = recover(model, batch["img"].to(device), sampler, num_samples,
-                  keypoints=None if kp is None else kp.to(device), seed=seed)  # fmt: skip
+                  keypoints=None if kp is None else kp.to(device), seed=seed, rotation=rotation)  # fmt: skip
     return sampler, rec
 
 
@@ -318,7 +324,7 @@ def process(stem, image, people, model, cfg, device, out_dir: Path) -> list[dict
     runs = [("main", cfg.sampler, q)] + ([("compare", cfg.compare, 1)] if cfg.compare else [])
     geo = {k: batch[k].to(device) for k in ("bbox_center", "bbox_size", "cam_int", "img_size")}
     for key, sampler_cfg, n in runs:
-        _, rec = run_sampler(model, batch, sampler_cfg, n, int(cfg.seed), device)
+        _, rec = run_sampler(model, batch, sampler_cfg, n, int(cfg.seed), device, str(cfg.rotation))
         transl = model.full_image_translation(rec.cam, geo).cpu()  # (N, 3)
         verts, joints, cam = rec.vertices.cpu(), rec.joints.cpu(), rec.cam.cpu()
         name = sampler_cfg if isinstance(sampler_cfg, str) else sampler_cfg.get("name", "sampler")

@@ -47,13 +47,21 @@ def batch1_timing(
     from mega.inference import KeypointSource, recover
 
     kp_source = KeypointSource(**cfg.keypoints)
-    needs_kp = getattr(sampler, "refiner", None) is not None
+    needs_kp = getattr(sampler, "refiner", None) is not None or cfg.rotation == "keypoints"
     times = []
     for i in range(min(cfg.timing.images + 1, len(dataset))):
         batch = torch.utils.data.default_collate([dataset[i]])
         kp = kp_source(batch) if needs_kp else None
         t0 = time.perf_counter()
-        recover(model, batch["img"].to(device), sampler, cfg.num_samples, keypoints=kp, seed=i)
+        recover(
+            model,
+            batch["img"].to(device),
+            sampler,
+            cfg.num_samples,
+            keypoints=kp,
+            seed=i,
+            rotation=cfg.rotation,
+        )
         if i:  # the first call warms up
             times.append(time.perf_counter() - t0)
     sec = float(np.median(times)) if times else float("nan")
@@ -84,7 +92,7 @@ def main(cfg: DictConfig) -> None:
             model = load_hmr(cfg.checkpoint, dist.device)
             sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
             predictor = model_predictor(
-                model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints), cfg.seed
+                model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints), cfg.seed, cfg.rotation
             )
             label = f"model[{cfg.sampler.name}, Q={cfg.num_samples}]"
         else:
@@ -106,7 +114,7 @@ def main(cfg: DictConfig) -> None:
         result = evaluator.run(dataset, predictor, predictor_name=label)
         seconds = time.perf_counter() - t0
         result.summary["run"] = {"checkpoint": cfg.checkpoint, "sampler": OmegaConf.to_container(cfg.sampler),
-                                 "num_samples": cfg.num_samples, "keypoints": OmegaConf.to_container(cfg.keypoints),
+                                 "num_samples": cfg.num_samples, "rotation": cfg.rotation, "keypoints": OmegaConf.to_container(cfg.keypoints),
                                  "seed": cfg.seed, "world_size": dist.world_size}  # fmt: skip
         result.summary["speed"] = {"images_per_second": len(dataset) / seconds, "batch_size": cfg.batch_size,
                                    "seconds": seconds}  # fmt: skip

@@ -143,6 +143,31 @@ def test_process_writes_pictures_and_meshes(assets, tmp_path):
     assert meta["num_vertices"] == free_body_vertices() and meta["files"]["obj"] == "a_p0.obj"
 
 
+def test_rotation_from_keypoints_puts_the_body_on_its_keypoints(assets, tmp_path):
+    """Keypoints of the model's own body under another rotation and camera: rotation=keypoints finds them."""
+    from mega.body.rotations import axis_angle_to_matrix
+
+    model = load_hmr(assets["ckpt"])
+    image = np.zeros((90, 120, 3), np.uint8)
+    person = demo.whole_image(120, 90)
+    batch = demo.crops(image, [person], 48, 1.2)
+    rec = demo.recover(model, batch["img"], None)
+    body = model.decode_body(axis_angle_to_matrix(torch.tensor([[0.4, 2.2, 0.1]])), ids=rec.ids[:, 0])
+    kp, _ = demo.coco17_keypoints(model.body, body.vertices, body.joints)
+    cam = torch.tensor([[0.7, 0.05, -0.1]])
+    px = batch["bbox_center"][:, None] + model.project(kp, cam) * batch["bbox_size"][:, None, None] / 2
+    person.keypoints = np.concatenate([px[0].numpy(), np.ones((17, 1))], 1)
+    errors = {}
+    for rotation in ("head", "keypoints"):
+        cfg = _cfg(tmp_path / rotation, rotation=rotation, panel_height=64, side_view=False, export=[])
+        errors[rotation] = demo.process("x", image, [person], model, cfg, torch.device("cpu"), tmp_path)[0]
+    assert errors["keypoints"]["reprojection_px"] < 0.05, errors["keypoints"]["reprojection_px"]
+    assert errors["head"]["reprojection_px"] > 2.0
+    cfg = _cfg(tmp_path, rotation="keypoints")  # the whole image, no keypoints
+    with pytest.raises(demo.DemoInputError, match="rotation=keypoints needs 2D keypoints"):
+        demo.process("x", image, [demo.whole_image(120, 90)], model, cfg, torch.device("cpu"), tmp_path)
+
+
 def free_body_vertices() -> int:
     from mega.body import load_body_model
 

@@ -171,3 +171,30 @@ def test_fit_weak_perspective_recovers_rotation_and_camera() -> None:
     rot_m, _ = fit_weak_perspective(X * torch.tensor([-1.0, 1, 1]), x, None)
     assert torch.allclose(torch.linalg.det(rot_m), torch.ones(B), atol=1e-5)
     assert (rot_m - R).abs().amax() > 1e-2
+
+
+def test_solve_rotation_is_robust_to_a_misplaced_point_and_never_worse_than_its_start() -> None:
+    from mega.body.camera import fit_weak_perspective, reprojection_error, solve_rotation
+    from mega.body.rotations import axis_angle_to_matrix
+
+    g = torch.Generator().manual_seed(3)
+    B, J = 8, 17
+    X = torch.randn(B, J, 3, generator=g) * torch.tensor([0.3, 0.8, 0.2])
+    R = axis_angle_to_matrix(torch.randn(B, 3, generator=g))
+    cam = torch.tensor([0.9, 0.05, -0.1]).expand(B, 3)
+    x = cam[:, None, :1] * ((X @ R.transpose(1, 2))[..., :2] + cam[:, None, 1:])
+    x[:, 0] += 0.6  # one keypoint far off (a limb the body got wrong)
+    conf = torch.ones(B, J)
+    affine, _ = fit_weak_perspective(X, x, conf)
+    head = axis_angle_to_matrix(torch.randn(B, 3, generator=g))  # an unrelated candidate
+    rot, cam_fit = solve_rotation(X, x, conf, [affine, head], iterations=150)
+
+    def angle(a: torch.Tensor) -> torch.Tensor:
+        return torch.arccos((((a.transpose(1, 2) @ R).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1))
+
+    assert angle(rot).mean() < 0.5 * angle(affine).mean()  # the robust error ignores the misplaced point
+    start = torch.minimum(
+        reprojection_error(X, x, conf, affine, camera.fit_crop_camera(X @ affine.transpose(1, 2), x, conf)),
+        reprojection_error(X, x, conf, head, camera.fit_crop_camera(X @ head.transpose(1, 2), x, conf)),
+    )
+    assert (reprojection_error(X, x, conf, rot, cam_fit) <= start + 1e-6).all()

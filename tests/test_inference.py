@@ -131,6 +131,28 @@ def test_pose_guided_pulls_keypoints_onto_the_target(tiny, kind):
         recover(model, img, sampler)
 
 
+@pytest.mark.parametrize("kind", ["mesh", "pose"])
+def test_rotation_from_keypoints_recovers_a_known_rotation_and_camera(tiny, kind):
+    from mega.body.rotations import axis_angle_to_matrix
+
+    model = load_hmr(tiny[kind])
+    img = torch.randn(2, 3, 32, 32)
+    start = recover(model, img)
+    rot = axis_angle_to_matrix(torch.tensor([[0.3, 2.5, -0.4], [1.2, -0.7, 0.2]]))  # far from the head's
+    cam = torch.tensor([[0.8, 0.1, -0.05], [1.3, -0.2, 0.15]])
+    target = model.decode_body(rot, ids=start.ids[:, 0], betas=start.betas)
+    reg = model.body.keypoint_regressor("coco17")
+    kp2d = model.project(torch.einsum("kv,bvc->bkc", reg, target.vertices), cam)
+    keypoints = torch.cat([kp2d, torch.ones(2, 17, 1)], dim=-1)
+    rec = recover(model, img, keypoints=keypoints, rotation="keypoints")
+    torch.testing.assert_close(rec.global_rot, rot, atol=2e-3, rtol=0)
+    torch.testing.assert_close(rec.cam, cam, atol=2e-3, rtol=0)
+    torch.testing.assert_close(rec.vertices[:, 0], target.vertices, atol=2e-3, rtol=0)
+    assert (start.global_rot - rot).abs().amax() > 0.5  # the heads' rotation was far off
+    with pytest.raises(ValueError, match="needs 2D keypoints"):
+        recover(model, img, rotation="keypoints")
+
+
 def test_keypoint_noise_is_per_sample_and_in_pixels():
     batch = {
         "kp2d_coco": torch.cat([torch.zeros(2, 17, 2), torch.ones(2, 17, 1)], -1),
@@ -174,3 +196,8 @@ def test_eval_script_every_sampler(tiny, tiny_images, tmp_path):
         [*common, ck, "sampler=pose_guided", "sampler.iterations=2", "keypoints.noise_px=2"], tmp_path / "pgr"
     )
     assert pgr["run"]["keypoints"]["noise_px"] == 2 and pgr["metrics"]["pve"] > 0
+    fit = _eval([*common, ck, "rotation=keypoints"], tmp_path / "fit")
+    assert fit["run"]["rotation"] == "keypoints"
+    # the same bodies, turned and placed differently: aligned errors equal, the others not
+    assert abs(fit["metrics"]["pa_mpjpe"] - det["metrics"]["pa_mpjpe"]) < 1e-2
+    assert abs(fit["metrics"]["mpjpe"] - det["metrics"]["mpjpe"]) > 1.0

@@ -143,12 +143,98 @@ def fit_weak_perspective(
     affine = torch.linalg.solve(gram, (w * X).transpose(1, 2) @ x).transpose(1, 2)  # (B, 2, 3)
     r1, r2 = affine[:, 0], affine[:, 1]
     r3 = torch.linalg.cross(r1, r2, dim=-1)
-    r3 = r3 / r3.norm(dim=-1, keepdim=True).clamp_min(eps) * (r1.norm(dim=-1) * r2.norm(dim=-1)).sqrt()[:, None]
+    r3 = (
+        r3
+        / r3.norm(dim=-1, keepdim=True).clamp_min(eps)
+        * (r1.norm(dim=-1) * r2.norm(dim=-1)).sqrt()[:, None]
+    )
     U, _, Vh = torch.linalg.svd(torch.stack([r1, r2, r3], 1))
     fix = torch.ones(len(points), 3, device=points.device)
     fix[:, 2] = torch.sign(torch.linalg.det(U @ Vh))
     rot = U @ torch.diag_embed(fix) @ Vh
-    proj = (X @ rot.transpose(1, 2))[..., :2]  # (B, J, 2)
-    s = (w * proj * x).sum((1, 2)) / (w * proj.square()).sum((1, 2)).clamp_min(eps)
-    shift = mean2[:, 0] / s[:, None].clamp_min(eps) - torch.einsum("bij,bj->bi", rot, mean3[:, 0])[:, :2]
-    return rot, torch.cat([s[:, None], shift], -1)
+    return rot, fit_crop_camera(points @ rot.transpose(1, 2), keypoints, conf, eps)
+
+
+def fit_crop_camera(
+    points: Tensor, keypoints: Tensor, conf: Tensor | None = None, eps: float = 1e-8, min_scale: float = 0.05
+) -> Tensor:
+    """Scale and shift of the crop camera ``x ~ s (X[:2] + t)`` for already rotated points (least squares).
+
+    Args:
+        points: (B, J, 3) camera-frame-oriented points; keypoints: (B, J, 2); conf: (B, J) weights or None.
+        min_scale: the least scale returned: a body that fits its keypoints badly would otherwise get a
+            scale near or below 0, i.e. a translation far away or behind the camera.
+    Returns:
+        (B, 3) ``(s, tx, ty)``.
+    """
+    points, keypoints = points.float(), keypoints.float()
+    w = (torch.ones(points.shape[:2], device=points.device) if conf is None else conf.float())[..., None]
+    total = w.sum(1, keepdim=True).clamp_min(eps)
+    mean3, mean2 = (
+        (w * points[..., :2]).sum(1, keepdim=True) / total,
+        (w * keypoints).sum(1, keepdim=True) / total,
+    )
+    proj, x = points[..., :2] - mean3, keypoints - mean2
+    s = ((w * proj * x).sum((1, 2)) / (w * proj.square()).sum((1, 2)).clamp_min(eps)).clamp_min(min_scale)
+    shift = mean2[:, 0] / s[:, None] - mean3[:, 0]
+    return torch.cat([s[:, None], shift], -1)
+
+
+def reprojection_error(points: Tensor, keypoints: Tensor, conf: Tensor, rot: Tensor, cam: Tensor) -> Tensor:
+    """(B,) confidence-weighted mean 2D distance of ``s ((R X)[:2] + t)`` to the keypoints."""
+    proj = cam[:, None, :1] * ((points @ rot.transpose(1, 2))[..., :2] + cam[:, None, 1:])
+    dist = ((proj - keypoints).square().sum(-1) + 1e-12).sqrt()
+    return (conf * dist).sum(1) / conf.sum(1).clamp_min(1e-8)
+
+
+def solve_rotation(
+    points: Tensor,
+    keypoints: Tensor,
+    conf: Tensor,
+    candidates: list[Tensor],
+    iterations: int = 100,
+    lr: float = 0.02,
+) -> tuple[Tensor, Tensor]:
+    """The rotation and crop camera with the least mean 2D distance (robust to a few misplaced points).
+
+    Starts from the best of ``candidates`` (each (B, 3, 3), e.g. :func:`fit_weak_perspective`'s and a
+    network's), then runs ``iterations`` Adam steps on the 6D rotation; the camera of every rotation is
+    its least-squares one (:func:`fit_crop_camera`). The best state seen is returned, so the error never
+    exceeds the best candidate's.
+
+    Args:
+        points: (B, J, 3); keypoints: (B, J, 2); conf: (B, J). Returns (B, 3, 3) and (B, 3).
+    """
+    from mega.body.rotations import matrix_to_rot6d, rot6d_to_matrix
+
+    points, keypoints, conf = points.float(), keypoints.float(), conf.float()
+    best_rot, best_cam, best_err = None, None, None
+    for rot in candidates:
+        rot = rot.float()
+        cam = fit_crop_camera(points @ rot.transpose(1, 2), keypoints, conf)
+        err = reprojection_error(points, keypoints, conf, rot, cam)
+        if best_err is None:
+            best_rot, best_cam, best_err = rot, cam, err
+        else:
+            better = err < best_err
+            best_rot = torch.where(better[:, None, None], rot, best_rot)
+            best_cam = torch.where(better[:, None], cam, best_cam)
+            best_err = torch.minimum(err, best_err)
+    with torch.enable_grad():
+        r6 = matrix_to_rot6d(best_rot).detach().requires_grad_(True)
+        opt = torch.optim.Adam([r6], lr=lr)
+        for _ in range(iterations):
+            rot = rot6d_to_matrix(r6)
+            cam = fit_crop_camera(
+                points @ rot.transpose(1, 2), keypoints, conf
+            )  # least squares: never collapses
+            err = reprojection_error(points, keypoints, conf, rot, cam)
+            with torch.no_grad():
+                better = err < best_err
+                best_rot = torch.where(better[:, None, None], rot, best_rot)
+                best_cam = torch.where(better[:, None], cam, best_cam)
+                best_err = torch.minimum(err, best_err)
+            opt.zero_grad()
+            err.sum().backward()
+            opt.step()
+    return best_rot.detach(), best_cam.detach()
