@@ -79,12 +79,14 @@ def main() -> None:
     backbone_calls = []
     model.backbone.register_forward_hook(lambda *a: backbone_calls.append(1))
 
-    def run(sampler, q: int = 1, keypoints=None, img=one):
-        return lambda: recover(model, img, build_sampler(sampler), q, keypoints=keypoints)
+    def run(sampler, q: int = 1, keypoints=None, img=one, rotation="head"):
+        return lambda: recover(model, img, build_sampler(sampler), q, keypoints=keypoints, rotation=rotation)
 
     rows = []
     det = timed(run("deterministic"), args.repeats)
     rows.append(("deterministic (1 pass)", 1, det))
+    rows.append(("deterministic + kp rotation", 1, timed(run("deterministic", keypoints=kp, rotation="keypoints"),
+                                                                args.repeats)))  # fmt: skip
     sto1 = timed(run("stochastic", 1), args.repeats)
     sto16 = timed(run("stochastic", 16), args.repeats)
     rows += [("stochastic T=5, Q=1", 1, sto1), ("stochastic T=5, Q=16", 16, sto16)]
@@ -98,6 +100,10 @@ def main() -> None:
     calls_q16 = len(backbone_calls)
     big = torch.randn(args.batch, 3, size, size)
     thr = timed(run("deterministic", img=big), max(2, args.repeats // 5))
+    kp_big = kp.expand(args.batch, -1, -1)
+    thr_kp = timed(
+        run("deterministic", img=big, keypoints=kp_big, rotation="keypoints"), max(2, args.repeats // 5)
+    )
 
     print(
         f"model: {args.checkpoint or ' '.join(args.overrides)} | crop {size} | {torch.get_num_threads()} threads"
@@ -110,7 +116,8 @@ def main() -> None:
     print(
         f"UGS per iteration: {ugs / 5 * 1e3:.2f} ms; backbone passes for one stochastic Q=16 call: {calls_q16}"
     )
-    print(f"deterministic throughput at batch {args.batch}: {args.batch / thr:.1f} images/s")
+    print(f"deterministic throughput at batch {args.batch}: {args.batch / thr:.1f} images/s "
+          f"({args.batch / thr_kp:.1f} with rotation=keypoints)")  # fmt: skip
 
 
 if __name__ == "__main__":
