@@ -167,9 +167,9 @@ def recover(
         seed: randomness of stochastic samplers.
         with_deterministic: also decode the deterministic mesh (from the same image context).
         rotation: ``head`` (the model's rotation and camera heads) or ``keypoints``: the global rotation
-            and crop camera solved in closed form from ``keypoints`` and the decoded body's COCO-17 points
-            (:func:`mega.body.camera.fit_weak_perspective`; the mean of the Q hypotheses' bodies), before
-            any pose-guided refinement. Not for tokenizers that carry the orientation in their tokens.
+            and crop camera that put the decoded body's COCO-17 points (the mean of the Q hypotheses'
+            bodies) on ``keypoints`` (:func:`rotation_from_keypoints`), before any pose-guided refinement.
+            Not for tokenizers that carry the orientation in their tokens.
     """
     sampler = sampler if sampler is not None else DeterministicSampler()
     refiner = getattr(sampler, "refiner", None)

@@ -225,9 +225,8 @@ def solve_rotation(
         opt = torch.optim.Adam([r6], lr=lr)
         for _ in range(iterations):
             rot = rot6d_to_matrix(r6)
-            cam = fit_crop_camera(
-                points @ rot.transpose(1, 2), keypoints, conf
-            )  # least squares: never collapses
+            # the least-squares camera of this rotation (a free scale would shrink to hide a poor fit)
+            cam = fit_crop_camera(points @ rot.transpose(1, 2), keypoints, conf)
             err = reprojection_error(points, keypoints, conf, rot, cam)
             with torch.no_grad():
                 better = err < best_err
