@@ -1,10 +1,9 @@
-"""scripts/demo.py on a tiny randomly initialised model saved as hmr.pt (no training): files are written,
+"""scripts/demo.py and its library mega.demo on a tiny randomly initialised model saved as hmr.pt (no training): files are written,
 meshes load back with the right vertex count, pictures have the expected panels, bad inputs give one
 clear error."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,23 +16,16 @@ import torch
 import trimesh
 from omegaconf import OmegaConf
 
+import mega.demo as demo
 from mega.atomic import write_json
+from mega.detection import whole_image
 from mega.engine import save_checkpoint
-from mega.inference import HMR_FORMAT, build_hmr_model, load_hmr
+from mega.inference import HMR_FORMAT, build_hmr_model, load_hmr, recover
+from mega.samplers.pose_guided import coco17_keypoints
 from mega.tokenizers import build_tokenizer, save_tokenizer, tokenizer_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
 
 
 def save_tiny_hmr(folder: Path, body) -> Path:
@@ -149,11 +141,11 @@ def test_rotation_from_keypoints_puts_the_body_on_its_keypoints(assets, tmp_path
 
     model = load_hmr(assets["ckpt"])
     image = np.zeros((90, 120, 3), np.uint8)
-    person = demo.whole_image(120, 90)
+    person = whole_image(120, 90)
     batch = demo.crops(image, [person], 48, 1.2)
-    rec = demo.recover(model, batch["img"], None)
+    rec = recover(model, batch["img"], None)
     body = model.decode_body(axis_angle_to_matrix(torch.tensor([[0.4, 2.2, 0.1]])), ids=rec.ids[:, 0])
-    kp, _ = demo.coco17_keypoints(model.body, body.vertices, body.joints)
+    kp, _ = coco17_keypoints(model.body, body.vertices, body.joints)
     cam = torch.tensor([[0.7, 0.05, -0.1]])
     px = batch["bbox_center"][:, None] + model.project(kp, cam) * batch["bbox_size"][:, None, None] / 2
     person.keypoints = np.concatenate([px[0].numpy(), np.ones((17, 1))], 1)
@@ -165,7 +157,7 @@ def test_rotation_from_keypoints_puts_the_body_on_its_keypoints(assets, tmp_path
     assert errors["head"]["reprojection_px"] > 2.0
     cfg = _cfg(tmp_path, rotation="keypoints")  # the whole image, no keypoints
     with pytest.raises(demo.DemoInputError, match="rotation=keypoints needs 2D keypoints"):
-        demo.process("x", image, [demo.whole_image(120, 90)], model, cfg, torch.device("cpu"), tmp_path)
+        demo.process("x", image, [whole_image(120, 90)], model, cfg, torch.device("cpu"), tmp_path)
 
 
 def free_body_vertices() -> int:
@@ -178,10 +170,10 @@ def test_reprojection_error_is_zero_on_the_models_own_keypoints(assets):
     """The 2D error reported on the pictures: keypoints placed where the model projects them score 0 px."""
     model = load_hmr(assets["ckpt"])
     image = np.zeros((90, 120, 3), np.uint8)
-    person = demo.whole_image(120, 90)
+    person = whole_image(120, 90)
     batch = demo.crops(image, [person], 48, 1.2)
-    rec = demo.recover(model, batch["img"], None)
-    kp, _ = demo.coco17_keypoints(model.body, rec.vertices[:, 0], rec.joints[:, 0])
+    rec = recover(model, batch["img"], None)
+    kp, _ = coco17_keypoints(model.body, rec.vertices[:, 0], rec.joints[:, 0])
     px = batch["bbox_center"][:, None] + model.project(kp, rec.cam) * batch["bbox_size"][:, None, None] / 2
     person.keypoints = np.concatenate([px[0].numpy(), np.ones((17, 1))], 1)
     err = demo.reprojection_px(model, rec.vertices[:, 0], rec.joints[:, 0], rec.cam, batch, [person])
@@ -233,7 +225,7 @@ def test_bad_inputs_name_the_path_and_the_fix(assets, tmp_path):
     image = np.zeros((40, 40, 3), np.uint8)
     cfg = _cfg(tmp_path, sampler="pose_guided")
     with pytest.raises(demo.DemoInputError, match="needs 2D keypoints"):
-        demo.process("x", image, [demo.whole_image(40, 40)], model, cfg, torch.device("cpu"), tmp_path)
+        demo.process("x", image, [whole_image(40, 40)], model, cfg, torch.device("cpu"), tmp_path)
 
 
 def test_cli_user_error_is_one_line(assets, tmp_path):
