@@ -25,7 +25,7 @@ from mega.demo.pictures import picture
 from mega.detection import Person
 from mega.export import export_person
 from mega.inference import build_sampler, recover
-from mega.samplers.pose_guided import coco17_keypoints
+from mega.refiners.pose_guided import coco17_keypoints
 from mega.viz import scalar_to_colors
 from mega.viz.views import save_png
 

@@ -8,10 +8,10 @@ init_ids=None, init_mask=None)`` and returns a ``SamplerResult``.
 
 from __future__ import annotations
 
+from mega.refiners.pose_guided import PoseGuidedRefiner, PoseGuidedSampler
 from mega.registry import Registry
 from mega.samplers.deterministic import DeterministicSampler, LogitsFn, SamplerResult, sample_deterministic
 from mega.samplers.maskgit import MaskGITSampler, sample_maskgit
-from mega.samplers.pose_guided import PoseGuidedRefiner, PoseGuidedSampler
 from mega.samplers.schedules import TEMPERATURE_SCHEDULES, fixed_counts, temperature_at
 from mega.samplers.uncertainty_guided import UncertaintyGuidedSampler
 
