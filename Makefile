@@ -67,7 +67,7 @@ $(MEDIA):
 # The demo on real footage (after `make media detector` and `make quickstart`): two people walking,
 # deterministic next to pose-guided refinement with the 2D keypoint error before and after.
 demo: setup
-	$(BIN)/python scripts/demo.py checkpoint=outputs/quickstart/train_hmr/hmr.pt inputs=[$(MEDIA)] detector=blazepose sampler=pose_guided compare=deterministic every_n=45 max_frames=4
+	$(BIN)/python scripts/demo.py checkpoint=outputs/quickstart/train_hmr/hmr.pt inputs=[$(MEDIA)] detector=blazepose sampler=uncertainty_guided refiner=pose_guided compare=deterministic every_n=45 max_frames=4
 
 clean:
 	rm -rf $(VENV) .venv-detector outputs

@@ -21,6 +21,7 @@ import torch
 
 import mega  # noqa: F401  (torchvision shim)
 from mega.inference import build_hmr_model, build_sampler, load_hmr, recover
+from mega.refiners import build_refiner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,8 +80,15 @@ def main() -> None:
     backbone_calls = []
     model.backbone.register_forward_hook(lambda *a: backbone_calls.append(1))
 
-    def run(sampler, q: int = 1, keypoints=None, img=one, rotation="head"):
-        return lambda: recover(model, img, build_sampler(sampler), q, keypoints=keypoints, rotation=rotation)
+    def run(preset, q: int = 1, keypoints=None, img=one, rotation="head", refiner=None):
+        """A timed call of recover with the sampler preset configs/sampler/<preset>.yaml."""
+        from omegaconf import OmegaConf
+
+        sampler = build_sampler(
+            OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "sampler" / f"{preset}.yaml"))
+        )
+        refine = build_refiner(refiner)
+        return lambda: recover(model, img, sampler, q, refiner=refine, keypoints=keypoints, rotation=rotation)
 
     rows = []
     det = timed(run("deterministic"), args.repeats)
@@ -93,7 +101,7 @@ def main() -> None:
     ugs = timed(run("uncertainty_guided"), args.repeats)
     rows.append(("uncertainty-guided T=5", 1, ugs))
     pgr_cfg = {"name": "pose_guided", "iterations": 10}
-    pgr = timed(run(pgr_cfg, keypoints=kp), max(3, args.repeats // 3))
+    pgr = timed(run("uncertainty_guided", keypoints=kp, refiner=pgr_cfg), max(3, args.repeats // 3))
     rows.append(("UGS T=5 + pose-guided P=10", 1, pgr))
     backbone_calls.clear()
     run("stochastic", 16)()

@@ -3,7 +3,8 @@
 One entry point for ``scripts/eval.py``, ``scripts/demo.py`` and ``benchmarks/inference.py``::
 
     model = load_hmr("outputs/train_hmr/<run>/hmr.pt")
-    rec = recover(model, img, build_sampler("stochastic"), num_samples=10)
+    rec = recover(model, img, build_sampler(cfg.sampler), num_samples=10)              # any sampler
+    rec = recover(model, img, sampler, refiner=build_refiner(cfg.refiner), keypoints=kp)  # + refinement
 
 The backbone and the conditioning run once per image whatever Q (samples) and T (steps) are: the
 image's context (projected tokens, cross-attention keys/values, deformable value maps) is prepared once
@@ -24,6 +25,7 @@ from mega.body.camera import fit_crop_camera, fit_weak_perspective, solve_rotati
 from mega.body.rotations import matrix_to_axis_angle
 from mega.errors import ConfigError, UserError
 from mega.model import HMRModel
+from mega.refiners import PoseGuidedRefiner
 from mega.samplers import SAMPLERS, DeterministicSampler
 
 HMR_FORMAT = "mega-hmr/1"
@@ -105,15 +107,11 @@ def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
 
 
 def build_sampler(cfg: str | dict[str, Any] | None) -> Any:
-    """A sampler from its registry name or config (``name`` + kwargs); None = deterministic."""
+    """A sampler from its config (``name`` + kwargs, e.g. ``configs/sampler/<preset>.yaml`` as composed by a
+    script) or a bare registry name (the constructor's defaults); None = deterministic."""
     if cfg is None:
         return DeterministicSampler()
-    if isinstance(cfg, str):
-        from omegaconf import OmegaConf
-
-        path = Path(__file__).resolve().parents[1] / "configs" / "sampler" / f"{cfg}.yaml"
-        cfg = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {"name": cfg}
-    return SAMPLERS.build(**dict(cfg))
+    return SAMPLERS.build(**({"name": cfg} if isinstance(cfg, str) else dict(cfg)))
 
 
 @dataclass
@@ -127,9 +125,9 @@ class Recovery:
         ids: (B, Q, L) token ids of the sampler (before any refinement).
         body_pose: (B, Q, 23, 3) axis-angle for the pose tokenizer, else None.
         deterministic_vertices: (B, V, 3) the deterministic mode's mesh when Q > 1 (else None).
-        initial_vertices: (B, Q, V, 3) before pose-guided refinement (None without refinement).
+        initial_vertices: (B, Q, V, 3) before refinement (None without a refiner).
         reprojection: {"before", "after"}: (B, Q) confidence-weighted mean 2D keypoint error in normalised
-            crop units (x S / 2 for crop pixels), with pose-guided refinement; else None.
+            crop units (x S / 2 for crop pixels), with a refiner; else None.
     """
 
     vertices: Tensor
@@ -150,19 +148,25 @@ def recover(
     img: Tensor,
     sampler: Any = None,
     num_samples: int = 1,
+    *,
+    refiner: PoseGuidedRefiner | None = None,
     keypoints: Tensor | None = None,
     seed: int = 0,
     with_deterministic: bool = False,
     rotation: str = "head",
 ) -> Recovery:
-    """Decode bodies from crops.
+    """Decode bodies from crops: the one decode path (training's validation, eval, the demo, benchmarks).
+
+    image -> backbone + conditioning (once) -> heads; sampler -> token ids; [refiner -> code vectors];
+    tokenizer decoder + body model -> vertices and joints.
 
     Args:
         model: a trained :class:`HMRModel` (eval mode).
         img: (B, 3, S, S) ImageNet-normalised square crops.
-        sampler: a sampler (:func:`build_sampler`); a ``pose_guided`` sampler refines its tokens with
-            ``keypoints``; None = deterministic.
+        sampler: a sampler (:func:`build_sampler`); None = deterministic.
         num_samples: Q hypotheses per image (samples run as one batch).
+        refiner: a refiner (:func:`mega.refiners.build_refiner`, e.g. GenHMR's pose-guided refinement) run on
+            the sampled tokens' code vectors with ``keypoints``; None = none.
         keypoints: (B, 17, 3) COCO-17 ``x, y, confidence`` in normalised crop coordinates.
         seed: randomness of stochastic samplers.
         with_deterministic: also decode the deterministic mesh (from the same image context).
@@ -172,10 +176,9 @@ def recover(
             Not for tokenizers that carry the orientation in their tokens.
     """
     sampler = sampler if sampler is not None else DeterministicSampler()
-    refiner = getattr(sampler, "refiner", None)
     if refiner is not None and keypoints is None:
         raise ValueError(
-            "the pose_guided sampler needs 2D keypoints (B, 17, 3) in normalised crop coordinates"
+            "the pose_guided refiner needs 2D keypoints (B, 17, 3) in normalised crop coordinates"
         )
     if rotation not in ("head", "keypoints"):
         raise ConfigError(f"rotation must be 'head' or 'keypoints', got {rotation!r}")
@@ -272,7 +275,7 @@ def rotation_from_keypoints(
 # ---------------------------------------------------------------------- the evaluator's predictor
 @dataclass
 class KeypointSource:
-    """Where the pose-guided sampler's 2D keypoints come from during evaluation.
+    """Where the refiner's (and ``rotation=keypoints``') 2D keypoints come from during evaluation.
 
     Attributes:
         source: ``dataset`` (the sample's ``kp2d_coco``: GT on synthetic data, annotations on real data)
@@ -323,8 +326,10 @@ def model_predictor(
     keypoints: KeypointSource | None = None,
     seed: int = 0,
     rotation: str = "head",
+    *,
+    refiner: PoseGuidedRefiner | None = None,
 ):
-    """The evaluator's ``batch -> PredictorOutput`` for a trained model and any sampler.
+    """The evaluator's ``batch -> PredictorOutput`` for a trained model, any sampler and refiner.
 
     ``rotation``: ``head`` or ``keypoints`` (solved from the 2D keypoints of ``keypoints``; see :func:`recover`).
 
@@ -335,14 +340,16 @@ def model_predictor(
     from mega.metrics.predictors import PredictorOutput
 
     device = next(model.parameters()).device
-    needs_kp = getattr(sampler, "refiner", None) is not None or rotation == "keypoints"
+    needs_kp = refiner is not None or rotation == "keypoints"
     source = keypoints or KeypointSource()
     calls = [0]
 
     def predict(batch: dict[str, Any]) -> PredictorOutput:
         kp = source(batch) if needs_kp else None
-        rec = recover(model, batch["img"].to(device), sampler, num_samples, keypoints=kp,
-                      seed=seed + calls[0], with_deterministic=num_samples > 1, rotation=rotation)  # fmt: skip
+        rec = recover(
+            model, batch["img"].to(device), sampler, num_samples, refiner=refiner, keypoints=kp,
+            seed=seed + calls[0], with_deterministic=num_samples > 1, rotation=rotation,
+        )  # fmt: skip
         calls[0] += 1
         geo = {"bbox_center": _field(batch, "bbox_center").to(device),
                "bbox_size": _field(batch, "bbox_size").to(device),

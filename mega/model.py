@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from mega.body.camera import weak_perspective_to_translation
 from mega.body.rotations import matrix_to_rot6d, rot6d_to_matrix
 from mega.conditioning import Conditioning
-from mega.samplers import DeterministicSampler
 from mega.types import BodyOutput
 
 log = logging.getLogger(__name__)
@@ -266,48 +265,6 @@ class HMRModel(nn.Module):
             cam.float(), batch["bbox_center"].float(), batch["bbox_size"].float().reshape(-1),
             batch["cam_int"][:, 0, 0].float(), batch["img_size"].float(),
         )  # fmt: skip
-
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def predict(
-        self,
-        img: Tensor,
-        sampler: Any = None,
-        num_samples: int = 1,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Recover bodies: all tokens masked, one sampler run, decode.
-
-        Args:
-            img: (B, 3, S, S).
-            sampler: a ``mega.samplers`` sampler; None = the deterministic mode (one pass, argmax).
-            num_samples: Q hypotheses per image (1 for the deterministic mode).
-            generator: randomness of stochastic samplers.
-
-        Returns:
-            ``ids`` (B, Q, L), ``vertices`` (B, Q, V, 3) and ``joints`` (B, Q, 24, 3) rotated, untranslated;
-            ``global_rot`` (B, 3, 3), ``cam`` (B, 3), ``betas`` (B, 10) or absent.
-        """
-        features, context = self.encode_image(img)
-        rot, cam, betas = self.heads(features.pooled)
-        tr = self.transformer
-        result = (sampler or DeterministicSampler())(
-            self.logits_fn(context, num_samples), batch_size=img.shape[0], num_tokens=tr.num_tokens,
-            codebook_size=tr.codebook_size, num_samples=num_samples, generator=generator, device=img.device,
-        )  # fmt: skip
-        B, Q = img.shape[0], num_samples
-        rep = lambda t: None if t is None else t.repeat_interleave(Q, dim=0)  # noqa: E731
-        out = self.decode_body(rep(rot), ids=result.ids.reshape(B * Q, -1), betas=rep(betas))
-        pred = {
-            "ids": result.ids,
-            "vertices": out.vertices.reshape(B, Q, *out.vertices.shape[1:]),
-            "joints": out.joints.reshape(B, Q, *out.joints.shape[1:]),
-            "global_rot": rot,
-            "cam": cam,
-        }
-        if betas is not None:
-            pred["betas"] = betas
-        return pred
 
 
 def load_pretrained_transformer(

@@ -2,7 +2,7 @@
 
     python scripts/demo.py inputs=[photo.jpg]                          # whole image as one person (warning)
     python scripts/demo.py inputs=[data/media/sports2d_demo.mp4] detector=blazepose \\
-        sampler=pose_guided compare=deterministic                        # real people, refined on their keypoints
+        sampler=uncertainty_guided refiner=pose_guided compare=deterministic                        # real people, refined on their keypoints
     python scripts/demo.py inputs=[imgs/] detections=coco.json sampler=stochastic num_samples=10
 
 People (boxes + COCO-17 keypoints) come from a detections file (COCO or OpenPose JSON), the offline
@@ -27,18 +27,29 @@ from pathlib import Path
 import cv2
 import hydra
 import torch
+from mega.hmr_checkpoint import load_hmr
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.atomic import write_json
-from mega.demo import DemoInputError, People, find_checkpoint, frames, list_inputs, process
+from mega.demo import DemoInputError, People, decoding_label, find_checkpoint, frames, list_inputs, process
 from mega.errors import entry_point
 from mega.export import plain
-from mega.inference import load_hmr
+from mega.samplers import SAMPLERS
 from mega.viz.views import save_png, vstack
 
 log = logging.getLogger("demo")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def sampler_preset(name: str) -> dict:
+    """The sampler config ``configs/sampler/<name>.yaml`` (``compare`` names a preset)."""
+    path = CONFIGS / "sampler" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise DemoInputError(f"compare={name}: no sampler preset {path}; known: {known}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
@@ -48,6 +59,8 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
     if int(cfg.num_samples) < 1:
         raise DemoInputError(f"num_samples={cfg.num_samples}: must be >= 1")
+    if cfg.compare and cfg.compare not in SAMPLERS:  # a preset's name: its settings
+        cfg.compare = sampler_preset(str(cfg.compare))
     items = list_inputs(list(cfg.inputs))
     device = torch.device(cfg.device)
     ckpt = find_checkpoint(cfg.checkpoint)
@@ -56,7 +69,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("model %s (%s tokenizer, %d px crops); sampler %s, Q = %d%s", ckpt, model.kind,
-             model.backbone.input_size, cfg.sampler if isinstance(cfg.sampler, str) else cfg.sampler.name,
+             model.backbone.input_size, decoding_label(cfg.sampler, cfg.get("refiner")),
              cfg.num_samples, f"; compared with {cfg.compare}" if cfg.compare else "")  # fmt: skip
     rows, pictures, t0 = [], [], time.perf_counter()
     try:
@@ -73,7 +86,7 @@ def main(cfg: DictConfig) -> None:
         sheet = vstack([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in pictures[: int(cfg.sheet)]])
         pictures.insert(0, str(save_png(out_dir / "sheet.png", sheet)))
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_json(out_dir / "summary.json", {"checkpoint": str(ckpt), "sampler": resolved["sampler"],
+    write_json(out_dir / "summary.json", {"checkpoint": str(ckpt), "sampler": resolved["sampler"], "refiner": resolved.get("refiner"),
                                           "num_samples": int(cfg.num_samples), "compare": resolved["compare"], "pictures": pictures,
                                           "people": plain(rows), "seconds": time.perf_counter() - t0})  # fmt: skip
     n_images = len(pictures) - (1 if cfg.sheet and len(pictures) > 1 else 0)

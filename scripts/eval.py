@@ -3,7 +3,7 @@
     python scripts/eval.py dataset=synthetic_images protocol=smpl24 body_model=free checkpoint=outputs/train_hmr/<run>/hmr.pt
     python scripts/eval.py ... checkpoint=... sampler=stochastic num_samples=10        # MEGA's stochastic mode
     python scripts/eval.py ... checkpoint=... sampler=uncertainty_guided sampler.steps=10
-    python scripts/eval.py ... checkpoint=... sampler=pose_guided keypoints.noise_px=3 keypoints.drop=0.1
+    python scripts/eval.py ... checkpoint=... sampler=uncertainty_guided refiner=pose_guided keypoints.noise_px=3 keypoints.drop=0.1
     python scripts/prepare_data.py dataset=3dpw root=/path/to/3DPW     # once, then:
     python scripts/eval.py dataset=3dpw protocol=3dpw_spin14 predictor=mean_pose
     torchrun --nproc_per_node=8 scripts/eval.py dataset=3dpw protocol=3dpw_spin14 checkpoint=...
@@ -41,13 +41,13 @@ log = logging.getLogger("eval")
 
 
 def batch1_timing(
-    model: Any, dataset: Any, sampler: Any, cfg: DictConfig, device: torch.device
+    model: Any, dataset: Any, sampler: Any, refiner: Any, cfg: DictConfig, device: torch.device
 ) -> dict[str, float]:
     """Seconds per image at batch 1 (median over ``cfg.timing.images`` images after one warm-up)."""
     from mega.inference import KeypointSource, recover
 
     kp_source = KeypointSource(**cfg.keypoints)
-    needs_kp = getattr(sampler, "refiner", None) is not None or cfg.rotation == "keypoints"
+    needs_kp = refiner is not None or cfg.rotation == "keypoints"
     times = []
     for i in range(min(cfg.timing.images + 1, len(dataset))):
         batch = torch.utils.data.default_collate([dataset[i]])
@@ -58,6 +58,7 @@ def batch1_timing(
             batch["img"].to(device),
             sampler,
             cfg.num_samples,
+            refiner=refiner,
             keypoints=kp,
             seed=i,
             rotation=cfg.rotation,
@@ -65,12 +66,21 @@ def batch1_timing(
         if i:  # the first call warms up
             times.append(time.perf_counter() - t0)
     sec = float(np.median(times)) if times else float("nan")
-    steps = getattr(sampler, "steps", 1) + getattr(getattr(sampler, "refiner", None), "iterations", 0)
+    steps = getattr(sampler, "steps", 1) + (refiner.iterations if refiner is not None else 0)
     return {
         "seconds_per_image_batch1": sec,
         "iterations": steps,
         "seconds_per_iteration_batch1": sec / max(1, steps),
     }
+
+
+def decoding_label(cfg: DictConfig) -> str:
+    """The sampler preset's name (``configs/sampler/<preset>``), ``+ refiner`` when one runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    label = choices.get("sampler") or cfg.sampler.name
+    return label if cfg.refiner.name == "none" else f"{label} + {cfg.refiner.name}"
 
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
@@ -83,18 +93,19 @@ def main(cfg: DictConfig) -> None:
         name = cfg.predictor or ("model" if cfg.checkpoint else None)
         if name is None:
             raise ConfigError("give checkpoint=PATH/hmr.pt (a trained model) or predictor=oracle|mean_pose")
-        model = sampler = None
+        model = sampler = refiner = None
         if name == "model":
             from mega.inference import KeypointSource, build_sampler, load_hmr, model_predictor
+            from mega.refiners import build_refiner
 
             if not cfg.checkpoint:
                 raise ConfigError("predictor=model needs checkpoint=PATH/hmr.pt")
             model = load_hmr(cfg.checkpoint, dist.device)
             sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
-            predictor = model_predictor(
-                model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints), cfg.seed, cfg.rotation
-            )
-            label = f"model[{cfg.sampler.name}, Q={cfg.num_samples}]"
+            refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
+            predictor = model_predictor(model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints),
+                                        cfg.seed, cfg.rotation, refiner=refiner)  # fmt: skip
+            label = f"model[{decoding_label(cfg)}, Q={cfg.num_samples}]"
         else:
             predictor, label = build_predictor(name), name
         crop = model.backbone.input_size if model is not None else None
@@ -114,12 +125,13 @@ def main(cfg: DictConfig) -> None:
         result = evaluator.run(dataset, predictor, predictor_name=label)
         seconds = time.perf_counter() - t0
         result.summary["run"] = {"checkpoint": cfg.checkpoint, "sampler": OmegaConf.to_container(cfg.sampler),
+                                 "refiner": OmegaConf.to_container(cfg.refiner),
                                  "num_samples": cfg.num_samples, "rotation": cfg.rotation, "keypoints": OmegaConf.to_container(cfg.keypoints),
                                  "seed": cfg.seed, "world_size": dist.world_size}  # fmt: skip
         result.summary["speed"] = {"images_per_second": len(dataset) / seconds, "batch_size": cfg.batch_size,
                                    "seconds": seconds}  # fmt: skip
         if model is not None and cfg.timing.images > 0 and dist.is_main:
-            result.summary["speed"].update(batch1_timing(model, dataset, sampler, cfg, dist.device))
+            result.summary["speed"].update(batch1_timing(model, dataset, sampler, refiner, cfg, dist.device))
         if dist.is_main:  # every rank holds the gathered rows; one writes them
             csv_path, json_path = write_results(result, Path(cfg.out_dir))
             print(format_table(result.summary))

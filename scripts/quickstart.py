@@ -11,7 +11,7 @@ Stages (each one the project's own script, in a fixed run directory under ``run_
     pretrain       scripts/pretrain.py                                      -> pretrain/pretrained.pt
     images         scripts/prepare_data.py dataset=synthetic_images         -> images + test benchmark index
     train_hmr      scripts/train_hmr.py experiment=hmr_cpu                  -> train_hmr/hmr.pt
-    eval_<s>       scripts/eval.py with sampler s (and predictor=mean_pose)  -> eval/<s>/summary.json
+    eval_<s>       scripts/eval.py with sampler s, or its eval.decoding arguments (and predictor=mean_pose)  -> eval/<s>/summary.json
     demo_*         scripts/demo.py on held-out images (+ the sports2d video) -> demo/<name>/*.png
 
 A stage whose output exists is skipped; a stage that was killed restarts in its run directory, where
@@ -179,7 +179,8 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     stages.append(Stage("eval_mean_pose", _script(cfg, "eval.py", run / "eval/mean_pose", *bench, "predictor=mean_pose",
                                                   *cfg.eval.args), run / "eval/mean_pose/summary.json"))  # fmt: skip
     for name, q in cfg.eval.samplers.items():
-        args = [*bench, f"checkpoint={hmr}", f"sampler={name}", f"num_samples={q}", *cfg.eval.args]
+        decoding = cfg.eval.decoding.get(name, [f"sampler={name}"])
+        args = [*bench, f"checkpoint={hmr}", *decoding, f"num_samples={q}", *cfg.eval.args]
         stages.append(Stage(f"eval_{name}", _script(cfg, "eval.py", run / f"eval/{name}", *args),
                             run / f"eval/{name}/summary.json"))  # fmt: skip
     demo = run / "demo"
@@ -192,7 +193,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     q = int(cfg.demo.uncertainty_samples)
     for name, extra in (("heldout", ["sampler=deterministic"]),
                         ("heldout_uncertainty", ["sampler=stochastic", f"num_samples={q}"]),
-                        ("heldout_pose_guided", ["sampler=pose_guided", "compare=deterministic", *cfg.demo.pose_guided_args])):  # fmt: skip
+                        ("heldout_pose_guided", [*cfg.eval.decoding.pose_guided, "compare=deterministic", *cfg.demo.pose_guided_args])):  # fmt: skip
         stages.append(Stage(f"demo_{name}", _script(cfg, "demo.py", demo / name, *common, *extra),
                             demo / name / "summary.json", prepare=heldout_inputs))  # fmt: skip
     video = Path(cfg.demo.video) if cfg.demo.video else None
@@ -201,7 +202,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
         skip = f"no video at {video} (`make media` puts sports2d's demo video there)"
     elif not detector_ready():
         skip = "the BlazePose extra is not installed (`make detector`)"
-    vargs = [f"checkpoint={hmr}", f"inputs=[{video}]", "detector=blazepose", "sampler=pose_guided",
+    vargs = [f"checkpoint={hmr}", f"inputs=[{video}]", "detector=blazepose", *cfg.eval.decoding.pose_guided,
              "compare=deterministic", f"threads={cfg.threads}", *cfg.demo.pose_guided_args, *cfg.demo.video_args]  # fmt: skip
     stages.append(Stage("demo_video", _script(cfg, "demo.py", demo / "video", *vargs), demo / "video/summary.json",
                         skip_reason=skip))  # fmt: skip

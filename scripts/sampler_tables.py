@@ -34,16 +34,24 @@ from mega.errors import ConfigError, entry_point
 from mega.inference import KeypointSource, build_sampler, load_hmr, model_predictor
 from mega.metrics.evaluator import Evaluator
 from mega.metrics.protocols import build_protocol
+from mega.refiners import build_refiner
 
 log = logging.getLogger("sampler_tables")
 METRICS = ("pve", "mpjpe", "pa_mpjpe")
 
 
 def score(
-    evaluator: Evaluator, dataset: Any, model: Any, sampler: dict, q: int = 1, kp: dict | None = None
+    evaluator: Evaluator,
+    dataset: Any,
+    model: Any,
+    sampler: dict,
+    q: int = 1,
+    kp: dict | None = None,
+    refiner: dict | None = None,
 ) -> dict:
     """Summary of one decoding setting plus its seconds per image (whole split, evaluation batch)."""
-    predictor = model_predictor(model, build_sampler(sampler), q, KeypointSource(**(kp or {})), seed=0)
+    predictor = model_predictor(model, build_sampler(sampler), q, KeypointSource(**(kp or {})), seed=0,
+                                refiner=build_refiner(refiner))  # fmt: skip
     t0 = time.perf_counter()
     summary = evaluator.run(dataset, predictor, predictor_name=str(sampler)).summary
     summary["seconds_per_image"] = (time.perf_counter() - t0) / len(dataset)
@@ -81,7 +89,7 @@ def main(cfg: DictConfig) -> None:
                "|---|---|---|---|---|---|---|---|---|",
                f"| deterministic | {det['metrics']['pve']:.1f} | {det['metrics']['mpjpe']:.1f} | {det['metrics']['pa_mpjpe']:.1f} | 0 | 0 | - | - | {det['seconds_per_image'] * 1e3:.1f} |"]  # fmt: skip
         for q in cfg.q_values:
-            s = score(evaluator, dataset, model, str(cfg.stochastic), q)
+            s = score(evaluator, dataset, model, OmegaConf.to_container(cfg.stochastic, resolve=True), q)
             out[f"stochastic_q{q}"] = s
             m, d, b = (
                 s.get("mean_of_q", s["metrics"]),
@@ -114,8 +122,8 @@ def main(cfg: DictConfig) -> None:
         for label, kp in (("exact keypoints", {}), (f"noisy ({cfg.noise_px} px, drop {cfg.drop})",
                                                     {"noise_px": cfg.noise_px, "drop": cfg.drop})):  # fmt: skip
             for p in cfg.pgr_iterations:
-                sampler = {"name": "pose_guided", "iterations": p, "step_size": cfg.step_size}
-                s = score(evaluator, dataset, model, sampler, kp=kp)
+                refiner = {"name": "pose_guided", "iterations": p, "step_size": cfg.step_size}
+                s = score(evaluator, dataset, model, {"name": "uncertainty_guided"}, kp=kp, refiner=refiner)
                 out[f"pgr_{'noisy' if kp else 'exact'}_p{p}"] = s
                 md.append(row(f"{label}, P = {p}", s))
         md.append("")

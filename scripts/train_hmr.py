@@ -46,7 +46,7 @@ from mega.engine import (
     train,
 )
 from mega.errors import entry_point
-from mega.inference import HMR_FORMAT, build_hmr_model, model_predictor
+from mega.inference import HMR_FORMAT, build_hmr_model, model_predictor, recover
 from mega.losses import HMRObjective
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
@@ -120,14 +120,14 @@ def overlay_panel(model: HMRModel, dataset, count: int = 4, focal: float = 5000.
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     device = next(model.parameters()).device
     img = torch.stack([it["img"] for it in items]).to(device)
-    pred = model.predict(img)
+    rec = recover(model, img)  # deterministic
     size = img.shape[-1]
     K = torch.tensor([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
     panels = []
     for i, it in enumerate(items):
-        s, tx, ty = pred["cam"][i].cpu().tolist()
+        s, tx, ty = rec.cam[i].cpu().tolist()
         shift = torch.tensor([tx, ty, 2 * focal / (max(s, 1e-3) * size)])
-        verts = pred["vertices"][i, :1].cpu() + shift
+        verts = rec.vertices[i, :1].cpu() + shift
         panels.append(overlay(denormalise_image(it["img"]), verts, model.body.faces.cpu(), K, opacity=0.6))
     return hstack(panels)
 

@@ -21,7 +21,7 @@ from mega.atomic import write_json
 from mega.detection import whole_image
 from mega.engine import save_checkpoint
 from mega.inference import HMR_FORMAT, build_hmr_model, load_hmr, recover
-from mega.samplers.pose_guided import coco17_keypoints
+from mega.refiners import coco17_keypoints
 from mega.tokenizers import build_tokenizer, save_tokenizer, tokenizer_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +91,7 @@ def _cfg(out: Path, **over):
     cfg.pop("hydra")
     cfg.pop("defaults")
     cfg.sampler = {"name": "deterministic"}
+    cfg.refiner = {"name": "none"}
     cfg.out_dir = str(out)
     cfg.progress = False
     for k, v in over.items():
@@ -105,10 +106,10 @@ def test_checkpoint_round_trip(assets, free_body):
 
 def test_process_writes_pictures_and_meshes(assets, tmp_path):
     model = load_hmr(assets["ckpt"])
-    stochastic = {"name": "stochastic", "steps": 2, "temperature": 3.0, "confidence_noise": 1.0}
-    sampler = {"name": "pose_guided", "base": stochastic, "iterations": 3}  # refined stochastic samples
-    cfg = _cfg(tmp_path, detections=str(assets["dets"]), sampler=sampler, compare="deterministic", num_samples=3,
-               panel_height=96)  # fmt: skip
+    stochastic = {"name": "maskgit", "steps": 2, "temperature": 3.0, "confidence_noise": 1.0}
+    refiner = {"name": "pose_guided", "iterations": 3}  # refined stochastic samples
+    cfg = _cfg(tmp_path, detections=str(assets["dets"]), sampler=stochastic, refiner=refiner, compare="deterministic",
+               num_samples=3, panel_height=96)  # fmt: skip
     image = cv2.cvtColor(cv2.imread(str(assets["images"] / "a.png")), cv2.COLOR_BGR2RGB)
     people = demo.People(cfg)("a", image)
     assert len(people) == 1 and people[0].source == "coco_json"
@@ -223,7 +224,7 @@ def test_bad_inputs_name_the_path_and_the_fix(assets, tmp_path):
         load_hmr(tmp_path / "nope.pt")
     model = load_hmr(assets["ckpt"])
     image = np.zeros((40, 40, 3), np.uint8)
-    cfg = _cfg(tmp_path, sampler="pose_guided")
+    cfg = _cfg(tmp_path, refiner={"name": "pose_guided"})
     with pytest.raises(demo.DemoInputError, match="needs 2D keypoints"):
         demo.process("x", image, [whole_image(40, 40)], model, cfg, torch.device("cpu"), tmp_path)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mega.engine import save_checkpoint
 from mega.inference import HMR_FORMAT, KeypointSource, build_hmr_model, build_sampler, load_hmr, recover
-from mega.samplers import PoseGuidedRefiner
+from mega.refiners import PoseGuidedRefiner, build_refiner
 from mega.tokenizers import build_tokenizer, save_tokenizer, tokenizer_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +78,8 @@ def test_checkpoint_round_trip_and_backbone_once(tiny, kind):
     img = torch.randn(3, 3, 32, 32)
     calls = []
     handle = model.backbone.register_forward_hook(lambda *a: calls.append(1))
-    rec = recover(model, img, build_sampler("stochastic"), num_samples=4, with_deterministic=True)
+    stochastic = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "sampler" / "stochastic.yaml"))
+    rec = recover(model, img, build_sampler(stochastic), num_samples=4, with_deterministic=True)
     handle.remove()
     assert len(calls) == 1  # Q = 4 samples, T = 5 steps, the deterministic mesh: one backbone pass
     assert rec.vertices.shape == (3, 4, model.body.num_vertices, 3) and rec.ids.shape[:2] == (3, 4)
@@ -93,7 +95,7 @@ def test_checkpoint_round_trip_and_backbone_once(tiny, kind):
 def test_stochastic_at_zero_temperature_one_step_equals_deterministic(tiny):
     model = load_hmr(tiny["mesh"])
     img = torch.randn(5, 3, 32, 32)
-    greedy = build_sampler({"name": "stochastic", "steps": 1, "temperature": 0.0, "confidence_noise": 1.0})
+    greedy = build_sampler({"name": "maskgit", "steps": 1, "temperature": 0.0, "confidence_noise": 1.0})
     assert torch.equal(recover(model, img, greedy).ids, recover(model, img).ids)
 
 
@@ -110,8 +112,8 @@ def test_pose_guided_pulls_keypoints_onto_the_target(tiny, kind):
     reg = model.body.keypoint_regressor("coco17")
     kp2d = model.project(torch.einsum("kv,bvc->bkc", reg, target.vertices), start.cam)
     keypoints = torch.cat([kp2d, torch.ones(2, 17, 1)], dim=-1)
-    sampler = build_sampler({"name": "pose_guided", "iterations": 30, "step_size": 50.0, "prior_weight": 0.0})
-    rec = recover(model, img, sampler, keypoints=keypoints)
+    refiner = build_refiner({"name": "pose_guided", "iterations": 30, "step_size": 50.0, "prior_weight": 0.0})
+    rec = recover(model, img, build_sampler("uncertainty_guided"), refiner=refiner, keypoints=keypoints)
     before, after = rec.reprojection["before"], rec.reprojection["after"]
     assert bool((after < 0.7 * before).all()), (before, after)
     torch.testing.assert_close(
@@ -128,7 +130,7 @@ def test_pose_guided_pulls_keypoints_onto_the_target(tiny, kind):
         assert bool((trace.extra["objective"].diff(dim=0) <= 0).all())  # G never rises
     assert moved[1] < moved[0] and trace.reprojection.shape == (6, 2)
     with pytest.raises(ValueError, match="needs 2D keypoints"):
-        recover(model, img, sampler)
+        recover(model, img, refiner=refiner)
 
 
 @pytest.mark.parametrize("kind", ["mesh", "pose"])
@@ -193,8 +195,9 @@ def test_eval_script_every_sampler(tiny, tiny_images, tmp_path):
     ugs = _eval([*common, ck, "sampler=uncertainty_guided", "sampler.steps=3"], tmp_path / "ugs")
     assert ugs["speed"]["iterations"] == 3
     pgr = _eval(
-        [*common, ck, "sampler=pose_guided", "sampler.iterations=2", "keypoints.noise_px=2"], tmp_path / "pgr"
-    )
+        [*common, ck, "sampler=uncertainty_guided", "refiner=pose_guided", "refiner.iterations=2", "keypoints.noise_px=2"],
+        tmp_path / "pgr",
+    )  # fmt: skip
     assert pgr["run"]["keypoints"]["noise_px"] == 2 and pgr["metrics"]["pve"] > 0
     fit = _eval([*common, ck, "rotation=keypoints"], tmp_path / "fit")
     assert fit["run"]["rotation"] == "keypoints"

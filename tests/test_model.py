@@ -51,12 +51,14 @@ def test_forward_and_predict_shapes(free_body, kind, conditioning):
     out = model(img, torch.full((3, L), model.mask_id), mask)
     assert out.logits.shape == (3, L, K) and out.global_rot.shape == (3, 3, 3) and out.cam.shape == (3, 3)
     assert (out.betas is None) == (kind == "mesh")
-    pred = model.eval().predict(img)
-    assert pred["ids"].shape == (3, 1, L) and pred["vertices"].shape == (3, 1, free_body.num_vertices, 3)
+    from mega.inference import recover
+
+    pred = recover(model.eval(), img)
+    assert pred.ids.shape == (3, 1, L) and pred.vertices.shape == (3, 1, free_body.num_vertices, 3)
     # deterministic mode = argmax of the all-masked forward pass
     with torch.no_grad():
         logits = model(img, torch.full((3, L), model.mask_id), mask).logits
-    assert torch.equal(pred["ids"][:, 0], logits.argmax(-1))
+    assert torch.equal(pred.ids[:, 0], logits.argmax(-1))
 
 
 def test_frozen_parts_stay_out_of_parameters_and_state(free_body):

@@ -222,7 +222,7 @@ def test_nothing_to_generate_and_bad_inputs(model):
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_sampler_configs_build_and_run(path, model):
     cfg = OmegaConf.to_container(OmegaConf.load(path))
-    assert cfg["name"] == path.stem and path.stem in SAMPLERS
+    assert cfg["name"] in SAMPLERS  # a preset names its class's registry entry
     sampler = SAMPLERS.build(**cfg)
     res = sampler(
         model,
@@ -236,4 +236,17 @@ def test_sampler_configs_build_and_run(path, model):
 
 
 def test_registry_and_configs_are_in_sync():
-    assert set(SAMPLERS.names()) == {p.stem for p in CONFIGS.glob("*.yaml")}
+    names = {OmegaConf.load(p).name for p in CONFIGS.glob("*.yaml")}
+    assert set(SAMPLERS.names()) == names  # every entry has a preset, every preset an entry
+    classes = [SAMPLERS.get(n) for n in SAMPLERS.names()]
+    assert len(set(classes)) == len(classes)  # one name per class: presets, not aliases, differ in settings
+
+
+def test_refiner_configs_build():
+    from mega.refiners import REFINERS, PoseGuidedRefiner, build_refiner
+
+    refiners = CONFIGS.parent / "refiner"
+    assert {p.stem for p in refiners.glob("*.yaml")} == {"none", *REFINERS.names()}
+    assert build_refiner(OmegaConf.to_container(OmegaConf.load(refiners / "none.yaml"))) is None
+    pgr = build_refiner(OmegaConf.to_container(OmegaConf.load(refiners / "pose_guided.yaml")))
+    assert isinstance(pgr, PoseGuidedRefiner) and pgr.iterations == 10

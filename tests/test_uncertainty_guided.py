@@ -82,7 +82,7 @@ def test_deterministic_equals_stochastic_at_zero_temperature_one_step() -> None:
         return net(ids) + net(ids).mean(1, keepdim=True)
 
     det = sample_deterministic(fn, batch_size=4, num_tokens=L, codebook_size=K)
-    sto = SAMPLERS.build("stochastic", steps=1, temperature=0.0, temperature_schedule="linear",
+    sto = SAMPLERS.build("maskgit", steps=1, temperature=0.0, temperature_schedule="linear",
                          confidence_noise=1.0)(fn, batch_size=4, num_tokens=L, codebook_size=K,
                                                generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert torch.equal(det.ids, sto.ids)

@@ -12,7 +12,16 @@ from mega.demo.inputs import (
     video_frames,
 )
 from mega.demo.pictures import Panel, panels, picture, zoom_box
-from mega.demo.run import crops, decode, export_people, person_mesh, process, reprojection_px, run_sampler
+from mega.demo.run import (
+    crops,
+    decode,
+    decoding_label,
+    export_people,
+    person_mesh,
+    process,
+    reprojection_px,
+    run_sampler,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -32,6 +41,7 @@ __all__ = [
     "process",
     "reprojection_px",
     "run_sampler",
+    "decoding_label",
     "video_frames",
     "zoom_box",
 ]

@@ -25,7 +25,7 @@ from mega.demo.pictures import picture
 from mega.detection import Person
 from mega.export import export_person
 from mega.inference import build_sampler, recover
-from mega.refiners.pose_guided import coco17_keypoints
+from mega.refiners import build_refiner, coco17_keypoints
 from mega.viz import scalar_to_colors
 from mega.viz.views import save_png
 
@@ -70,31 +70,50 @@ def reprojection_px(model, rec_vertices, rec_joints, cam, batch, people) -> list
     return out
 
 
+def decoding_label(sampler_cfg: Any, refiner_cfg: Any = None) -> str:
+    """The sampler preset's name (Hydra's choice when a Hydra app runs, else the registry name), with
+    ``+ refiner`` when one runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    if isinstance(sampler_cfg, str):
+        label = sampler_cfg
+    else:
+        label = choices.get("sampler") or sampler_cfg.get("name", "sampler")
+    refiner = (refiner_cfg or {}).get("name", "none")
+    return label if refiner == "none" else f"{label} + {refiner}"
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
 def run_sampler(
-    model, batch, sampler_cfg, num_samples: int, seed: int, device, rotation: str = "head"
+    model, batch, sampler_cfg, num_samples: int, seed: int, device, rotation: str = "head", refiner_cfg=None
 ) -> tuple[Any, Any]:
-    """Build the sampler from its config (a name or a dict) and ``recover`` the batch's people."""
-    sampler = build_sampler(
-        OmegaConf.to_container(sampler_cfg) if isinstance(sampler_cfg, DictConfig) else sampler_cfg
-    )
+    """Build the sampler (a config dict or a registry name) and the refiner (a config dict, or None) and
+    ``recover`` the batch's people."""
+    sampler = build_sampler(_plain(sampler_cfg))
+    refiner = build_refiner(_plain(refiner_cfg))
     kp = batch["keypoints"]
-    if getattr(sampler, "refiner", None) is not None and kp is None:
+    if refiner is not None and kp is None:
         raise DemoInputError(
-            "the pose_guided sampler needs 2D keypoints: pass detections=FILE or detector=blazepose"
+            "the pose_guided refiner needs 2D keypoints: pass detections=FILE or detector=blazepose"
         )
     if rotation == "keypoints" and kp is None:
         raise DemoInputError(
             "rotation=keypoints needs 2D keypoints: pass detections=FILE or detector=blazepose"
         )
-    rec = recover(model, batch["img"].to(device), sampler, num_samples,
+    rec = recover(model, batch["img"].to(device), sampler, num_samples, refiner=refiner,
                   keypoints=None if kp is None else kp.to(device), seed=seed, rotation=rotation)  # fmt: skip
     return sampler, rec
 
 
 def decode(image, people, model, cfg, device) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Crop and recover the people of one image with ``cfg.sampler`` (and ``cfg.compare``).
+    """Crop and recover the people of one image with ``cfg.sampler`` and ``cfg.refiner`` (and ``cfg.compare``).
 
-    ``cfg`` needs ``bbox_margin``, ``num_samples``, ``sampler``, ``compare``, ``seed``, ``rotation``.
+    ``cfg`` needs ``bbox_margin``, ``num_samples``, ``sampler``, ``compare``, ``seed``, ``rotation``; ``refiner``
+    (a config, ``name: none`` or absent: no refinement).
     Returns the crop batch (:func:`crops`) and ``{"main": res, "compare": res}`` where ``res`` has
     ``name``, ``rec`` (the RecoveryResult), ``transl`` (N, 3), ``placed`` vertices in the full-image
     camera frame (N, Q, V, 3), ``errors`` (per person px or None), ``sd_mm`` (N, V) or None (Q = 1),
@@ -104,13 +123,18 @@ def decode(image, people, model, cfg, device) -> tuple[dict[str, Any], dict[str,
     batch = crops(image, people, size, float(cfg.bbox_margin))
     q = int(cfg.num_samples)
     results: dict[str, dict[str, Any]] = {}
-    runs = [("main", cfg.sampler, q)] + ([("compare", cfg.compare, 1)] if cfg.compare else [])
+    refiner_cfg = cfg.get("refiner")
+    runs = [("main", cfg.sampler, refiner_cfg, q, decoding_label(cfg.sampler, refiner_cfg))]
+    if cfg.compare:
+        compare = cfg.compare
+        runs.append(
+            ("compare", compare, None, 1, compare if isinstance(compare, str) else compare.get("name"))
+        )
     geo = {k: batch[k].to(device) for k in ("bbox_center", "bbox_size", "cam_int", "img_size")}
-    for key, sampler_cfg, n in runs:
-        _, rec = run_sampler(model, batch, sampler_cfg, n, int(cfg.seed), device, str(cfg.rotation))
+    for key, sampler_cfg, refiner, n, name in runs:
+        _, rec = run_sampler(model, batch, sampler_cfg, n, int(cfg.seed), device, str(cfg.rotation), refiner)
         transl = model.full_image_translation(rec.cam, geo).cpu()  # (N, 3)
         verts, joints, cam = rec.vertices.cpu(), rec.joints.cpu(), rec.cam.cpu()
-        name = sampler_cfg if isinstance(sampler_cfg, str) else sampler_cfg.get("name", "sampler")
         res = {"name": f"{name}" + (f" Q={n}" if n > 1 else ""), "rec": rec, "transl": transl,
                "placed": verts + transl[:, None, None],
                "errors": reprojection_px(model, verts[:, 0], joints[:, 0], cam, batch, people),

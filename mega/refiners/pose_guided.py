@@ -1,5 +1,7 @@
 """GenHMR's 2D pose-guided refinement (PGR): gradient steps on the decoded tokens' code vectors.
 
+Registry entry ``pose_guided`` of :data:`mega.refiners.REFINERS` (``configs/refiner/pose_guided.yaml``).
+
 GenHMR ("2D Pose-Guided Refinement", eqs. 2-4): starting from the tokens of uncertainty-guided sampling,
 with the whole network frozen, the pose embeddings Y (here: the code vectors of the L tokens, (B, L, D),
 which the frozen tokenizer decodes) are updated by plain gradient descent ``Y <- Y - eta grad G`` for P
@@ -177,35 +179,3 @@ class PoseGuidedRefiner:
             errs.append(err), priors.append(prior), objective.append(g)
         trace = RefinementTrace(torch.stack(errs), torch.stack(priors), {"objective": torch.stack(objective)})
         return y.detach(), trace
-
-
-class PoseGuidedSampler:
-    """Registry entry ``pose_guided``: a base sampler (GenHMR: UGS) whose result is then refined.
-
-    Called over a ``logits_fn`` it is the base sampler (so it fits wherever a sampler does);
-    :func:`mega.inference.recover` runs :attr:`refiner` on the result when 2D keypoints are given.
-
-    Args:
-        base: the base sampler's config (``name`` + kwargs; default GenHMR's UGS, T = 5).
-        iterations, step_size, prior_weight, min_confidence: see :class:`PoseGuidedRefiner`.
-    """
-
-    def __init__(
-        self,
-        base: dict[str, Any] | None = None,
-        iterations: int = 10,
-        step_size: float = 1000.0,
-        prior_weight: float = 1.0,
-        min_confidence: float = 0.1,
-    ) -> None:
-        from mega.samplers import SAMPLERS
-
-        base = dict(base or {"name": "uncertainty_guided"})
-        if base.get("name") == "pose_guided":
-            raise ValueError("pose_guided: the base sampler cannot be pose_guided itself")
-        self.base = SAMPLERS.build(**base)
-        self.refiner = PoseGuidedRefiner(iterations, step_size, prior_weight, min_confidence)
-
-    def __call__(self, logits_fn: Any, **kwargs: Any) -> Any:
-        """The base sampler's result (``SamplerResult``)."""
-        return self.base(logits_fn, **kwargs)

@@ -1,14 +1,14 @@
 """Samplers: turn a ``logits_fn`` (the network as a callable) into token ids (B, Q, L).
 
-``SAMPLERS`` maps a name to a sampler class; ``configs/sampler/<name>.yaml`` holds ``name`` plus the
-constructor's keyword arguments, so ``SAMPLERS.build(**cfg.sampler)`` builds it. An instance is called as
+``SAMPLERS`` maps a name to a sampler class (one name per class); ``configs/sampler/<preset>.yaml`` holds
+``name`` plus the constructor's keyword arguments, so ``SAMPLERS.build(**cfg.sampler)`` builds it (several
+presets may share a class: ``stochastic`` and ``maskgit_generation`` are both ``maskgit``). An instance is called as
 ``sampler(logits_fn, batch_size=B, num_tokens=L, codebook_size=K, num_samples=Q, generator=g,
-init_ids=None, init_mask=None)`` and returns a ``SamplerResult``.
+init_ids=None, init_mask=None)`` and returns a ``SamplerResult``. Refinement with 2D keypoints is the next stage (:mod:`mega.refiners`).
 """
 
 from __future__ import annotations
 
-from mega.refiners.pose_guided import PoseGuidedRefiner, PoseGuidedSampler
 from mega.registry import Registry
 from mega.samplers.deterministic import DeterministicSampler, LogitsFn, SamplerResult, sample_deterministic
 from mega.samplers.maskgit import MaskGITSampler, sample_maskgit
@@ -17,12 +17,10 @@ from mega.samplers.uncertainty_guided import UncertaintyGuidedSampler
 
 SAMPLERS = Registry("sampler")
 SAMPLERS.register("deterministic")(DeterministicSampler)
-SAMPLERS.register("maskgit_generation")(MaskGITSampler)
-# MEGA's stochastic HMR mode: HRNet (T = 5, A = 1) and ResNet-50 (T = 2, A = 10) presets of MaskGIT.
-SAMPLERS.register("stochastic")(MaskGITSampler)
-SAMPLERS.register("stochastic_resnet")(MaskGITSampler)
+# MaskGIT decoding: MEGA's random generation (configs/sampler/maskgit_generation.yaml) and its stochastic
+# HMR mode, HRNet (stochastic.yaml: T = 5, A = 1) and ResNet-50 (stochastic_resnet.yaml: T = 2, A = 10).
+SAMPLERS.register("maskgit")(MaskGITSampler)
 SAMPLERS.register("uncertainty_guided")(UncertaintyGuidedSampler)
-SAMPLERS.register("pose_guided")(PoseGuidedSampler)
 
 __all__ = [
     "SAMPLERS",
@@ -30,8 +28,6 @@ __all__ = [
     "DeterministicSampler",
     "LogitsFn",
     "MaskGITSampler",
-    "PoseGuidedRefiner",
-    "PoseGuidedSampler",
     "SamplerResult",
     "UncertaintyGuidedSampler",
     "fixed_counts",

@@ -147,7 +147,7 @@ def sample_maskgit(
 
 
 class MaskGITSampler:
-    """Registry entry (``maskgit_generation`` etc.): ``sample_maskgit`` with its knobs bound.
+    """Registry entry ``maskgit`` (presets ``maskgit_generation``, ``stochastic``, ``stochastic_resnet``): ``sample_maskgit`` with its knobs bound.
 
     Args:
         steps: T.
