@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 import mega  # noqa: F401  (torchvision shim)
-from mega.inference import build_hmr_model, build_sampler, load_hmr, recover
+from mega.hmr_checkpoint import build_hmr_model, load_hmr
+from mega.inference import build_sampler, recover
 from mega.refiners import build_refiner
 
 REPO = Path(__file__).resolve().parents[1]

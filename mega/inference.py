@@ -1,8 +1,8 @@
-"""Bodies from images with a trained HMR model: load ``hmr.pt``, decode with any sampler, refine with 2D keypoints.
+"""Bodies from images with a trained HMR model: decode with any sampler, refine with 2D keypoints.
 
 One entry point for ``scripts/eval.py``, ``scripts/demo.py`` and ``benchmarks/inference.py``::
 
-    model = load_hmr("outputs/train_hmr/<run>/hmr.pt")
+    model = load_hmr("outputs/train_hmr/<run>/hmr.pt")                                 # mega.hmr_checkpoint
     rec = recover(model, img, build_sampler(cfg.sampler), num_samples=10)              # any sampler
     rec = recover(model, img, sampler, refiner=build_refiner(cfg.refiner), keypoints=kp)  # + refinement
 
@@ -15,7 +15,6 @@ masked, one pass) comes from the same context, for the distance of the mean-of-Q
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,86 +23,12 @@ from torch import Tensor
 from mega.body.camera import fit_crop_camera, fit_weak_perspective, solve_rotation
 from mega.body.rotations import matrix_to_axis_angle
 from mega.errors import ConfigError, UserError
+
+# hmr.pt is mega.hmr_checkpoint's; its names stay importable from here while other branches move over
+from mega.hmr_checkpoint import HMR_FORMAT, CheckpointError, build_hmr_model, load_hmr  # noqa: F401
 from mega.model import HMRModel
 from mega.refiners import PoseGuidedRefiner
 from mega.samplers import SAMPLERS, DeterministicSampler
-
-HMR_FORMAT = "mega-hmr/1"
-
-
-class CheckpointError(UserError, ValueError):
-    """An ``hmr.pt`` that is missing, not an HMR checkpoint, or whose tokenizer changed."""
-
-
-def build_hmr_model(
-    backbone: dict[str, Any],
-    transformer: dict[str, Any],
-    conditioning: dict[str, Any],
-    heads: dict[str, Any],
-    tokenizer: Any,
-    body: Any,
-) -> tuple[HMRModel, dict[str, Any]]:
-    """The HMR model from its parts' configs (what ``scripts/train_hmr.py`` trains and ``hmr.pt`` records).
-
-    Args:
-        backbone: ``name`` + kwargs of :func:`mega.backbones.build_backbone`.
-        transformer: kwargs of :class:`mega.transformer.MaskedTokenTransformer` (no ``init``).
-        conditioning: ``name`` + kwargs of :func:`mega.conditioning.build_conditioning`.
-        heads: kwargs of the rotation / camera / betas heads.
-        tokenizer, body: the frozen tokenizer and the body model.
-    Returns:
-        the model and the sizes the conditioning was built with.
-    """
-    from mega.backbones import build_backbone
-    from mega.conditioning import build_conditioning
-    from mega.transformer import MaskedTokenTransformer
-
-    net = build_backbone(**backbone)
-    tr = {k: v for k, v in transformer.items() if k != "init"}
-    trans = MaskedTokenTransformer.from_tokenizer(tokenizer, **tr)
-    sizes = dict(decoder_dim=tr.get("decoder_dim") or tr["dim"], decoder_depth=tr["decoder_depth"],
-                 image_dim=net.dim, num_image_tokens=net.num_tokens, pyramid_dims=list(net.pyramid_dims),
-                 num_body_tokens=tokenizer.num_tokens)  # fmt: skip
-    cond = build_conditioning(**conditioning, **sizes)
-    return HMRModel(net, trans, cond, tokenizer, body, **heads), sizes
-
-
-def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
-    """Rebuild a trained model from its self-describing ``hmr.pt`` (eval mode, on ``device``).
-
-    The tokenizer is loaded from the path recorded at training time and must have the same hash.
-    """
-    from mega.body import load_body_model
-    from mega.engine import load_checkpoint
-    from mega.tokenizers import load_tokenizer, tokenizer_hash
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"model checkpoint not found: {path}; train one with `python scripts/train_hmr.py`"
-        )
-    record = load_checkpoint(path)
-    if record.get("format") != HMR_FORMAT:
-        raise CheckpointError(
-            f"{path} is not an HMR checkpoint of scripts/train_hmr.py (format {record.get('format')!r})"
-        )
-    tok_info = record["tokenizer"]
-    tok_path = Path(tok_info["checkpoint"])
-    if not tok_path.is_file():
-        raise CheckpointError(
-            f"{path}: its tokenizer {tok_path} is missing; put it back or retrain the model"
-        )
-    tokenizer = load_tokenizer(tok_path, map_location=device)
-    if tokenizer_hash(tokenizer) != tok_info["sha256"]:
-        raise CheckpointError(
-            f"{path}: the tokenizer at {tok_path} changed since training (hash {tokenizer_hash(tokenizer)[:12]} "
-            f"!= {tok_info['sha256'][:12]}); token ids would decode to other bodies"
-        )
-    body = load_body_model(**record["body_model"])
-    model, _ = build_hmr_model(record["backbone"], record["transformer"], record["conditioning"],
-                               record["heads"], tokenizer, body)  # fmt: skip
-    model.load_state_dict(record["model"])
-    return model.to(device).eval()
 
 
 def build_sampler(cfg: str | dict[str, Any] | None) -> Any:

@@ -27,7 +27,6 @@ from pathlib import Path
 import cv2
 import hydra
 import torch
-from mega.hmr_checkpoint import load_hmr
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -36,6 +35,7 @@ from mega.atomic import write_json
 from mega.demo import DemoInputError, People, decoding_label, find_checkpoint, frames, list_inputs, process
 from mega.errors import entry_point
 from mega.export import plain
+from mega.hmr_checkpoint import load_hmr
 from mega.samplers import SAMPLERS
 from mega.viz.views import save_png, vstack
 

@@ -95,7 +95,8 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError("give checkpoint=PATH/hmr.pt (a trained model) or predictor=oracle|mean_pose")
         model = sampler = refiner = None
         if name == "model":
-            from mega.inference import KeypointSource, build_sampler, load_hmr, model_predictor
+            from mega.hmr_checkpoint import load_hmr
+            from mega.inference import KeypointSource, build_sampler, model_predictor
             from mega.refiners import build_refiner
 
             if not cfg.checkpoint:

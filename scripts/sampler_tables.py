@@ -31,7 +31,8 @@ from mega.atomic import write_json, write_text
 from mega.data.benchmark import make_body_factory
 from mega.data.eval_views import build_eval_dataset
 from mega.errors import ConfigError, entry_point
-from mega.inference import KeypointSource, build_sampler, load_hmr, model_predictor
+from mega.hmr_checkpoint import load_hmr
+from mega.inference import KeypointSource, build_sampler, model_predictor
 from mega.metrics.evaluator import Evaluator
 from mega.metrics.protocols import build_protocol
 from mega.refiners import build_refiner

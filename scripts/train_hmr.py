@@ -40,13 +40,13 @@ from mega.engine import (
     cleanup_dist,
     load_checkpoint,
     register_resolvers,
-    save_checkpoint,
     seed_everything,
     setup_dist,
     train,
 )
 from mega.errors import entry_point
-from mega.inference import HMR_FORMAT, build_hmr_model, model_predictor, recover
+from mega.hmr_checkpoint import build_hmr_model, save_hmr
+from mega.inference import model_predictor, recover
 from mega.losses import HMRObjective
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
@@ -218,12 +218,14 @@ def main(cfg: DictConfig) -> None:
                 if name == "model":
                     write_results(res, run_dir / "test")
         if dist.is_main:
-            record = {"format": HMR_FORMAT, "model": model.state_dict(), **kwargs,
-                      "heads": OmegaConf.to_container(cfg.heads), "backbone": resolved["backbone"],
-                      "conditioning": resolved["conditioning"], "body_model": resolved["body_model"],
-                      "tokenizer": {"checkpoint": str(tok_path.resolve()), "sha256": tok_sha, "kind": model.kind},
-                      "transformer_init": init, "step": result.step, "config": resolved}  # fmt: skip
-            save_checkpoint(run_dir / "hmr.pt", record)
+            parts = {
+                "backbone": resolved["backbone"],
+                "transformer": kwargs["transformer"],
+                "conditioning": resolved["conditioning"],
+                "heads": OmegaConf.to_container(cfg.heads),
+            }
+            save_hmr(run_dir / "hmr.pt", model, parts, kwargs["sizes"], tok_path, resolved["body_model"],
+                     transformer_init=init, step=result.step, config=resolved)  # fmt: skip
             floor = results["mean_pose"]
             summary = {"step": result.step, "train_seconds": seconds, "protocol": cfg.protocol.name,
                        "split": cfg.splits.test, "test": results,

@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 import mega.demo as demo
 from mega.atomic import write_json
 from mega.detection import whole_image
-from mega.engine import save_checkpoint
-from mega.inference import HMR_FORMAT, build_hmr_model, load_hmr, recover
+from mega.hmr_checkpoint import build_hmr_model, load_hmr, save_hmr
+from mega.inference import recover
 from mega.refiners import coco17_keypoints
-from mega.tokenizers import build_tokenizer, save_tokenizer, tokenizer_hash
+from mega.tokenizers import build_tokenizer, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,11 +53,7 @@ def save_tiny_hmr(folder: Path, body) -> Path:
         "heads": {"head_hidden": 32, "init_scale": 0.9},
     }
     model, sizes = build_hmr_model(**parts, tokenizer=tok, body=body)
-    record = {"format": HMR_FORMAT, "model": model.state_dict(), **parts, "sizes": sizes,
-              "body_model": {"name": "free"},
-              "tokenizer": {"checkpoint": str(tok_path), "sha256": tokenizer_hash(tok), "kind": "mesh"}}  # fmt: skip
-    path = folder / "hmr.pt"
-    save_checkpoint(path, record)
+    path = save_hmr(folder / "hmr.pt", model, parts, sizes, tok_path, body_model={"name": "free"})
     return path
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mega.engine import save_checkpoint
-from mega.inference import HMR_FORMAT, KeypointSource, build_hmr_model, build_sampler, load_hmr, recover
+from mega.hmr_checkpoint import build_hmr_model, load_hmr, save_hmr
+from mega.inference import KeypointSource, build_sampler, recover
 from mega.refiners import PoseGuidedRefiner, build_refiner
-from mega.tokenizers import build_tokenizer, save_tokenizer, tokenizer_hash
+from mega.tokenizers import build_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,11 +44,8 @@ def _checkpoint(tmp: Path, body, kind: str = "mesh") -> Path:
     model, sizes = build_hmr_model(BACKBONE, TRANSFORMER, cond, heads, tok, body)
     with torch.no_grad():  # sharper logits than the init's, so decisions are well separated
         model.transformer.head.weight.mul_(20.0)
-    record = {"format": HMR_FORMAT, "model": model.state_dict(), "transformer": TRANSFORMER, "sizes": sizes,
-              "heads": heads, "backbone": BACKBONE, "conditioning": cond, "body_model": {"name": "free"},
-              "tokenizer": {"checkpoint": str(tok_path), "sha256": tokenizer_hash(tok), "kind": kind}}  # fmt: skip
-    path = tmp / f"hmr_{kind}.pt"
-    save_checkpoint(path, record)
+    parts = {"backbone": BACKBONE, "transformer": TRANSFORMER, "conditioning": cond, "heads": heads}
+    path = save_hmr(tmp / f"hmr_{kind}.pt", model, parts, sizes, tok_path, body_model={"name": "free"})
     return path
 
 
