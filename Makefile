@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test lint bench quickstart pipeline detector media demo clean
+.PHONY: setup weights test lint bench quickstart pipeline detector media demo clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -q -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+# The CPU presets' pose-pretrained backbone: BlazePose GHUM's landmark network (Apache-2.0), taken out of
+# mediapipe 0.10.21's wheel on PyPI (pinned by version, platform, Python tag and SHA-256; nothing installed).
+WEIGHTS := data/weights/pose_landmark_full.tflite
+weights: setup $(WEIGHTS)
+$(WEIGHTS):
+	$(BIN)/python -c "import sys; from mega.backbones.blazepose_file import main; sys.exit(main(sys.argv[1:]))" $(WEIGHTS)
+
+test: setup $(WEIGHTS)
 	$(BIN)/python -m pytest tests
 
 lint: setup
@@ -28,7 +35,7 @@ lint: setup
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-quickstart: setup
+quickstart: setup $(WEIGHTS)
 	$(BIN)/python scripts/quickstart.py
 
 # The motion stages only (about 10 min on 2 cores): mesh tokenizer -> masked-token pre-training ->

@@ -113,7 +113,7 @@ def recover(
         raise ConfigError("rotation=keypoints: this tokenizer decodes the global orientation from its tokens")
     B, Q, dev = img.shape[0], num_samples, img.device
     features, context = model.encode_image(img)  # once per image
-    rot, cam, betas = model.heads(features.pooled)
+    rot, cam, betas = model.heads(features)
     tr = model.transformer
     gen = torch.Generator(device=dev).manual_seed(seed)
     res = sampler(model.logits_fn(context, Q), batch_size=B, num_tokens=tr.num_tokens,

@@ -56,15 +56,31 @@ class HMROutput:
 
 
 class Heads(nn.Module):
-    """Pooled image feature (B, C) -> 6D rotation (B, 6), camera (B, 3) [, betas (B, num_betas)].
+    """Image features -> 6D rotation (B, 6), camera (B, 3) [, betas (B, num_betas)].
 
-    A shared hidden layer, then one linear map per output whose weights start small and whose bias starts
-    at a sensible value: the upright rotation, scale ``init_scale`` and no shift, mean shape.
+    The heads read the pooled feature (B, C) and, with ``spatial_dim`` > 0, every token reduced to
+    ``spatial_dim`` channels and flattened (B, N * spatial_dim): where a body part is in the crop is
+    what tells its orientation, and pooling averages that away (measured in the issue 18 report).
+    A shared hidden layer, then one linear map per output whose weights start small and whose bias
+    starts at a sensible value: the upright rotation, scale ``init_scale`` and no shift, mean shape.
     """
 
-    def __init__(self, dim: int, hidden: int, num_betas: int | None, init_scale: float = 0.9) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        num_betas: int | None,
+        init_scale: float = 0.9,
+        num_tokens: int = 0,
+        spatial_dim: int = 0,
+    ) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU())
+        self.reduce = None
+        in_dim = dim
+        if spatial_dim > 0:
+            self.reduce = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, spatial_dim))
+            in_dim += int(num_tokens) * int(spatial_dim)
+        self.trunk = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU())
         self.rot = nn.Linear(hidden, 6)
         self.cam = nn.Linear(hidden, 3)
         self.betas = nn.Linear(hidden, num_betas) if num_betas else None
@@ -76,9 +92,13 @@ class Heads(nn.Module):
             self.rot.bias.copy_(matrix_to_rot6d(torch.tensor(UPRIGHT)))
             self.cam.bias[0] = float(torch.log(torch.tensor(init_scale)))
 
-    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(B, C) -> rotation (B, 3, 3), cam (B, 3) with s = exp(raw) > 0, betas (B, nb) or None."""
-        h = self.trunk(pooled.float())
+    def forward(self, features: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """BackboneOutput (tokens (B, N, C), pooled (B, C)) -> rotation (B, 3, 3), cam (B, 3) with
+        s = exp(raw) > 0, betas (B, nb) or None."""
+        x = features.pooled.float()
+        if self.reduce is not None:
+            x = torch.cat([x, self.reduce(features.tokens.float()).flatten(1)], dim=-1)
+        h = self.trunk(x)
         cam = self.cam(h)
         cam = torch.cat([cam[:, :1].clamp(-6.0, 6.0).exp(), cam[:, 1:]], dim=-1)
         return rot6d_to_matrix(self.rot(h)), cam, self.betas(h) if self.betas is not None else None
@@ -95,6 +115,7 @@ class HMRModel(nn.Module):
         body: the body model (SMPL-format); kept outside the module tree.
         head_hidden: width of the heads' hidden layer.
         init_scale: initial crop-camera scale s.
+        spatial_dim: > 0: the heads also read every image token reduced to this many channels (see Heads).
     """
 
     def __init__(
@@ -106,6 +127,7 @@ class HMRModel(nn.Module):
         body: nn.Module,
         head_hidden: int = 512,
         init_scale: float = 0.9,
+        spatial_dim: int = 0,
     ) -> None:
         super().__init__()
         if (transformer.num_tokens, transformer.codebook_size) != (
@@ -121,7 +143,8 @@ class HMRModel(nn.Module):
         self.transformer = transformer
         self.kind = "pose" if getattr(tokenizer, "registry_name", "").startswith("pose") else "mesh"
         num_betas = int(getattr(body, "num_betas", 10)) if self.kind == "pose" else None
-        self.heads = Heads(int(backbone.dim), head_hidden, num_betas, init_scale)
+        self.heads = Heads(int(backbone.dim), head_hidden, num_betas, init_scale,
+                           num_tokens=int(backbone.num_tokens), spatial_dim=int(spatial_dim))
         for p in tokenizer.parameters():
             p.requires_grad_(False)
         for p in body.parameters():
@@ -171,7 +194,7 @@ class HMRModel(nn.Module):
         """
         features, context = self.encode_image(img)
         logits = self.transformer(ids, mask, context, conditioning=self.conditioning)
-        rot, cam, betas = self.heads(features.pooled)
+        rot, cam, betas = self.heads(features)
         return HMROutput(logits=logits, global_rot=rot, cam=cam, betas=betas)
 
     def logits_fn(self, context: dict[str, Any], num_samples: int = 1):

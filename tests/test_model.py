@@ -76,7 +76,9 @@ def test_frozen_parts_stay_out_of_parameters_and_state(free_body):
 
 def test_heads_start_upright_with_the_initial_scale(free_body):
     model = make_model(free_body)
-    rot, cam, betas = model.heads(torch.zeros(2, model.backbone.dim))
+    features = model.backbone(torch.zeros(2, 3, model.backbone.input_size, model.backbone.input_size))
+    features.pooled = torch.zeros(2, model.backbone.dim)
+    rot, cam, betas = model.heads(features)
     torch.testing.assert_close(rot, torch.tensor(UPRIGHT).expand(2, 3, 3), atol=5e-3, rtol=0)  # small weights
     torch.testing.assert_close(cam[:, 0], torch.full((2,), 0.9), atol=5e-3, rtol=0)
     assert betas is None and float(torch.det(rot[0].detach())) == pytest.approx(1.0)

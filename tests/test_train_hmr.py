@@ -37,7 +37,7 @@ def test_presets_compose_with_the_papers_settings():
     for cfg in cfgs.values():
         EngineConfig(**cfg.engine)
     assert (
-        default.backbone.name == "tiny_cnn" and default.transformer.init == "auto"
+        default.backbone.name == "blazepose" and default.transformer.init == "auto"
     )  # hmr_cpu is the default
     mega, genhmr = cfgs["mega_hrnet"], cfgs["genhmr_vit"]
     assert (mega.engine.lr, tuple(mega.engine.betas), mega.engine.weight_decay, mega.engine.epochs) == (
@@ -76,7 +76,7 @@ def tiny_images(tmp_path_factory):
 def _overrides(images: Path, tokenizer: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
         f"data.root={images}", "data.augment=null", f"tokenizer.checkpoint={tokenizer}", "transformer.init=null",
-        "backbone.input_size=32", "backbone.widths=[8,16]", "backbone.depths=[1]", "backbone.freeze=true",
+        "backbone=tiny_cnn", "backbone.input_size=32", "backbone.widths=[8,16]", "backbone.depths=[1]", "backbone.freeze=true",
         "transformer.dim=16", "transformer.encoder_depth=1", "transformer.decoder_depth=1", "transformer.num_heads=2",
         "heads.head_hidden=16", "engine.max_steps=3", f"engine.batch_size={batch_size}", "engine.warmup_steps=1",
         "engine.log_every=1", "engine.eval_every=0", "engine.ckpt_every=0", "engine.progress_bar=false",

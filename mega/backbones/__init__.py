@@ -14,6 +14,7 @@ layouts each family reads are documented in its module.
 | vit_b16    | ViTPose-B                     | 256 (middle 192) | 16 x 12 x 768                |
 | vit_s16    | ViTPose-S                     | 256 (middle 192) | 16 x 12 x 384                |
 | vit_tiny   | tests                         | 64 (middle 48)   | 4 x 3 x 64                   |
+| blazepose  | BlazePose GHUM landmark net   | 256              | 8 x 8 x 144 (+ 39 landmarks) |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from mega.backbones.base import Backbone, BackboneOutput
+from mega.backbones.blazepose import BlazePose
 from mega.backbones.hrnet import HRNet
 from mega.backbones.resnet import ResNet
 from mega.backbones.tiny_cnn import TinyCNN
@@ -31,6 +33,7 @@ __all__ = [
     "BACKBONES",
     "Backbone",
     "BackboneOutput",
+    "BlazePose",
     "HRNet",
     "ResNet",
     "TinyCNN",
@@ -39,7 +42,7 @@ __all__ = [
 ]
 
 BACKBONES = Registry("backbone")
-for _cls in (TinyCNN, ResNet, HRNet, ViT, ViTB16, ViTS16, ViTTiny):
+for _cls in (TinyCNN, ResNet, HRNet, ViT, ViTB16, ViTS16, ViTTiny, BlazePose):
     BACKBONES.register(_cls.registry_name)(_cls)
 
 

@@ -118,7 +118,11 @@ def _options(op: Any, kind: str) -> dict[str, Any]:
     if kind == "RESIZE_BILINEAR":
         o = tflite.ResizeBilinearOptions()
         o.Init(table.Bytes, table.Pos)
-        return {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())}
+        if o.AlignCorners() or not o.HalfPixelCenters():
+            raise TFLiteFormatError(
+                "RESIZE_BILINEAR without half_pixel_centers (or with align_corners) is not supported"
+            )
+        return {}
     return {}
 
 
@@ -159,15 +163,25 @@ def read_tflite(path: str | os.PathLike) -> TFLiteGraph:
         code = model.OperatorCodes(op.OpcodeIndex())
         kind = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
         if kind not in SUPPORTED:
-            used = sorted({op_names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "?")
-                           for c in (model.OperatorCodes(k) for k in range(model.OperatorCodesLength()))})
-            raise TFLiteFormatError(f"{path}: operator {kind} is not supported (file uses {used}; supported: {list(SUPPORTED)})")
+            used = sorted(
+                {
+                    op_names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "?")
+                    for c in (model.OperatorCodes(k) for k in range(model.OperatorCodesLength()))
+                }
+            )
+            raise TFLiteFormatError(
+                f"{path}: operator {kind} is not supported (file uses {used}; supported: {list(SUPPORTED)})"
+            )
         inputs = [int(x) for x in op.InputsAsNumpy()]
         outputs = [int(x) for x in op.OutputsAsNumpy()]
         if kind == "DEQUANTIZE":
             constants[outputs[0]] = constants[inputs[0]].astype(np.float32)
             continue
-        ops.append(TFLiteOp(kind, inputs, outputs, _options(op, kind)))
+        try:
+            options = _options(op, kind)
+        except TFLiteFormatError as e:
+            raise TFLiteFormatError(f"{path}: operator {i} ({kind}): {e}") from None
+        ops.append(TFLiteOp(kind, inputs, outputs, options))
     for t, arr in constants.items():
         if arr.dtype == np.float16:
             constants[t] = arr.astype(np.float32)

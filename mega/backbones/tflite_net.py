@@ -9,8 +9,8 @@ only the operators needed for the outputs it is asked for (the BlazePose encoder
 
 TF semantics reproduced here (checked against LiteRT by tests/test_blazepose.py):
 - ``SAME`` padding puts the odd pixel after (bottom / right): total = max((ceil(n/s) - 1) s + d (k - 1) + 1 - n, 0);
-- ``RESIZE_BILINEAR`` with ``half_pixel_centers`` is PyTorch's ``align_corners=False``; the legacy mode
-  (neither flag) samples the source at ``i * in / out`` without the half-pixel shift;
+- ``RESIZE_BILINEAR`` with ``half_pixel_centers`` is PyTorch's ``align_corners=False`` (the reader
+  refuses the other modes);
 - ``MAX_POOL_2D`` pads with -inf.
 """
 
@@ -75,7 +75,11 @@ class TFLiteConv(nn.Module):
         if kh == kw == 1 and self.groups == 1 and self.stride == (1, 1) and self.padding in ("same", "valid"):
             # A pointwise convolution is one matrix product over the NHWC view (PyTorch's CPU conv
             # takes a slow im2col path for it).
-            y = torch.matmul(x.permute(0, 2, 3, 1), self.weight[:, :, 0, 0].t()).add_(self.bias).permute(0, 3, 1, 2)
+            y = (
+                torch.matmul(x.permute(0, 2, 3, 1), self.weight[:, :, 0, 0].t())
+                .add_(self.bias)
+                .permute(0, 3, 1, 2)
+            )
             return _activate(y, self.activation)
         if self.padding == "same":
             top, bottom = same_padding(x.shape[-2], kh, self.stride[0], self.dilation[0])
@@ -90,20 +94,6 @@ class TFLiteConv(nn.Module):
             x, pad = F.pad(x, (left, right, top, bottom)), (0, 0)
         y = F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
         return _activate(y, self.activation)
-
-
-def _resize_bilinear(x: torch.Tensor, size: Sequence[int], opts: dict) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, size[0], size[1]) with TF's RESIZE_BILINEAR semantics."""
-    if opts.get("half_pixel_centers") or opts.get("align_corners"):
-        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=bool(opts.get("align_corners")))
-    out = x
-    for axis, (n_in, n_out) in ((2, (x.shape[2], size[0])), (3, (x.shape[3], size[1]))):
-        src = torch.arange(n_out, dtype=x.dtype, device=x.device) * (n_in / n_out)
-        i0 = src.floor().long().clamp(max=n_in - 1)
-        i1 = (i0 + 1).clamp(max=n_in - 1)
-        frac = (src - i0.to(x.dtype)).view(*([1] * axis), n_out, *([1] * (3 - axis)))
-        out = out.index_select(axis, i0) * (1 - frac) + out.index_select(axis, i1) * frac
-    return out
 
 
 class TFLiteNet(nn.Module):
@@ -159,13 +149,24 @@ class TFLiteNet(nn.Module):
                 continue
             else:
                 self.program.append((op.kind, op, ""))
-        self.constants = {t: torch.from_numpy(graph.constants[t].copy()) for t in graph.constants
-                          if any(t in op.inputs for _, op, _ in self.program if op.kind in ("PAD", "RESIZE_BILINEAR", "RESHAPE"))}
+        self.constants = {
+            t: torch.from_numpy(graph.constants[t].copy())
+            for t in graph.constants
+            if any(
+                t in op.inputs
+                for _, op, _ in self.program
+                if op.kind in ("PAD", "RESIZE_BILINEAR", "RESHAPE")
+            )
+        }
 
     @staticmethod
     def _conv(graph: TFLiteGraph, op: TFLiteOp, folded: dict[int, tuple[int, int, int, int]]) -> TFLiteConv:
         w = torch.from_numpy(graph.constants[op.inputs[1]].copy())
-        b = torch.from_numpy(graph.constants[op.inputs[2]].copy()) if len(op.inputs) > 2 and op.inputs[2] >= 0 else torch.zeros(w.shape[0] if op.kind == "CONV_2D" else w.shape[-1])
+        b = (
+            torch.from_numpy(graph.constants[op.inputs[2]].copy())
+            if len(op.inputs) > 2 and op.inputs[2] >= 0
+            else torch.zeros(w.shape[0] if op.kind == "CONV_2D" else w.shape[-1])
+        )
         o = op.options
         padding: str | tuple[int, int, int, int] = o["padding"]
         source = op.inputs[0]
@@ -175,7 +176,9 @@ class TFLiteNet(nn.Module):
             weight, groups = w.permute(0, 3, 1, 2), 1
         else:
             weight, groups = w[0].permute(2, 0, 1).unsqueeze(1), graph.shapes[source][-1]
-        return TFLiteConv(weight, b, tuple(o["stride"]), tuple(o["dilation"]), padding, groups, o["activation"])
+        return TFLiteConv(
+            weight, b, tuple(o["stride"]), tuple(o["dilation"]), padding, groups, o["activation"]
+        )
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """x (B, C, H, W) -> {tensor id: (B, ...)} for the requested outputs."""
@@ -189,11 +192,14 @@ class TFLiteNet(nn.Module):
                 p = self.constants[op.inputs[1]].tolist()
                 y = F.pad(values[op.inputs[0]], (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
             elif kind == "RESIZE_BILINEAR":
-                y = _resize_bilinear(values[op.inputs[0]], self.constants[op.inputs[1]].tolist(), op.options)
+                size = tuple(self.constants[op.inputs[1]].tolist())
+                y = F.interpolate(values[op.inputs[0]], size=size, mode="bilinear", align_corners=False)
             elif kind == "MAX_POOL_2D":
                 o, v = op.options, values[op.inputs[0]]
                 if o["padding"] == "same":
-                    (t, b), (lft, r) = (same_padding(v.shape[2 + a], o["kernel"][a], o["stride"][a]) for a in (0, 1))
+                    (t, b), (lft, r) = (
+                        same_padding(v.shape[2 + a], o["kernel"][a], o["stride"][a]) for a in (0, 1)
+                    )
                     v = F.pad(v, (lft, r, t, b), value=float("-inf"))
                 y = _activate(F.max_pool2d(v, o["kernel"], o["stride"]), o["activation"])
             elif kind == "RESHAPE":

@@ -1,0 +1,179 @@
+"""BlazePose GHUM's landmark network as a pose-pretrained backbone, read from MediaPipe's wheel.
+
+The papers never train HMR from a random backbone (MEGA: HRNet-W48 pre-trained on 2D pose; GenHMR:
+ViTPose). On a CPU, with nothing downloadable from a model hub, the one pose-pretrained network that
+a package registry ships is MediaPipe's ``pose_landmark_full.tflite`` (Apache-2.0; 3.17 M parameters;
+byte-identical in mediapipe 0.10.9 - 0.10.21). ``make weights`` takes it out of the pinned wheel
+(:mod:`mega.backbones.blazepose_file`); this module turns it into PyTorch with the project's own
+converter (:mod:`mega.backbones.tflite_graph`, :mod:`mega.backbones.tflite_net`): no TensorFlow, LiteRT
+or mediapipe at run time.
+
+The network (input 256 x 256 RGB in [0, 1]) is a MobileNetV2-style encoder down to an 8 x 8 map, a
+heat-map / segmentation decoder, and a regression branch that reads the 8 x 8 map and outputs 39
+landmarks (x, y, z in input pixels, visibility and presence logits), 39 world landmarks (metres,
+hip-centred) and a person-presence flag. This backbone keeps the encoder and the regression branch
+(the 64 x 64 / 256 x 256 decoder is never run):
+
+- ``tokens``: the 8 x 8 x 144 encoder map (row-major, N = 64), followed, with ``landmark_tokens``, by
+  39 landmark tokens: each landmark's (x, y, z, visibility, presence, world xyz) embedded to 144 by a
+  trainable linear map plus a learned per-landmark vector (N = 103);
+- ``pooled``: the mean of the 64 map tokens; ``pyramid``: the neck on the 8 x 8 map;
+- ``landmarks`` (B, 39, 5) and ``world`` (B, 39, 3) as attributes of the output, for whoever wants them.
+
+Crops arrive ImageNet-normalised (the data pipeline's contract); the network's [0, 1] scaling is undone
+inside. Trainability: ``freeze`` (the default) keeps all 3.17 M weights fixed; ``trainable_blocks=N``
+trains the last N convolutions (the file's operator order). The landmark embedding is part of the neck
+and always trains.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mega.backbones.base import Backbone, BackboneOutput
+from mega.backbones.blazepose_file import DEFAULT_PATH, require_model_file
+from mega.backbones.tflite_graph import read_tflite
+from mega.backbones.tflite_net import TFLiteNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The encoder's last 144-channel map (8 x 8 at 256 px) and the regression outputs, by tensor name.
+MAP_TENSOR = "model_1/model/add_8/add"
+LANDMARKS, PRESENCE, WORLD = "Identity", "Identity_1", "Identity_4"
+NUM_LANDMARKS = 39
+
+
+@dataclass
+class BlazePoseOutput(BackboneOutput):
+    """:class:`BackboneOutput` plus the network's own landmark outputs.
+
+    Attributes:
+        landmarks: (B, 39, 5) x, y, z in crop pixels of the 256 px input, visibility and presence logits.
+        world: (B, 39, 3) world landmarks in metres, hip-centred, in the crop's axes.
+        presence: (B,) person-presence probability.
+    """
+
+    landmarks: torch.Tensor | None = None
+    world: torch.Tensor | None = None
+    presence: torch.Tensor | None = None
+
+
+class LandmarkEmbedding(nn.Module):
+    """(B, 39, 5) landmarks + (B, 39, 3) world landmarks -> (B, 39, dim) tokens.
+
+    Inputs are rescaled to about unit range first: x, y, z / input_size - (0.5, 0.5, 0), sigmoid of the
+    two logits, world landmarks in metres.
+    """
+
+    def __init__(self, dim: int, input_size: int) -> None:
+        super().__init__()
+        self.input_size = float(input_size)
+        self.proj = nn.Linear(8, dim)
+        self.identity = nn.Parameter(torch.zeros(NUM_LANDMARKS, dim))
+        nn.init.normal_(self.identity, std=0.02)
+
+    def features(self, landmarks: torch.Tensor, world: torch.Tensor) -> torch.Tensor:
+        """(B, 39, 5), (B, 39, 3) -> (B, 39, 8) the normalised inputs of the embedding."""
+        xyz = landmarks[..., :3] / self.input_size - landmarks.new_tensor([0.5, 0.5, 0.0])
+        return torch.cat([xyz, torch.sigmoid(landmarks[..., 3:5]), world], dim=-1)
+
+    def forward(self, landmarks: torch.Tensor, world: torch.Tensor) -> torch.Tensor:
+        """(B, 39, 5), (B, 39, 3) -> (B, 39, dim)."""
+        return self.proj(self.features(landmarks, world)) + self.identity
+
+
+class BlazePose(Backbone):
+    """BlazePose GHUM landmark network (MediaPipe ``pose_landmark_full``) as a frozen or tunable backbone.
+
+    Args:
+        input_size: S, the square crop size; the network was trained at 256 (other sizes change the
+            map to S/32 x S/32 and are the user's experiment).
+        source: the ``pose_landmark_full.tflite`` file (``make weights`` puts it at the default path).
+        landmark_tokens: append the 39 embedded landmark tokens to the 64 map tokens.
+        pyramid_scales / pyramid_dim: the simple feature pyramid on the 8 x 8 map (mega/backbones/pyramid.py).
+        weights: a local state dict of this backbone in mega's layout (e.g. fine-tuned), or None.
+        freeze / trainable_blocks: see mega/backbones/base.py (blocks = the convolutions, in file order).
+    """
+
+    registry_name = "blazepose"
+
+    def __init__(
+        self,
+        input_size: int = 256,
+        source: str | os.PathLike = DEFAULT_PATH,
+        landmark_tokens: bool = True,
+        pyramid_scales: Sequence[float] = (),
+        pyramid_dim: int = 64,
+        weights: str | os.PathLike | None = None,
+        freeze: bool = True,
+        trainable_blocks: int | None = None,
+    ) -> None:
+        super().__init__()
+        graph = read_tflite(require_model_file(source))
+        names = {v: k for k, v in graph.names.items()}
+        if MAP_TENSOR not in names:
+            raise ValueError(
+                f"{source}: no tensor '{MAP_TENSOR}'; is this BlazePose's pose_landmark_full.tflite?"
+            )
+        self._ids = [names[MAP_TENSOR]] + [graph.output_id(n) for n in (LANDMARKS, PRESENCE, WORLD)]
+        self.net = TFLiteNet(graph, self._ids)
+        dim = graph.shapes[self._ids[0]][-1]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.landmark_tokens = bool(landmark_tokens)
+        grid = max(1, int(input_size) // 32)
+        self._finish(dim=dim, input_size=input_size, token_grid=(grid, grid), pyramid_scales=pyramid_scales,
+                     pyramid_dim=pyramid_dim, weights=None, freeze=freeze, trainable_blocks=trainable_blocks)  # fmt: skip
+        # The landmark embedding is new and trains like the neck (base.set_trainable keys on "neck.").
+        self.neck.landmarks = LandmarkEmbedding(dim, input_size) if self.landmark_tokens else None
+        if weights:
+            from mega.backbones.weights import load_backbone_weights
+
+            load_backbone_weights(self, weights)
+        self.set_trainable(freeze=freeze, trainable_blocks=trainable_blocks)
+
+    @property
+    def num_tokens(self) -> int:
+        """N = 64 map tokens (at 256 px), + 39 landmark tokens when ``landmark_tokens``."""
+        grid = self.token_grid[0] * self.token_grid[1]
+        return grid + (NUM_LANDMARKS if self.landmark_tokens else 0)
+
+    def trunk_blocks(self) -> list[nn.Module]:
+        return list(self.net.convs.values())
+
+    def run_network(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ImageNet-normalised (B, 3, S, S) -> map (B, 144, S/32, S/32), landmarks (B, 39, 5), presence (B,), world (B, 39, 3)."""
+        x = img * self.std + self.mean
+        out = self.net(x)
+        fmap, lms, presence, world = (out[t] for t in self._ids)
+        return (
+            fmap,
+            lms.reshape(-1, NUM_LANDMARKS, 5),
+            presence.reshape(-1),
+            world.reshape(-1, NUM_LANDMARKS, 3),
+        )
+
+    def forward_features(self, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> the 8 x 8 map (B, 144, S/32, S/32)."""
+        return self.run_network(img)[0]
+
+    def forward(self, img: torch.Tensor) -> BlazePoseOutput:
+        """img (B, 3, S, S) ImageNet-normalised -> tokens (B, N, 144), pooled (B, 144), pyramid, landmarks."""
+        self.check_input(img)
+        if self.trunk_frozen and torch.is_grad_enabled():
+            with torch.no_grad():
+                fmap, lms, presence, world = self.run_network(img)
+        else:
+            fmap, lms, presence, world = self.run_network(img)
+        fmap = fmap.contiguous()
+        tokens = fmap.flatten(2).transpose(1, 2)
+        pooled = tokens.mean(dim=1)
+        if self.landmark_tokens:
+            tokens = torch.cat([tokens, self.neck.landmarks(lms, world)], dim=1)
+        return BlazePoseOutput(tokens=tokens, pooled=pooled, pyramid=self.neck(fmap), landmarks=lms,
+                               world=world, presence=presence)  # fmt: skip
