@@ -19,7 +19,6 @@ held-out synthetic crops (a walking and a crouching body; our own renders of the
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
