@@ -283,8 +283,11 @@ def model_predictor(
         transl = model.full_image_translation(rec.cam, geo)  # (B, 3)
         verts = rec.vertices + transl[:, None, None]
         det = None if rec.deterministic_vertices is None else rec.deterministic_vertices + transl[:, None]
+        own_rot = not getattr(model.tokenizer, "include_global_orient", False)
         return PredictorOutput(
-            vertices=verts[:, 0] if num_samples == 1 else verts, deterministic_vertices=det
+            vertices=verts[:, 0] if num_samples == 1 else verts,
+            deterministic_vertices=det,
+            global_rot=rec.global_rot if own_rot else None,
         )
 
     return predict

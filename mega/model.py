@@ -143,8 +143,14 @@ class HMRModel(nn.Module):
         self.transformer = transformer
         self.kind = "pose" if getattr(tokenizer, "registry_name", "").startswith("pose") else "mesh"
         num_betas = int(getattr(body, "num_betas", 10)) if self.kind == "pose" else None
-        self.heads = Heads(int(backbone.dim), head_hidden, num_betas, init_scale,
-                           num_tokens=int(backbone.num_tokens), spatial_dim=int(spatial_dim))
+        self.heads = Heads(
+            int(backbone.dim),
+            head_hidden,
+            num_betas,
+            init_scale,
+            num_tokens=int(backbone.num_tokens),
+            spatial_dim=int(spatial_dim),
+        )
         for p in tokenizer.parameters():
             p.requires_grad_(False)
         for p in body.parameters():

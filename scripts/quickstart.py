@@ -246,17 +246,24 @@ def final_table(cfg: DictConfig) -> tuple[str, dict]:
         if not path.is_file():
             continue
         summary = json.loads(path.read_text())
-        rows[name] = summary.get("metrics", {})
+        rows[name] = dict(summary.get("metrics", {}))
+        if "orientation" in summary:  # the model's own global rotation (mean_pose uses the true one)
+            rows[name]["rot_err_deg"] = summary["orientation"]["rot_err_deg"]
         for key, tag in (("mean_of_q", "mean of Q"), ("best_of_q", "best of Q")):
             if key in summary:
                 rows[f"{name} ({tag})"] = summary[key]
-    lines = [f"{'sampler':<30}{'Q':>4}" + "".join(f"{m.upper().replace('_', '-'):>11}" for m in METRICS)]
+    lines = [
+        f"{'sampler':<30}{'Q':>4}"
+        + "".join(f"{m.upper().replace('_', '-'):>11}" for m in METRICS)
+        + f"{'ROT-ERR deg':>13}"
+    ]
     for name, metrics in rows.items():
         base = name.split(" (")[0]
         q = "-" if base == "mean_pose" else str(cfg.eval.samplers[base])
         label = "mean_pose (floor)" if name == "mean_pose" else name
         vals = "".join(f"{metrics[m]:>11.1f}" if m in metrics else f"{'-':>11}" for m in METRICS)
-        lines.append(f"{label:<30}{q:>4}{vals}")
+        rot = f"{metrics['rot_err_deg']:>13.1f}" if "rot_err_deg" in metrics else f"{'-':>13}"
+        lines.append(f"{label:<30}{q:>4}{vals}{rot}")
     return "\n".join(lines), rows
 
 

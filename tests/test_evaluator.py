@@ -239,3 +239,24 @@ def test_scripts_prepare_and_evaluate(threedpw, synthetic_smpl_dir, tmp_path: Pa
     assert s2["num_samples"] == s1["num_samples"] == 10
     for name in METRIC_NAMES:
         assert s2["metrics"][name] == pytest.approx(s1["metrics"][name], abs=1e-3)
+
+
+def test_orientation_error_of_a_predictor_rotation(pw3d, spin14, smpl_bodies) -> None:
+    """A predictor's own rotation, off the truth by a known angle about a random axis, scores that angle."""
+
+    angles = torch.linspace(0.0, 170.0, len(pw3d), dtype=torch.float64)
+
+    def tilted(batch) -> PredictorOutput:
+        out = build_predictor("oracle")(batch)
+        b = len(batch["index"])
+        axis = torch.nn.functional.normalize(
+            torch.randn(b, 3, generator=torch.Generator().manual_seed(b)), dim=-1
+        )
+        delta = axis_angle_to_matrix(axis * torch.deg2rad(angles[batch["index"]]).float()[:, None])
+        out.global_rot = axis_angle_to_matrix(batch["global_orient"].reshape(b, 3).float()) @ delta
+        return out
+
+    res = Evaluator(spin14, smpl_bodies, batch_size=3, progress=False).run(pw3d, tilted)
+    torch.testing.assert_close(res.per_sample["rot_err_deg"], angles, atol=0.05, rtol=0)
+    assert res.summary["orientation"]["rot_err_deg"] == pytest.approx(float(angles.mean()), abs=0.05)
+    assert "ROT-ERR" in format_table(res.summary)

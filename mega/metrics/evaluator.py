@@ -6,7 +6,8 @@ No shuffling, no dropped last batch, and every number is a mean over samples of 
 - ``per_sample.csv``: one row per sample (index, image, sequence, frame, person, gender, protocol,
   every metric in mm / cm);
 - ``summary.json``: dataset, protocol (with its description), predictor, counts, and the metrics, with
-  best-of-Q numbers kept apart from single-hypothesis ones;
+  best-of-Q numbers kept apart from single-hypothesis ones; for a predictor that gives its own global
+  rotation, ``orientation``: the mean and median geodesic error of that rotation (degrees);
 - a printed table (:func:`format_table`).
 
 Single-hypothesis numbers (``metrics``) come from the one prediction per image, or, with Q samples,
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from mega.atomic import write_json, write_text
-from mega.body.rotations import axis_angle_to_matrix
+from mega.body.rotations import axis_angle_to_matrix, geodesic_angle
 from mega.metrics.errors import apd, best_of_q, mean_of_q, per_vertex_std, pve
 from mega.metrics.predictors import Predictor, PredictorOutput
 from mega.metrics.protocols import METRIC_NAMES, BodyFactory, Protocol
@@ -185,8 +186,13 @@ class Evaluator:
         )
         errs = {k: v.view(b, q) * MM for k, v in errs.items()}  # (B, Q) each
         if q == 1 and out.deterministic_vertices is None:
-            return {k: v[:, 0] for k, v in errs.items()}
-        return self._multi_hypothesis_row(pred, gt, errs, out.deterministic_vertices)
+            row = {k: v[:, 0] for k, v in errs.items()}
+        else:
+            row = self._multi_hypothesis_row(pred, gt, errs, out.deterministic_vertices)
+        if out.global_rot is not None:
+            gt_rot = axis_angle_to_matrix(batch["global_orient"].reshape(b, 3).float()).to(self.device)
+            row["rot_err_deg"] = torch.rad2deg(geodesic_angle(out.global_rot.to(self.device).float(), gt_rot))
+        return row
 
     def _multi_hypothesis_row(
         self, pred: Tensor, gt: Tensor, errs: dict[str, Tensor], det: Tensor | None
@@ -283,6 +289,12 @@ class Evaluator:
             "single_hypothesis_source": source,
             "metrics": {k: mean[k] for k in METRIC_NAMES},
         }
+        if "rot_err_deg" in per_sample:
+            err = per_sample["rot_err_deg"]
+            summary["orientation"] = {
+                "rot_err_deg": mean["rot_err_deg"],
+                "rot_err_deg_median": float(err.median()),
+            }
         if multi:
             summary["best_of_q"] = {k: mean[f"best_of_q_{k}"] for k in METRIC_NAMES}
             summary["mean_of_q"] = {k: mean[f"mean_of_q_{k}"] for k in METRIC_NAMES}
@@ -358,6 +370,9 @@ def format_table(summary: dict[str, Any]) -> str:
     for prefix, metrics in sections:
         for name, value in metrics.items():
             lines.append(f"{prefix + name.upper().replace('_', '-'):<22}{value:>10.2f} mm")
+    if "orientation" in summary:
+        o = summary["orientation"]
+        lines.append(f"{'ROT-ERR':<22}{o['rot_err_deg']:>10.2f} deg (median {o['rot_err_deg_median']:.1f})")
     for name, value in summary.get("diversity", {}).items():
         label, unit = name.rsplit("_", 1)
         lines.append(f"{label.upper().replace('_', '-'):<22}{value:>10.2f} {unit}")

@@ -40,6 +40,8 @@ class PredictorOutput:
             None means the neutral body. Used only by protocols with gendered ground truth.
         deterministic_vertices: (B, V, 3) the deterministic prediction next to Q samples (for the
             distance of the mean-of-Q mesh to it), or None.
+        global_rot: (B, 3, 3) the predicted global (root) rotation in the camera frame, when the
+            predictor has one of its own: scored as the orientation error (degrees), or None.
     """
 
     vertices: Tensor | None = None
@@ -49,6 +51,7 @@ class PredictorOutput:
     transl: Tensor | None = None
     gender: list[str] | None = None
     deterministic_vertices: Tensor | None = None
+    global_rot: Tensor | None = None
 
     def num_hypotheses(self) -> int | None:
         """Q if the output carries a hypothesis axis, else None (one prediction per image)."""
