@@ -79,6 +79,7 @@ def recover(
     seed: int = 0,
     with_deterministic: bool = False,
     rotation: str = "head",
+    view_rot: Tensor | None = None,
 ) -> Recovery:
     """Decode bodies from crops: the one decode path (training's validation, eval, the demo, benchmarks).
 
@@ -99,6 +100,9 @@ def recover(
             and crop camera that put the decoded body's COCO-17 points (the mean of the Q hypotheses'
             bodies) on ``keypoints`` (:func:`rotation_from_keypoints`), before any pose-guided refinement.
             Not for tokenizers that carry the orientation in their tokens.
+        view_rot: (B, 3, 3) the crops' viewing-ray rotations (``model.view_rotation(batch)``), read by a
+            ``crop_relative`` model: decoding, refinement and the keypoint solve work in the crop's frame,
+            and the results (vertices, joints, ``global_rot``) are turned into the camera frame at the end.
     """
     sampler = sampler if sampler is not None else DeterministicSampler()
     if refiner is not None and keypoints is None:
@@ -145,9 +149,17 @@ def recover(
         det_ids = DeterministicSampler()(model.logits_fn(context, 1), batch_size=B, num_tokens=tr.num_tokens,
                                          codebook_size=tr.codebook_size, device=dev).ids[:, 0]  # fmt: skip
         det = model.decode_body(rot, ids=det_ids, betas=betas).vertices
+    vertices, joints = out.vertices, out.joints
+    if view_rot is not None and model.crop_relative:  # crop frame -> camera frame
+        to_cam = view_rot.to(rot)
+        rot = to_cam @ rot
+        vertices, joints = vertices @ rep(to_cam).transpose(1, 2), joints @ rep(to_cam).transpose(1, 2)
+        det = None if det is None else det @ to_cam.transpose(1, 2)
+        if initial is not None:
+            initial = (initial.flatten(0, 1) @ rep(to_cam).transpose(1, 2)).view(initial.shape)
     return Recovery(
-        vertices=out.vertices.reshape(B, Q, *out.vertices.shape[1:]),
-        joints=out.joints.reshape(B, Q, *out.joints.shape[1:]),
+        vertices=vertices.reshape(B, Q, *vertices.shape[1:]),
+        joints=joints.reshape(B, Q, *joints.shape[1:]),
         global_rot=rot, cam=cam, betas=betas, ids=res.ids, body_pose=body_pose,
         deterministic_vertices=det, initial_vertices=initial, reprojection=reprojection,
     )  # fmt: skip
@@ -271,15 +283,16 @@ def model_predictor(
 
     def predict(batch: dict[str, Any]) -> PredictorOutput:
         kp = source(batch) if needs_kp else None
-        rec = recover(
-            model, batch["img"].to(device), sampler, num_samples, refiner=refiner, keypoints=kp,
-            seed=seed + calls[0], with_deterministic=num_samples > 1, rotation=rotation,
-        )  # fmt: skip
-        calls[0] += 1
         geo = {"bbox_center": _field(batch, "bbox_center").to(device),
                "bbox_size": _field(batch, "bbox_size").to(device),
                "cam_int": _field(batch, "cam_int", "cam_intrinsics").to(device),
                "img_size": _field(batch, "img_size", "image_size").to(device)}  # fmt: skip
+        rec = recover(
+            model, batch["img"].to(device), sampler, num_samples, refiner=refiner, keypoints=kp,
+            seed=seed + calls[0], with_deterministic=num_samples > 1, rotation=rotation,
+            view_rot=model.view_rotation(geo),
+        )  # fmt: skip
+        calls[0] += 1
         transl = model.full_image_translation(rec.cam, geo)  # (B, 3)
         verts = rec.vertices + transl[:, None, None]
         det = None if rec.deterministic_vertices is None else rec.deterministic_vertices + transl[:, None]

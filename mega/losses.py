@@ -206,15 +206,17 @@ class HMRObjective:
             self.step, self.total_steps, g["tau_start"], g["tau_end"], g["anneal_fraction"]
         )
 
-    def _keypoints_2d(self, inner: nn.Module, body_out: Any, cam: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def _keypoints_2d(
+        self, inner: nn.Module, body_out: Any, cam: Tensor, batch: dict[str, Tensor], view_rot: Tensor | None
+    ) -> Tensor:
         """(B,) summed confidence-weighted L1 over the configured 2D keypoint sets."""
         total = cam.new_zeros(cam.shape[0])
         if "smpl24" in self.keypoints:
-            total = total + keypoint_l1(inner.project(body_out.joints, cam), batch["kp2d_smpl"])
+            total = total + keypoint_l1(inner.project(body_out.joints, cam, view_rot), batch["kp2d_smpl"])
         if "coco17" in self.keypoints:
             reg = inner.body.keypoint_regressor("coco17").to(body_out.vertices)
             coco = torch.einsum("kv,bvc->bkc", reg, body_out.vertices)
-            total = total + keypoint_l1(inner.project(coco, cam), batch["kp2d_coco"])
+            total = total + keypoint_l1(inner.project(coco, cam, view_rot), batch["kp2d_coco"])
         return total
 
     def __call__(
@@ -228,7 +230,7 @@ class HMRObjective:
         has_smpl = batch["has_smpl"].reshape(B).float() > 0.5  # (B,)
         gt_ids = inner.target_ids(batch["body_pose"], batch["betas"], batch["global_orient"])  # (B, L)
         mask = self.masks(B, L, device) | ~has_smpl[:, None]  # unknown tokens of 2D-only samples: all masked
-        out = model(img, gt_ids.masked_fill(mask, inner.mask_id), mask)
+        out = model(img, gt_ids.masked_fill(mask, inner.mask_id), mask, view_rot=inner.view_rotation(batch))
 
         scored = mask & has_smpl[:, None]
         local = torch.stack(
@@ -249,7 +251,9 @@ class HMRObjective:
                 canonical = inner.decode_body(torch.eye(3, device=device).expand(B, 3, 3), ids=head_ids,
                                               betas=None if out.betas is None else out.betas.detach())  # fmt: skip
             heads_body = self._pose_detached(inner, canonical, out)
-            terms["kp2d_heads"] = self._keypoints_2d(inner, heads_body, out.cam, batch).sum() / n_all
+            terms["kp2d_heads"] = (
+                self._keypoints_2d(inner, heads_body, out.cam, batch, out.view_rot).sum() / n_all
+            )
 
         # acc: this rank's correct / (global count / W); the engine's mean over ranks is the global accuracy.
         logs: dict[str, Tensor] = {"acc": correct / n_tok, "mask_ratio": mask.float().mean()}
@@ -267,7 +271,7 @@ class HMRObjective:
                 theta = rotation_distance(out.global_rot, gt_rot)
             terms["theta"] = (theta * smpl_w).sum() / n_smpl
             terms["joints_3d"] = keypoint_3d_l1(soft.joints, batch["joints_3d"]).sum() / n_all
-            terms["kp2d"] = self._keypoints_2d(inner, soft, out.cam, batch).sum() / n_all
+            terms["kp2d"] = self._keypoints_2d(inner, soft, out.cam, batch, out.view_rot).sum() / n_all
             logs["tau"] = torch.tensor(tau, device=device)
         loss = sum(getattr(w, name) * value for name, value in terms.items())
         self.calls += 1

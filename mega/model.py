@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mega.body.camera import weak_perspective_to_translation
+from mega.body.camera import viewing_ray_rotation, weak_perspective_to_translation
 from mega.body.rotations import matrix_to_rot6d, rot6d_to_matrix
 from mega.conditioning import Conditioning
 from mega.types import BodyOutput
@@ -47,12 +47,15 @@ class HMROutput:
         global_rot: (B, 3, 3) global (root) rotation in the camera frame, from the 6D head.
         cam: (B, 3) crop camera ``(s, tx, ty)``, s > 0.
         betas: (B, 10) shape for the pose tokenizer; None for the mesh tokenizer (shape is in its tokens).
+        view_rot: (B, 3, 3) the crop's viewing-ray rotation when the heads predict the rotation relative
+            to the crop (``crop_relative``): ``global_rot = view_rot @ R_crop``; project with it. Else None.
     """
 
     logits: Tensor
     global_rot: Tensor
     cam: Tensor
     betas: Tensor | None
+    view_rot: Tensor | None = None
 
 
 class Heads(nn.Module):
@@ -116,6 +119,9 @@ class HMRModel(nn.Module):
         head_hidden: width of the heads' hidden layer.
         init_scale: initial crop-camera scale s.
         spatial_dim: > 0: the heads also read every image token reduced to this many channels (see Heads).
+        crop_relative: the rotation head predicts the body's rotation relative to the crop's viewing ray
+            (CLIFF): the camera-frame rotation is ``viewing_ray_rotation(box centre, K) @ R_crop`` and the
+            crop camera projects in the ray's frame (:meth:`view_rotation`, :meth:`project`).
     """
 
     def __init__(
@@ -128,6 +134,7 @@ class HMRModel(nn.Module):
         head_hidden: int = 512,
         init_scale: float = 0.9,
         spatial_dim: int = 0,
+        crop_relative: bool = False,
     ) -> None:
         super().__init__()
         if (transformer.num_tokens, transformer.codebook_size) != (
@@ -143,6 +150,7 @@ class HMRModel(nn.Module):
         self.transformer = transformer
         self.kind = "pose" if getattr(tokenizer, "registry_name", "").startswith("pose") else "mesh"
         num_betas = int(getattr(body, "num_betas", 10)) if self.kind == "pose" else None
+        self.crop_relative = bool(crop_relative)
         self.heads = Heads(
             int(backbone.dim),
             head_hidden,
@@ -190,18 +198,30 @@ class HMRModel(nn.Module):
         features = self.backbone(img)
         return features, self.conditioning.prepare(features)
 
-    def forward(self, img: Tensor, ids: Tensor, mask: Tensor) -> HMROutput:
+    def forward(self, img: Tensor, ids: Tensor, mask: Tensor, view_rot: Tensor | None = None) -> HMROutput:
         """Logits of every position given the visible ids and the image, and the head outputs.
 
         Args:
             img: (B, 3, S, S) ImageNet-normalised crops.
             ids: (B, L) int64; read where ``mask`` is False (masked positions may hold ``mask_id``).
             mask: (B, L) bool, True = masked.
+            view_rot: (B, 3, 3) the crops' viewing-ray rotations (:meth:`view_rotation`); used only when
+                the model is ``crop_relative`` (None there means centred crops).
         """
         features, context = self.encode_image(img)
         logits = self.transformer(ids, mask, context, conditioning=self.conditioning)
         rot, cam, betas = self.heads(features)
-        return HMROutput(logits=logits, global_rot=rot, cam=cam, betas=betas)
+        view_rot = view_rot if self.crop_relative else None
+        if view_rot is not None:
+            rot = view_rot.to(rot) @ rot
+        return HMROutput(logits=logits, global_rot=rot, cam=cam, betas=betas, view_rot=view_rot)
+
+    def view_rotation(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """(B, 3, 3) viewing-ray rotations of a batch's crops (``bbox_center``, ``cam_int``), or None
+        when the model predicts camera-frame rotations directly (not ``crop_relative``)."""
+        if not self.crop_relative:
+            return None
+        return viewing_ray_rotation(batch["bbox_center"].float(), batch["cam_int"].float())
 
     def logits_fn(self, context: dict[str, Any], num_samples: int = 1):
         """A sampler's ``logits_fn`` (ids (R, L), mask (R, L)) -> float32 logits (R, L, K), R = B * Q.
@@ -283,8 +303,14 @@ class HMRModel(nn.Module):
             return body(global_orient=root, body_pose=pose.float(), betas=betas.float(), transl=None)
 
     @staticmethod
-    def project(points: Tensor, cam: Tensor) -> Tensor:
-        """Crop-camera projection: points (B, J, 3) body frame, cam (B, 3) -> (B, J, 2) in [-1, 1] crop coords."""
+    def project(points: Tensor, cam: Tensor, view_rot: Tensor | None = None) -> Tensor:
+        """Crop-camera projection: points (B, J, 3) body frame, cam (B, 3) -> (B, J, 2) in [-1, 1] crop coords.
+
+        With ``view_rot`` (B, 3, 3) the points are camera-frame directions seen along the crop's viewing
+        ray: they are turned into the ray's frame (``view_rot^T X``) before the orthographic projection.
+        """
+        if view_rot is not None:
+            points = points @ view_rot.to(points)
         return cam[:, None, :1] * (points[..., :2] + cam[:, None, 1:])
 
     @staticmethod

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from mega.body.rotations import axis_angle_to_matrix
+
 
 def intrinsics(focal: Tensor, principal: Tensor) -> Tensor:
     """Pinhole intrinsics.
@@ -237,3 +239,28 @@ def solve_rotation(
             err.sum().backward()
             opt.step()
     return best_rot.detach(), best_cam.detach()
+
+
+def viewing_ray_rotation(bbox_center: Tensor, cam_int: Tensor) -> Tensor:
+    """The rotation that turns the camera's optical axis onto the ray through the box centre.
+
+    A square crop around an off-centre box sees the body along that ray, not along the optical axis:
+    a model that predicts the body's rotation relative to the crop (CLIFF's observation) gets the
+    camera-frame rotation as ``viewing_ray_rotation(...) @ R_crop``. The rotation is the smallest one
+    (about the axis z x ray), so a centred box gives the identity.
+
+    Args:
+        bbox_center: (B, 2) box centre in image pixels.
+        cam_int: (B, 3, 3) intrinsics (focal lengths and principal point in pixels).
+    Returns:
+        (B, 3, 3) rotation R with R @ (0, 0, 1) = the unit ray through the box centre.
+    """
+    f = torch.stack([cam_int[:, 0, 0], cam_int[:, 1, 1]], dim=-1)
+    xy = (bbox_center.to(f) - cam_int[:, :2, 2]) / f  # (B, 2) the ray's slope
+    ray = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=-1)
+    ray = ray / ray.norm(dim=-1, keepdim=True)
+    axis = torch.stack([-ray[:, 1], ray[:, 0], torch.zeros_like(ray[:, 0])], dim=-1)  # z x ray
+    sin, cos = axis.norm(dim=-1, keepdim=True), ray[:, 2:3]
+    angle = torch.atan2(sin, cos)
+    axis = axis / sin.clamp_min(1e-12)
+    return axis_angle_to_matrix(axis * angle)

@@ -56,7 +56,8 @@ def reprojection_px(model, rec_vertices, rec_joints, cam, batch, people) -> list
     """Confidence-weighted mean distance (full-image px) between the model's COCO-17 keypoints, projected by
     the crop camera, and each person's keypoints (None without keypoints). vertices (N, V, 3), joints (N, 24, 3)."""
     kp, valid = coco17_keypoints(model.body, rec_vertices, rec_joints)
-    xy = model.project(kp, cam)  # (N, 17, 2) normalised crop coordinates
+    view_rot = model.view_rotation({k: batch[k].to(kp.device) for k in ("bbox_center", "cam_int")})
+    xy = model.project(kp, cam, view_rot)  # (N, 17, 2) normalised crop coordinates
     px = batch["bbox_center"][:, None] + xy * batch["bbox_size"][:, None, None] / 2
     out = []
     for i, p in enumerate(people):
@@ -104,8 +105,10 @@ def run_sampler(
         raise DemoInputError(
             "rotation=keypoints needs 2D keypoints: pass detections=FILE or detector=blazepose"
         )
+    geo = {k: batch[k].to(device) for k in ("bbox_center", "cam_int")}
     rec = recover(model, batch["img"].to(device), sampler, num_samples, refiner=refiner,
-                  keypoints=None if kp is None else kp.to(device), seed=seed, rotation=rotation)  # fmt: skip
+                  keypoints=None if kp is None else kp.to(device), seed=seed, rotation=rotation,
+                  view_rot=model.view_rotation(geo))  # fmt: skip
     return sampler, rec
 
 
