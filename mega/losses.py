@@ -230,7 +230,8 @@ class HMRObjective:
         has_smpl = batch["has_smpl"].reshape(B).float() > 0.5  # (B,)
         gt_ids = inner.target_ids(batch["body_pose"], batch["betas"], batch["global_orient"])  # (B, L)
         mask = self.masks(B, L, device) | ~has_smpl[:, None]  # unknown tokens of 2D-only samples: all masked
-        out = model(img, gt_ids.masked_fill(mask, inner.mask_id), mask, view_rot=inner.view_rotation(batch))
+        out = model(img, gt_ids.masked_fill(mask, inner.mask_id), mask, view_rot=inner.view_rotation(batch),
+                    frozen=batch.get("frozen"))  # fmt: skip
 
         scored = mask & has_smpl[:, None]
         local = torch.stack(

@@ -193,12 +193,23 @@ class HMRModel(nn.Module):
         return self
 
     # ------------------------------------------------------------------ the network
-    def encode_image(self, img: Tensor) -> tuple[Any, dict[str, Any]]:
-        """img (B, 3, S, S) -> (backbone features, conditioning context)."""
-        features = self.backbone(img)
+    def encode_image(self, img: Tensor, frozen: dict[str, Tensor] | None = None) -> tuple[Any, dict[str, Any]]:
+        """img (B, 3, S, S) -> (backbone features, conditioning context).
+
+        ``frozen``: the frozen trunk's outputs for these crops, computed beforehand
+        (:class:`mega.backbones.feature_cache.FrozenFeatureDataset`); then ``img`` is not read.
+        """
+        features = self.backbone(img) if frozen is None else self.backbone.from_frozen(frozen)
         return features, self.conditioning.prepare(features)
 
-    def forward(self, img: Tensor, ids: Tensor, mask: Tensor, view_rot: Tensor | None = None) -> HMROutput:
+    def forward(
+        self,
+        img: Tensor,
+        ids: Tensor,
+        mask: Tensor,
+        view_rot: Tensor | None = None,
+        frozen: dict[str, Tensor] | None = None,
+    ) -> HMROutput:
         """Logits of every position given the visible ids and the image, and the head outputs.
 
         Args:
@@ -207,8 +218,9 @@ class HMRModel(nn.Module):
             mask: (B, L) bool, True = masked.
             view_rot: (B, 3, 3) the crops' viewing-ray rotations (:meth:`view_rotation`); used only when
                 the model is ``crop_relative`` (None there means centred crops).
+            frozen: precomputed frozen-trunk outputs of the crops (see :meth:`encode_image`).
         """
-        features, context = self.encode_image(img)
+        features, context = self.encode_image(img, frozen)
         logits = self.transformer(ids, mask, context, conditioning=self.conditioning)
         rot, cam, betas = self.heads(features)
         view_rot = view_rot if self.crop_relative else None

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json
+from mega.backbones.feature_cache import FrozenFeatureDataset
 from mega.body import load_body_model
 from mega.data.image_dataset import build_image_dataset
 from mega.engine import (
@@ -44,7 +45,7 @@ from mega.engine import (
     setup_dist,
     train,
 )
-from mega.errors import entry_point
+from mega.errors import ConfigError, entry_point
 from mega.hmr_checkpoint import build_hmr_model, save_hmr
 from mega.inference import model_predictor, recover
 from mega.losses import HMRObjective
@@ -167,6 +168,14 @@ def main(cfg: DictConfig) -> None:
         size = model.backbone.input_size
         # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
         train_set = build_image_dataset(cfg.data, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
+        if cfg.feature_cache:  # the frozen trunk runs once per training crop, not once per step
+            if cfg.data.get("augment") is not None or not model.backbone.trunk_frozen:
+                raise ConfigError("feature_cache=true needs data.augment=null and backbone.freeze=true "
+                                  "(cached crops are computed once); or set feature_cache=false")  # fmt: skip
+            t_cache = time.perf_counter()
+            train_set = FrozenFeatureDataset(train_set, model.backbone, progress=engine.progress_bar)
+            log.info("frozen backbone outputs of %d crops cached in %.1f s", len(train_set),
+                     time.perf_counter() - t_cache)  # fmt: skip
         val_set = ImageBenchmarkView(
             build_image_dataset(cfg.data, cfg.splits.val, crop_size=size), cfg.eval_limit
         )

@@ -169,16 +169,26 @@ class Backbone(nn.Module):
                 f"{tuple(img.shape)}: crop to {s} px or set backbone.input_size to the crop size"
             )
 
+    def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the trunk computes from a crop: ``{"fmap": (B, C, h, w)}``. With a frozen trunk this is
+        what :class:`mega.backbones.feature_cache.FrozenFeatureDataset` computes once and keeps."""
+        return {"fmap": self.forward_features(img)}
+
+    def from_frozen(self, raw: dict[str, torch.Tensor]) -> BackboneOutput:
+        """The trainable rest (neck) on the trunk's outputs: tokens (B, N, C), pooled (B, C), pyramid."""
+        fmap = raw["fmap"].float()
+        tokens = fmap.flatten(2).transpose(1, 2)
+        return BackboneOutput(tokens=tokens, pooled=tokens.mean(dim=1), pyramid=self.neck(fmap))
+
     def forward(self, img: torch.Tensor) -> BackboneOutput:
         """img (B, 3, S, S), ImageNet-normalised -> BackboneOutput (tokens (B, N, C), pooled (B, C), pyramid)."""
         self.check_input(img)
         if getattr(self, "trunk_frozen", False) and torch.is_grad_enabled():
             with torch.no_grad():
-                fmap = self.forward_features(img)
+                raw = self.frozen_outputs(img)
         else:
-            fmap = self.forward_features(img)
-        tokens = fmap.flatten(2).transpose(1, 2)
-        return BackboneOutput(tokens=tokens, pooled=tokens.mean(dim=1), pyramid=self.neck(fmap))
+            raw = self.frozen_outputs(img)
+        return self.from_frozen(raw)
 
     def extra_repr(self) -> str:
         info: dict[str, Any] = {

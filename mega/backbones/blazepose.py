@@ -120,7 +120,9 @@ class BlazePose(Backbone):
             raise ValueError(
                 f"{source}: no tensor '{MAP_TENSOR}'; is this BlazePose's pose_landmark_full.tflite?"
             )
-        self._ids = [names[MAP_TENSOR]] + [graph.output_id(n) for n in (LANDMARKS, PRESENCE, WORLD)]
+        # without landmark tokens the regression branch is not run (its weights would get no gradient)
+        heads = (LANDMARKS, PRESENCE, WORLD) if landmark_tokens else ()
+        self._ids = [names[MAP_TENSOR]] + [graph.output_id(n) for n in heads]
         self.net = TFLiteNet(graph, self._ids)
         dim = graph.shapes[self._ids[0]][-1]
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -146,34 +148,27 @@ class BlazePose(Backbone):
     def trunk_blocks(self) -> list[nn.Module]:
         return list(self.net.convs.values())
 
-    def run_network(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ImageNet-normalised (B, 3, S, S) -> map (B, 144, S/32, S/32), landmarks (B, 39, 5), presence (B,), world (B, 39, 3)."""
-        x = img * self.std + self.mean
-        out = self.net(x)
-        fmap, lms, presence, world = (out[t] for t in self._ids)
-        return (
-            fmap,
-            lms.reshape(-1, NUM_LANDMARKS, 5),
-            presence.reshape(-1),
-            world.reshape(-1, NUM_LANDMARKS, 3),
-        )
+    def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ImageNet-normalised (B, 3, S, S) -> fmap (B, 144, S/32, S/32), landmarks (B, 39, 5), world
+        (B, 39, 3), presence (B,): the network's outputs (what a frozen trunk's cache keeps)."""
+        out = self.net(img * self.std + self.mean)
+        raw = {"fmap": out[self._ids[0]].contiguous()}
+        if len(self._ids) > 1:
+            lms, presence, world = (out[t] for t in self._ids[1:])
+            raw.update(landmarks=lms.reshape(-1, NUM_LANDMARKS, 5), world=world.reshape(-1, NUM_LANDMARKS, 3),
+                       presence=presence.reshape(-1))  # fmt: skip
+        return raw
 
     def forward_features(self, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> the 8 x 8 map (B, 144, S/32, S/32)."""
-        return self.run_network(img)[0]
+        return self.frozen_outputs(img)["fmap"]
 
-    def forward(self, img: torch.Tensor) -> BlazePoseOutput:
-        """img (B, 3, S, S) ImageNet-normalised -> tokens (B, N, 144), pooled (B, 144), pyramid, landmarks."""
-        self.check_input(img)
-        if self.trunk_frozen and torch.is_grad_enabled():
-            with torch.no_grad():
-                fmap, lms, presence, world = self.run_network(img)
-        else:
-            fmap, lms, presence, world = self.run_network(img)
-        fmap = fmap.contiguous()
+    def from_frozen(self, raw: dict[str, torch.Tensor]) -> BlazePoseOutput:
+        """The network's outputs -> tokens (B, N, 144), pooled (B, 144), pyramid, and the landmarks."""
+        fmap = raw["fmap"].float()
         tokens = fmap.flatten(2).transpose(1, 2)
-        pooled = tokens.mean(dim=1)
+        out = BlazePoseOutput(tokens=tokens, pooled=tokens.mean(dim=1), pyramid=self.neck(fmap))
         if self.landmark_tokens:
-            tokens = torch.cat([tokens, self.neck.landmarks(lms, world)], dim=1)
-        return BlazePoseOutput(tokens=tokens, pooled=pooled, pyramid=self.neck(fmap), landmarks=lms,
-                               world=world, presence=presence)  # fmt: skip
+            out.landmarks, out.world, out.presence = (raw[k].float() for k in ("landmarks", "world", "presence"))
+            out.tokens = torch.cat([tokens, self.neck.landmarks(out.landmarks, out.world)], dim=1)
+        return out
