@@ -122,11 +122,11 @@ def test_backbone_contract_and_normalisation(reference):
 def test_frozen_trunk_gets_no_gradient_and_the_landmark_embedding_trains():
     bb = build_backbone("blazepose", source=str(MODEL))
     trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith("neck.landmarks.") for n in trainable)
+    assert trainable and all(n.startswith("landmark_embed.") for n in trainable) and bb.trunk_frozen
     out = bb(torch.randn(1, 3, 256, 256))
     out.tokens.sum().backward()
     assert all(p.grad is None for n, p in bb.named_parameters() if n.startswith("net."))
-    assert bb.neck.landmarks.proj.weight.grad is not None
+    assert bb.landmark_embed.proj.weight.grad is not None
     tuned = build_backbone(
         "blazepose", source=str(MODEL), freeze=False, trainable_blocks=3, landmark_tokens=False
     )

@@ -22,8 +22,7 @@ hip-centred) and a person-presence flag. This backbone keeps the encoder and the
 
 Crops arrive ImageNet-normalised (the data pipeline's contract); the network's [0, 1] scaling is undone
 inside. Trainability: ``freeze`` (the default) keeps all 3.17 M weights fixed; ``trainable_blocks=N``
-trains the last N convolutions (the file's operator order). The landmark embedding is part of the neck
-and always trains.
+trains the last N convolutions (the file's operator order). The landmark embedding always trains.
 """
 
 from __future__ import annotations
@@ -131,8 +130,9 @@ class BlazePose(Backbone):
         grid = max(1, int(input_size) // 32)
         self._finish(dim=dim, input_size=input_size, token_grid=(grid, grid), pyramid_scales=pyramid_scales,
                      pyramid_dim=pyramid_dim, weights=None, freeze=freeze, trainable_blocks=trainable_blocks)  # fmt: skip
-        # The landmark embedding is new and trains like the neck (base.set_trainable keys on "neck.").
-        self.neck.landmarks = LandmarkEmbedding(dim, input_size) if self.landmark_tokens else None
+        # The landmark embedding is new and always trains (see set_trainable); it is not part of the
+        # pyramid neck, which a model whose conditioning reads no pyramid freezes.
+        self.landmark_embed = LandmarkEmbedding(dim, input_size) if self.landmark_tokens else None
         if weights:
             from mega.backbones.weights import load_backbone_weights
 
@@ -147,6 +147,14 @@ class BlazePose(Backbone):
 
     def trunk_blocks(self) -> list[nn.Module]:
         return list(self.net.convs.values())
+
+    def set_trainable(self, freeze: bool = False, trainable_blocks: int | None = None) -> None:
+        """As the base class for the network; the landmark embedding always trains."""
+        super().set_trainable(freeze=freeze, trainable_blocks=trainable_blocks)
+        embed = getattr(self, "landmark_embed", None)
+        if embed is not None:
+            embed.requires_grad_(True)
+        self.trunk_frozen = not any(p.requires_grad for p in self.net.parameters())
 
     def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         """ImageNet-normalised (B, 3, S, S) -> fmap (B, 144, S/32, S/32), landmarks (B, 39, 5), world
@@ -170,5 +178,5 @@ class BlazePose(Backbone):
         out = BlazePoseOutput(tokens=tokens, pooled=tokens.mean(dim=1), pyramid=self.neck(fmap))
         if self.landmark_tokens:
             out.landmarks, out.world, out.presence = (raw[k].float() for k in ("landmarks", "world", "presence"))
-            out.tokens = torch.cat([tokens, self.neck.landmarks(out.landmarks, out.world)], dim=1)
+            out.tokens = torch.cat([tokens, self.landmark_embed(out.landmarks, out.world)], dim=1)
         return out
