@@ -52,3 +52,27 @@ def test_a_trainable_trunk_is_refused():
     bb = build_backbone("tiny_cnn", input_size=32, widths=[8, 16], depths=[1], freeze=False)
     with pytest.raises(ValueError, match="frozen backbone"):
         FrozenFeatureDataset(Crops(2, 32), bb)
+
+
+class EpochCrops(Crops):
+    """Crops that change with the epoch, like an augmented dataset."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        return {**super().__getitem__(i), "img": self.img[i] + self.epoch}
+
+
+def test_views_hold_each_epochs_crops_in_order():
+    bb = build_backbone("tiny_cnn", input_size=32, widths=[8, 16], depths=[1], freeze=True).eval()
+    data = EpochCrops(3, 32)
+    cached = FrozenFeatureDataset(data, bb, batch_size=2, views=2, progress=False)
+    assert len(cached) == 6 and [cached[i]["index"] for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    with torch.no_grad():
+        want = bb.frozen_outputs(data.img[[1]] + 1.0)["fmap"]  # view 1 = epoch 1
+    torch.testing.assert_close(cached[4]["frozen"]["fmap"][None], want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="feature_cache_views"):
+        FrozenFeatureDataset(Crops(2, 32), bb, views=2)

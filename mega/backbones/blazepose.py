@@ -177,6 +177,8 @@ class BlazePose(Backbone):
         tokens = fmap.flatten(2).transpose(1, 2)
         out = BlazePoseOutput(tokens=tokens, pooled=tokens.mean(dim=1), pyramid=self.neck(fmap))
         if self.landmark_tokens:
-            out.landmarks, out.world, out.presence = (raw[k].float() for k in ("landmarks", "world", "presence"))
+            out.landmarks, out.world, out.presence = (
+                raw[k].float() for k in ("landmarks", "world", "presence")
+            )
             out.tokens = torch.cat([tokens, self.landmark_embed(out.landmarks, out.world)], dim=1)
         return out

@@ -7,8 +7,11 @@ under ``"frozen"`` and an empty ``img`` (0,), and :meth:`mega.model.HMRModel.for
 features from them with the backbone's trainable rest (``backbone.from_frozen``: neck, landmark
 embedding). The results equal an uncached forward on the same crops (tests/test_feature_cache.py).
 
-It needs deterministic crops: no augmentation (``data.augment=null``), since an augmented crop differs
-every epoch. ``feature_cache: true`` in scripts/train_hmr.py's config turns it on (the CPU presets).
+Without augmentation (``data.augment=null``) every crop is cached once. With augmentation an augmented
+crop differs every epoch, so the cache holds ``views`` augmented versions of each sample (the dataset's
+epochs 0 .. views - 1) and training cycles over them: fewer distinct crops than on-line augmentation,
+far more than none. ``feature_cache: true`` (+ ``feature_cache_views``) in scripts/train_hmr.py's config
+turns it on (the CPU presets).
 """
 
 from __future__ import annotations
@@ -27,24 +30,33 @@ class FrozenFeatureDataset(Dataset):
         dataset: yields sample dicts with ``img`` (3, S, S) (the image-data contract), no augmentation.
         backbone: a :class:`mega.backbones.Backbone` whose trunk is frozen (``trunk_frozen``).
         batch_size: crops per trunk forward while filling the cache.
+        views: augmented versions of each sample (the dataset's epochs 0 .. views - 1 via ``set_epoch``);
+            sample ``i`` of view ``v`` is item ``v * len(dataset) + i``.
         progress: show a progress bar.
     """
 
-    def __init__(self, dataset: Dataset, backbone: Any, batch_size: int = 32, progress: bool = True) -> None:
+    def __init__(
+        self, dataset: Dataset, backbone: Any, batch_size: int = 32, views: int = 1, progress: bool = True
+    ) -> None:
         if not getattr(backbone, "trunk_frozen", False):
             raise ValueError("feature_cache needs a frozen backbone trunk (backbone.freeze=true)")
+        if views < 1 or (views > 1 and not hasattr(dataset, "set_epoch")):
+            raise ValueError(f"feature_cache_views={views}: needs >= 1 (and > 1 a dataset with set_epoch)")
         self.samples: list[dict[str, Any]] = []
         self.frozen: dict[str, torch.Tensor] = {}
         parts: dict[str, list[torch.Tensor]] = {}
         device = next(backbone.parameters()).device
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=list)
         with torch.no_grad():
-            for items in tqdm(loader, desc="frozen features", unit="batch", disable=not progress):
-                img = torch.stack([it["img"] for it in items]).to(device)
-                for key, value in backbone.frozen_outputs(img).items():
-                    parts.setdefault(key, []).append(value.float().cpu())
-                for it in items:
-                    self.samples.append({**it, "img": torch.zeros(0)})
+            for view in range(views):
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(view)
+                for items in tqdm(loader, desc=f"frozen features {view + 1}/{views}", disable=not progress):
+                    img = torch.stack([it["img"] for it in items]).to(device)
+                    for key, value in backbone.frozen_outputs(img).items():
+                        parts.setdefault(key, []).append(value.float().cpu())
+                    for it in items:
+                        self.samples.append({**it, "img": torch.zeros(0)})
         self.frozen = {k: torch.cat(v) for k, v in parts.items()}
 
     def __len__(self) -> int:
