@@ -75,7 +75,7 @@ def tiny_images(tmp_path_factory):
 
 def _overrides(images: Path, tokenizer: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
-        f"data.root={images}", "data.augment=null", f"tokenizer.checkpoint={tokenizer}", "transformer.init=null",
+        f"data.root={images}", "data.augment=null", "feature_cache_views=1", f"tokenizer.checkpoint={tokenizer}", "transformer.init=null",
         "backbone=tiny_cnn", "backbone.input_size=32", "backbone.widths=[8,16]", "backbone.depths=[1]", "backbone.freeze=true",
         "transformer.dim=16", "transformer.encoder_depth=1", "transformer.decoder_depth=1", "transformer.num_heads=2",
         "heads.head_hidden=16", "engine.max_steps=3", f"engine.batch_size={batch_size}", "engine.warmup_steps=1",
