@@ -2,7 +2,8 @@
 
 The official SMPL pickles are Python-2 pickles holding ``chumpy.ch.Ch`` arrays. chumpy does not
 install on Python 3.11 / numpy 2, so :func:`read_model_file` unpickles them with stand-in classes
-that keep only the array data. No chumpy import happens anywhere.
+that keep only the array data (:mod:`mega.safe_pickle`: anything but numpy, scipy sparse and chumpy is
+refused before it runs). No chumpy import happens anywhere.
 
 Path resolution accepts a file (any name: ``basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl`` works) or
 a folder holding ``SMPL_{NEUTRAL,MALE,FEMALE}.{pkl,npz}`` (also ``smpl/`` inside it, smplx-style)
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mega.safe_pickle import ChumpyStandIn, UnsafePickleError, load_pickle
 
 # Arrays smplx.SMPL reads; anything else in a file is kept as an extra.
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
@@ -43,37 +46,9 @@ class ModelFileError(FileNotFoundError):
     """A body-model file is missing, unreadable or lacks a field."""
 
 
-class _ChumpyStandIn:
-    """Takes the place of any ``chumpy`` class while unpickling; keeps the pickled state."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def to_array(self) -> np.ndarray:
-        """The array a chumpy ``Ch`` holds (its ``x`` attribute)."""
-        state = self.state
-        if isinstance(state, dict):
-            if "x" in state:
-                return np.asarray(state["x"])
-            arrays = [v for v in state.values() if isinstance(v, np.ndarray)]
-            if len(arrays) == 1:
-                return arrays[0]
-        raise ValueError("a chumpy object in the file holds no single array")
-
-
-class _NoChumpyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _ChumpyStandIn
-        return super().find_class(module, name)
-
-
 def _to_plain(value: Any) -> Any:
     """Chumpy stand-ins -> ndarray; scipy sparse -> dense ndarray; others unchanged."""
-    if isinstance(value, _ChumpyStandIn):
+    if isinstance(value, ChumpyStandIn):
         return value.to_array()
     if hasattr(value, "toarray") and hasattr(value, "nnz"):  # scipy.sparse matrix
         return np.asarray(value.toarray())
@@ -99,9 +74,10 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         else:
-            with open(path, "rb") as fh:
-                data = _NoChumpyUnpickler(fh, encoding="latin1").load()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+            data = load_pickle(path)  # restricted: numpy, scipy sparse and chumpy stand-ins only
+    except UnsafePickleError:
+        raise
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, MemoryError) as err:
         raise ModelFileError(
             f"cannot read body-model file {path} ({type(err).__name__}: {err}); the file is corrupt or "
             f"not an SMPL-format .pkl/.npz. Download it again. {SMPL_DOWNLOAD_HELP}"

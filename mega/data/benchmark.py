@@ -47,6 +47,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mega.registry import Registry
+from mega.safe_pickle import UnsafePickleError, load_pickle
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,17 @@ class MissingFileError(BenchmarkError, FileNotFoundError):
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
-    """Load a benchmark pickle (Python-2 pickles need latin1; it is harmless for Python-3 ones)."""
+    """Load a benchmark pickle (Python-2 pickles need latin1; it is harmless for Python-3 ones).
+
+    Only data classes are unpickled (:mod:`mega.safe_pickle`); anything else raises ``UnsafePickleError``.
+    """
     if not path.is_file():
         raise MissingFileError(f"annotation file not found: {path}")
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError) as err:
+        data = load_pickle(path)  # restricted: a crafted file is refused before anything in it runs
+    except UnsafePickleError:
+        raise
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, MemoryError) as err:
         raise BenchmarkError(
             f"{path}: truncated or corrupt pickle ({type(err).__name__}: {err}); download it again"
         ) from err

@@ -21,6 +21,7 @@ Used by :mod:`mega.data.image_dataset` (crops, augmentation, datasets) and :mod:
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mega.data.crop import ImageDataError, MissingImageError
+from mega.safe_pickle import UnsafePickleError, load_npz_object_array
 
 # COCO-17 keypoint k sits at these slots of SPIN's 24 (nkolot/SPIN datasets/preprocess/coco.py) ...
 SPIN24_TO_COCO17 = [19, 20, 21, 22, 23, 9, 8, 10, 7, 11, 6, 3, 2, 4, 1, 5, 0]
@@ -57,7 +59,7 @@ class _Npz:
                 f"image-dataset npz not found: {path} (see data/README.md for where it goes)"
             )
         try:
-            self.data = np.load(path, allow_pickle=True)  # the user's own label files (object imgname arrays)
+            self.data = np.load(path, allow_pickle=False)  # object arrays: load_npz_object_array
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
             raise ImageDataError(
                 f"{path}: not a readable npz ({err}); the file is truncated or corrupt"
@@ -66,8 +68,15 @@ class _Npz:
 
     def get(self, key: str, shape: tuple[int | None, ...] | None = None, n: int | None = None) -> np.ndarray:
         try:
-            arr = self.data[key]
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+            try:
+                arr = self.data[key]
+            except ValueError as err:  # an object array (string imgname): through the restricted unpickler
+                if "allow_pickle" not in str(err):
+                    raise
+                arr = load_npz_object_array(self.path, key)
+        except UnsafePickleError:
+            raise
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as err:
             raise ImageDataError(
                 f"{self.path}: key '{key}' cannot be read ({err}); the npz is truncated"
             ) from err

@@ -24,7 +24,6 @@ stream shards yet.
 
 from __future__ import annotations
 
-import pickle
 import random
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mega.data.augment import Augmenter, AugmentParams, SharedEpoch, sample_rng
 from mega.data.crop import ImageDataError, box_size, decode_image, reduction_for
 from mega.data.image_dataset import IMAGE_DATASETS, OPENPOSE25_TO_COCO17, SPIN24_TO_COCO17, make_sample
+from mega.safe_pickle import UnsafePickleError, load_pickle
 
 # COCO-17 keypoint k in the 44-joint layout: OpenPose slot, and the SPIN slot (25 + SPIN index) or -1.
 _SPIN_FALLBACK = [25 + j if j < 19 else -1 for j in SPIN24_TO_COCO17]
@@ -178,7 +178,9 @@ class ImageShardDataset(IterableDataset):
                 have = ", ".join(k for k in raw if not k.startswith("__"))
                 raise ImageDataError(f"{where} lacks '<key>.jpg' or '<key>.data.pyd' (has: {have})")
             try:
-                persons = pickle.loads(raw["data.pyd"])
+                persons = load_pickle(raw["data.pyd"], name=f"{where}: 'data.pyd'")  # restricted: data only
+            except UnsafePickleError:
+                raise
             except Exception as err:  # noqa: BLE001 (any unpickling failure is a corrupt file)
                 raise ImageDataError(f"{where}: 'data.pyd' cannot be unpickled ({err})") from err
             if isinstance(persons, Mapping):
