@@ -2,7 +2,8 @@
 
 A crash or an error half-way never leaves a truncated file and never destroys the previous version:
 the destination only ever holds a complete old file or a complete new one. Scripts write their
-results (JSON summaries, meshes, npz arrays, CSVs) through these helpers.
+results (JSON summaries, meshes, npz arrays, CSVs) through these helpers; :func:`read_json_object` reads
+such a file back (a manifest) with an error that names it when it was damaged.
 
     with atomic_path(out / "meshes.npz") as tmp:   # tmp ends in ".npz", as numpy and trimesh expect
         np.savez(tmp, vertices=v)
@@ -52,6 +53,26 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json_object(path: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """Read a JSON object (a manifest) written by :func:`write_json`; ``error`` names the file otherwise.
+
+    The reading counterpart for files that a crash, a disk error or an editor may have damaged.
+
+    Raises:
+        error: the file is unreadable, not UTF-8, not JSON, or not a JSON object; the message names it.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise error(
+            f"{path}: not a readable JSON file ({type(err).__name__}: {err}); delete it or restore it"
+        ) from err
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__}; delete it or restore it")
+    return data
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -14,6 +14,8 @@ Every script's entry point is wrapped once, under ``@hydra.main``::
 Then a user error prints ``error: <message>`` on stderr (prefixed with ``[rank N]`` under torchrun)
 and the process exits with status 1, without a traceback. Anything else (a bug) keeps its full
 traceback. ``HYDRA_FULL_ERROR=1`` or ``MEGA_VERBOSE=1`` shows the full traceback for user errors too.
+An exception with an integer ``exit_code`` attribute (``mega.engine.preemption.Preempted``) is a clean
+stop: its one line is printed (``preempted: ...``) and the process exits with that status.
 """
 
 from __future__ import annotations
@@ -67,23 +69,22 @@ def is_user_error(err: BaseException) -> bool:
     return False
 
 
-def format_user_error(err: BaseException) -> str:
+def format_user_error(err: BaseException, label: str = "error") -> str:
     """``"error: <message>"``, prefixed with ``[rank N]`` when the process is one rank of several."""
     message = str(err) or type(err).__name__
     if isinstance(err, KeyError) and len(err.args) == 1:  # KeyError's str() adds quotes
         message = str(err.args[0])
     prefix = f"[rank {os.environ.get('RANK', '0')}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    return f"{prefix}error: {message}"
+    return f"{prefix}{label}: {message}"
 
 
-def report_user_error(err: BaseException) -> None:
+def report_user_error(err: BaseException, hint: bool = True) -> None:
     """Print ``err`` as one message on stderr, with a hint on how to see the traceback."""
     if getattr(err, "collective", False) and os.environ.get("RANK", "0") != "0":
         return  # rank 0 prints the same message
     sys.stdout.flush()
-    sys.stderr.write(
-        format_user_error(err) + "\n(set MEGA_VERBOSE=1 or HYDRA_FULL_ERROR=1 for the full traceback)\n"
-    )
+    tail = "\n(set MEGA_VERBOSE=1 or HYDRA_FULL_ERROR=1 for the full traceback)" if hint else ""
+    sys.stderr.write(format_user_error(err, getattr(err, "label", "error")) + tail + "\n")
     sys.stderr.flush()
 
 
@@ -99,6 +100,10 @@ def entry_point(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
+            code = getattr(err, "exit_code", None)
+            if isinstance(code, int):  # a clean stop with its own status (preemption: 75)
+                report_user_error(err, hint=False)
+                raise SystemExit(code) from None
             if verbose() or not is_user_error(err):
                 raise
             report_user_error(err)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from mega.engine.checkpoint_file import CheckpointError
+from mega.errors import is_user_error
 from mega.model import HMRModel
 
 HMR_FORMAT = "mega-hmr/1"
@@ -119,20 +120,35 @@ def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
         raise CheckpointError(
             f"{path} is not an HMR checkpoint of scripts/train_hmr.py (format {record.get('format')!r})"
         )
-    tok_info = record["tokenizer"]
-    tok_path = Path(tok_info["checkpoint"])
-    if not tok_path.is_file():
+    try:
+        tok_info = record["tokenizer"]
+        tok_path = Path(tok_info["checkpoint"])
+        if not tok_path.is_file():
+            raise CheckpointError(
+                f"{path}: its tokenizer {tok_path} is missing; put it back or retrain the model"
+            )
+        tokenizer = load_tokenizer(tok_path, map_location=device)
+        if tokenizer_hash(tokenizer) != tok_info["sha256"]:
+            raise CheckpointError(
+                f"{path}: the tokenizer at {tok_path} changed since training (hash {tokenizer_hash(tokenizer)[:12]} "
+                f"!= {tok_info['sha256'][:12]}); token ids would decode to other bodies"
+            )
+        body = load_body_model(**record["body_model"])
+        parts = (record["backbone"], record["transformer"], record["conditioning"], record["heads"])
+        model, _ = build_hmr_model(*parts, tokenizer, body)
+        model.load_state_dict(record["model"])
+    except (
+        TypeError,
+        KeyError,
+        AttributeError,
+        ValueError,
+        RuntimeError,
+    ) as err:  # a damaged or foreign record
+        if is_user_error(err):
+            raise
+        first = str(err).strip().splitlines()
         raise CheckpointError(
-            f"{path}: its tokenizer {tok_path} is missing; put it back or retrain the model"
-        )
-    tokenizer = load_tokenizer(tok_path, map_location=device)
-    if tokenizer_hash(tokenizer) != tok_info["sha256"]:
-        raise CheckpointError(
-            f"{path}: the tokenizer at {tok_path} changed since training (hash {tokenizer_hash(tokenizer)[:12]} "
-            f"!= {tok_info['sha256'][:12]}); token ids would decode to other bodies"
-        )
-    body = load_body_model(**record["body_model"])
-    parts = (record["backbone"], record["transformer"], record["conditioning"], record["heads"])
-    model, _ = build_hmr_model(*parts, tokenizer, body)
-    model.load_state_dict(record["model"])
+            f"{path}: holds a model this code cannot rebuild ({type(err).__name__}: "
+            f"{' '.join(line.strip() for line in first[:2])[:300]}); retrain it or use the code version that wrote it"
+        ) from err
     return model.to(device).eval()

@@ -210,7 +210,8 @@ def main(cfg: DictConfig) -> None:
         t0 = time.perf_counter()
         try:
             result = train(model, objective, train_set, engine=engine, dist=dist, run_dir=run_dir, config=resolved,
-                           eval_fn=eval_fn, logger=logger, extra_state={"objective": objective})  # fmt: skip
+                           eval_fn=eval_fn, logger=logger, extra_state={"objective": objective},
+                           max_bad_fraction=cfg.data.get("max_bad_fraction"))  # fmt: skip
         finally:
             logger.finish()
         seconds = time.perf_counter() - t0

@@ -9,18 +9,25 @@ single-process runs are built by the same code. Run::
 ``MaskedTokenTransformer`` on random token ids with every token masked (the fully masked batch that
 once broke DDP's gradient reduction). The fault tests (tests/test_faults.py) use it with
 ``engine.fault.*``. Each rank writes ``<out>.rank<r>`` (final weights, logged records) on success.
+``data_dir=DIR`` reads the samples from files (:class:`SampleFiles`, some may be broken) and
+``max_bad_fraction=F`` skips unreadable ones (tests/test_bad_samples.py); ``sleep_s=S`` slows every update
+so that tests/test_preemption.py can signal a run in the middle.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from mega.engine import (
     EngineConfig,
@@ -31,7 +38,7 @@ from mega.engine import (
     setup_dist,
     train,
 )
-from mega.errors import entry_point
+from mega.errors import UserError, entry_point
 
 
 def make_model(dropout: float = 0.0) -> nn.Module:
@@ -45,6 +52,39 @@ def make_dataset(n: int = 40) -> TensorDataset:
     x = torch.randn(n, 6, generator=g)
     y = torch.randn(n, 3, generator=g)
     return TensorDataset(x, y)
+
+
+class SampleFiles(Dataset):
+    """:func:`make_dataset`'s samples stored one per ``.npy`` file (x then y, 9 floats), so files can be broken."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.files = sorted(Path(folder).glob("*.npy"))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        path = self.files[index]
+        try:
+            v = torch.from_numpy(np.load(path, allow_pickle=False)).view(9)
+        except (OSError, ValueError, RuntimeError, EOFError) as err:
+            raise UserError(f"{path}: unreadable sample ({type(err).__name__}: {err})") from err
+        return v[:6], v[6:]
+
+
+def write_sample_files(folder: Path, bad: dict[int, str] | None = None, n: int = 40) -> Path:
+    """Write :class:`SampleFiles` for :func:`make_dataset`; ``bad`` maps indices to ``truncated`` | ``text``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = make_dataset(n).tensors
+    for i in range(n):
+        path = folder / f"{i:04d}.npy"
+        np.save(path, torch.cat([x[i], y[i]]).numpy())
+        kind = (bad or {}).get(i)
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:100])
+        elif kind == "text":
+            path.write_text("not an array\n")
+    return folder
 
 
 def mse_loss(model: nn.Module, batch: list[Tensor], rng: RngStreams) -> tuple[Tensor, Mapping[str, Tensor]]:
@@ -87,6 +127,11 @@ def fully_masked_loss(
     return loss, {"ce": loss.detach()}
 
 
+def _slow(loss_fn, seconds: float, model: nn.Module, batch, rng: RngStreams):
+    time.sleep(seconds)
+    return loss_fn(model, batch, rng)
+
+
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 @entry_point
 def main(cfg: DictConfig) -> None:
@@ -103,12 +148,14 @@ def main(cfg: DictConfig) -> None:
                                            num_heads=2, mlp_ratio=2.0)  # fmt: skip
             loss_fn, dataset = fully_masked_loss, make_token_dataset()
         else:
-            model, loss_fn, dataset = make_model(), mse_loss, make_dataset()
+            model, loss_fn = make_model(), mse_loss
+            dataset = SampleFiles(cfg.data_dir) if cfg.get("data_dir") else make_dataset()
+        if cfg.get("sleep_s"):  # slow updates, so that a test can signal the run in the middle
+            loss_fn = functools.partial(_slow, loss_fn, float(cfg.sleep_s))
         logger = RecordingLogger()
         config = OmegaConf.to_container(cfg, resolve=True)
-        train(
-            model, loss_fn, dataset, engine=engine, dist=dist, run_dir=run_dir, logger=logger, config=config
-        )
+        train(model, loss_fn, dataset, engine=engine, dist=dist, run_dir=run_dir, logger=logger, config=config,
+              max_bad_fraction=cfg.get("max_bad_fraction"))  # fmt: skip
         out = {"run_dir": run_dir, "model": model.state_dict(), "records": logger.records}
         torch.save(out, f"{cfg.out}.rank{dist.rank}")
     finally:

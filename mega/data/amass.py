@@ -150,6 +150,10 @@ def humor_framerate(path: str | Path, fps: float) -> float:
     return fps
 
 
+# What reading one npz key raises on a damaged file (MemoryError: a header that declares a huge array).
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError)
+
+
 def _fail(path: Path, field: str, problem: str) -> MotionFileError:
     return MotionFileError(
         f"{path}: field '{field}': {problem}. Fix or remove this file (or skip_bad_files)."
@@ -160,7 +164,7 @@ def _array(data: np.lib.npyio.NpzFile, path: Path, key: str, ndim: int | None = 
     """Read ``key`` as a finite float64 array of ``ndim`` dims, or raise a clear error."""
     try:
         arr = np.asarray(data[key], dtype=np.float64)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except _READ_ERRORS as err:
         raise _fail(path, key, f"cannot be read ({err})") from err
     if ndim is not None and arr.ndim != ndim:
         raise _fail(path, key, f"expected {ndim} dims, got shape {arr.shape}")
@@ -174,7 +178,7 @@ def _read_gender(data: np.lib.npyio.NpzFile, path: Path) -> str:
         return "neutral"
     try:
         raw = np.asarray(data["gender"]).reshape(-1)[0]
-    except (ValueError, IndexError, OSError, zipfile.BadZipFile) as err:
+    except (*_READ_ERRORS, IndexError) as err:
         raise _fail(path, "gender", f"cannot be read ({err})") from err
     text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip().lower()
     text = {"m": "male", "f": "female", "n": "neutral"}.get(text, text)
@@ -201,7 +205,10 @@ def _read_surface_model(data: np.lib.npyio.NpzFile, path: Path) -> str | None:
     """``surface_model_type`` (smpl / smplh / smplx) if the file names one, else None."""
     if "surface_model_type" not in data.files:
         return None
-    raw = np.asarray(data["surface_model_type"]).reshape(-1)[0]
+    try:
+        raw = np.asarray(data["surface_model_type"]).reshape(-1)[0]
+    except (*_READ_ERRORS, IndexError) as err:
+        raise _fail(path, "surface_model_type", f"cannot be read ({err})") from err
     text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip().lower()
     text = text.replace("-", "").replace("_", "").replace("+", "")
     if text not in SURFACE_MODELS:

@@ -79,7 +79,12 @@ def decode_image(source: str | Path | bytes, reduce: int = 1, name: str | None =
     try:
         with Image.open(io.BytesIO(data)) as im:
             full, fmt = im.size, im.format
-    except (OSError, SyntaxError, ValueError) as err:  # PIL: not an image / truncated header
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as err:  # not an image / bad header
         raise ImageDataError(
             f"cannot decode image {label}: {err}; the file is truncated or not an image"
         ) from err

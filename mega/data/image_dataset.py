@@ -346,6 +346,7 @@ def build_image_dataset(cfg: Mapping[str, Any], split: str, **overrides: Any) ->
 
     kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     name = kwargs.pop("name")
+    kwargs.pop("max_bad_fraction", None)  # read by the training loop (mega/engine/bad_samples.py)
     if name not in IMAGE_DATASETS:
         from mega.data import DATASETS  # noqa: PLC0415
 

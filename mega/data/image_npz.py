@@ -76,7 +76,15 @@ class _Npz:
                 arr = load_npz_object_array(self.path, key)
         except UnsafePickleError:
             raise
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as err:
+        except (
+            zipfile.BadZipFile,
+            OSError,
+            ValueError,
+            EOFError,
+            KeyError,
+            pickle.UnpicklingError,
+            MemoryError,
+        ) as err:
             raise ImageDataError(
                 f"{self.path}: key '{key}' cannot be read ({err}); the npz is truncated"
             ) from err

@@ -46,6 +46,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from mega.atomic import read_json_object
 from mega.data import DATASETS
 from mega.data.amass import GENDERS, MotionFileError, list_motion_files, load_motion_npz
 from mega.data.motion_synth import (
@@ -356,12 +357,12 @@ def ensure_synthetic_motion(
     def existing() -> dict | None:
         if not (root / MANIFEST).is_file():
             return None
-        found = json.loads((root / MANIFEST).read_text())
+        found = read_json_object(root / MANIFEST, MotionFileError)
         if {k: found.get(k) for k in wanted} != wanted:
             made = {k: found.get(k) for k in wanted}
             raise MotionFileError(
-                f"{root} holds synthetic motion made with {made}, not {wanted}: delete the folder or "
-                "choose another data.root"
+                f"{root} holds synthetic motion made with {made} (its {MANIFEST}), not {wanted}: delete the "
+                "folder or choose another data.root"
             )
         return found
 

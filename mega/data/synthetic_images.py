@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 import torch
 
+from mega.atomic import read_json_object
 from mega.data.benchmark import BENCHMARKS, BenchmarkError, BenchmarkIndex, MissingFileError
 from mega.data.synthetic_scene import (  # noqa: F401  (re-exported: the scene is part of this benchmark)
     SceneOptions,
@@ -93,7 +94,7 @@ def _motion_split(motion: Mapping[str, Any], split: str, create: bool = False):
         if not create:
             raise FileNotFoundError(f"motion data {root} is missing (no {MOTION_MANIFEST})")
         ensure_synthetic_motion(root, seed=wanted["seed"], sequences=wanted["sequences"] or None)
-    found = json.loads((root / MOTION_MANIFEST).read_text())
+    found = read_json_object(root / MOTION_MANIFEST, BenchmarkError)
     made = {"seed": found.get("seed"), "sequences": found.get("sequences")}
     if wanted["sequences"] and made != wanted:
         raise ValueError(f"{root} holds motion made with {made}, not {wanted}: pick another motion.root")
@@ -103,7 +104,7 @@ def _motion_split(motion: Mapping[str, Any], split: str, create: bool = False):
 def _motion_version(motion: Mapping[str, Any]) -> Any:
     from mega.data.motion_synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
 
-    found = json.loads((Path(motion["root"]) / MOTION_MANIFEST).read_text())
+    found = read_json_object(Path(motion["root"]) / MOTION_MANIFEST, BenchmarkError)
     return {k: found[k] for k in ("version", "fingerprint") if k in found}
 
 
@@ -289,14 +290,14 @@ def ensure_synthetic_images(
     def existing() -> bool:
         if not (root / MANIFEST).is_file():
             return False
-        found = json.loads((root / MANIFEST).read_text())
+        found = read_json_object(root / MANIFEST, BenchmarkError)
         made = {k: found.get(k) for k in wanted}
         if isinstance(made["scene"], dict):  # sets written before an option existed used its default
             made["scene"] = {**json.loads(json.dumps(asdict(SceneOptions()))), **made["scene"]}
         if made != wanted:
             raise BenchmarkError(
-                f"{root} holds synthetic images made with {made}, not {wanted}: delete the folder or choose "
-                "another root"
+                f"{root} holds synthetic images made with {made} (its {MANIFEST}), not {wanted}: delete the "
+                "folder or choose another root"
             )
         return True
 

@@ -12,9 +12,11 @@ Every reader raises :class:`DetectionsFileError` naming the file and the field o
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +28,8 @@ from mega.detection.people import (
     remap,
 )
 from mega.errors import UserError
+
+T = TypeVar("T")
 
 
 class DetectionsFileError(UserError, ValueError):
@@ -41,8 +45,29 @@ def _load_json(path: Path) -> Any:
         raise DetectionsFileError(f"{path}: not valid JSON ({err}); write COCO or OpenPose JSON") from err
 
 
+def _structure_errors(read: Callable[[str | Path], T]) -> Callable[[str | Path], T]:
+    """A reader whose content surprises (a value of the wrong type, a missing key) raise DetectionsFileError."""
+
+    @functools.wraps(read)
+    def wrapper(path: str | Path) -> T:
+        try:
+            return read(path)
+        except DetectionsFileError:
+            raise
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError, OverflowError) as err:
+            raise DetectionsFileError(
+                f"{path}: unexpected content ({type(err).__name__}: {err}); write COCO or OpenPose JSON "
+                "(mega/detection/keypoint_files.py lists the fields)"
+            ) from err
+
+    return wrapper
+
+
 def _triples(values: Any, count: int | None, path: Path, field: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DetectionsFileError(f"{path}: field '{field}' is not a flat list of numbers ({err})") from err
     if arr.ndim != 1 or arr.size % 3 or (count is not None and arr.size != 3 * count):
         want = f"{3 * count}" if count is not None else "a multiple of 3"
         raise DetectionsFileError(f"{path}: field '{field}' has {arr.size} numbers, expected {want}")
@@ -67,6 +92,7 @@ def _coco_person(entry: dict[str, Any], path: Path, results: bool) -> Person:
     return Person(box=box, keypoints=kp, score=float(entry.get("score", 1.0)), source="coco_json")
 
 
+@_structure_errors
 def read_coco_keypoints(path: str | Path) -> dict[str, list[Person]]:
     """People per image name from a COCO keypoints annotation or results file.
 
@@ -97,6 +123,7 @@ def read_coco_keypoints(path: str | Path) -> dict[str, list[Person]]:
     return out
 
 
+@_structure_errors
 def read_openpose(path: str | Path) -> list[Person]:
     """People of one OpenPose ``*_keypoints.json`` file (BODY_25 or COCO-18), as COCO-17."""
     path = Path(path)
@@ -121,6 +148,7 @@ def read_openpose(path: str | Path) -> list[Person]:
     return people
 
 
+@_structure_errors
 def read_detections(path: str | Path) -> dict[str, list[Person]]:
     """People per image stem from a COCO JSON file, an OpenPose JSON file, or a folder of OpenPose files.
 

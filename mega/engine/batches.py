@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mega.engine.dist import DistInfo
+from mega.engine.preemption import ignore_in_worker
 from mega.engine.rng import stream_seed
 
 
@@ -85,6 +86,7 @@ class ResumableBatches:
             pin_memory=dist.device.type == "cuda",
             persistent_workers=num_workers > 0,
             generator=self._gen,
+            worker_init_fn=ignore_in_worker if num_workers > 0 else None,  # preemption stops the rank
         )
         self.epoch, self.position = 0, 0
 

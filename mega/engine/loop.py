@@ -12,6 +12,8 @@ more than one rank), a ``loss_fn(model, batch, rng) -> (loss, terms)`` that clos
     clip to grad_clip; optimizer.step(); scheduler.step()
 
 then, by step count: log (rank 0: wandb + log line + tqdm), evaluate, checkpoint ``run_dir/checkpoints``.
+After a SIGTERM / SIGUSR1 (a scheduler preempting the job) every rank finishes the update, the checkpoint
+is written and :class:`mega.engine.preemption.Preempted` is raised (scripts exit with status 75).
 
 Exact resume: a checkpoint stores the step, the epoch and the number of batches this rank consumed in
 it, every rank's RNG states, model, optimiser and scheduler. Resuming rebuilds the same epoch order
@@ -38,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from mega.engine.bad_samples import BadSampleGuard
 from mega.engine.batches import ResumableBatches, to_device
 from mega.engine.checkpoint import (
     TrainingState,
@@ -49,6 +52,7 @@ from mega.engine.dist import DistInfo, all_gather_object, all_reduce_max, barrie
 from mega.engine.faults import FaultConfig, FaultInjector
 from mega.engine.logging import Logger, MetricWindow, NullLogger
 from mega.engine.optim import build_optimizer, build_scheduler
+from mega.engine.preemption import PreemptionWatch
 from mega.engine.rng import RngStreams, restore_rng_state, seed_everything
 from mega.errors import ConfigError, UserError
 
@@ -238,6 +242,7 @@ def train(
     collate_fn: Callable[[list[Any]], Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     extra_state: Mapping[str, Any] | None = None,
+    max_bad_fraction: float | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``loss_fn``; see the module docstring for one step.
 
@@ -261,6 +266,9 @@ def train(
             from ``engine`` with weight decay on every parameter of ndim >= 2 (matrices, kernels and
             embedding tables; not biases or norm scales). The schedule scales each group's lr.
         extra_state: more objects with ``state_dict``/``load_state_dict`` to checkpoint (e.g. an EMA).
+        max_bad_fraction: None: a sample that cannot be read stops the run (its one-line error). A
+            fraction: such samples are replaced, logged, counted and listed in ``run_dir/bad_samples.tsv``
+            until more than this fraction of the dataset is bad (:mod:`mega.engine.bad_samples`).
 
     Returns:
         A :class:`TrainResult`.
@@ -270,6 +278,9 @@ def train(
             not applied and the last checkpoint is left as it was.
         CheckpointError: when the checkpoint to resume from is missing, unreadable (and no older one
             reads), of another config, or when a checkpoint write fails (``DiskFullError``).
+        Preempted: on every rank after SIGTERM / SIGUSR1, once the checkpoint of the current update is
+            written (:mod:`mega.engine.preemption`).
+        BadSampleBudgetError: on every rank, when more samples are unreadable than ``max_bad_fraction`` allows.
     """
     run_dir, logger = Path(run_dir), logger or NullLogger()
     if isinstance(config, DictConfig):  # checkpoints hold plain containers only (weights_only loading)
@@ -279,6 +290,10 @@ def train(
     optimizer = optimizer or build_optimizer(
         model, lr=engine.lr, weight_decay=engine.weight_decay, betas=engine.betas, eps=engine.eps
     )
+    guard = None  # unreadable samples: replaced and counted within a budget (mega/engine/bad_samples.py)
+    if max_bad_fraction is not None:
+        guard = BadSampleGuard(dataset, max_bad_fraction, run_dir, dist, engine.seed)
+        dataset, collate_fn = guard.dataset, guard.collate(collate_fn)
     batches = ResumableBatches(dataset, engine.batch_size, dist, engine.seed, engine.num_workers, collate_fn)
     total = (
         engine.max_steps
@@ -311,10 +326,20 @@ def train(
     if rng_state is not None:
         restore_rng_state(rng_state, rng)  # last, so that nothing above shifts the streams
     metrics: dict[str, float] = {}
-    window, stream = MetricWindow(), iter(batches)
+    window, stream = MetricWindow(), iter(batches) if guard is None else guard.unwrap(iter(batches))
     bar = tqdm(
         total=total, initial=step, disable=not (dist.is_main and engine.progress_bar), dynamic_ncols=True
     )
+    preemption = PreemptionWatch().install()  # SIGTERM / SIGUSR1: finish the update, checkpoint, stop
+
+    def checkpoint(step: int) -> Path:
+        keep = engine.keep_every and step % engine.keep_every == 0
+        copy_to = ckpt_dir / f"step_{step:07d}.pt" if keep else None
+        fail_after = 4096 if faults.enospc_now(step) else None  # fault injection: disk full
+        return save_training_state(
+            ckpt_dir / "last.pt", ts, step, dist, config, copy_to, engine.keep_last, fail_after
+        )
+
     try:
         while step < total:
             faults.before_update(step + 1)
@@ -337,6 +362,8 @@ def train(
             scheduler.step()
             step += 1
             bar.update()
+            if guard is not None:
+                metrics["train/bad_samples"] = float(guard.sync())
             if step % engine.log_every == 0 or step == total:
                 metrics.update(window.flush(samples_per_step))
                 if dist.is_main:
@@ -352,15 +379,16 @@ def train(
                 if dist.is_main:
                     logger.log(evaluation, step)
                 log.info("step %d eval | %s", step, _format(evaluation, "eval/"))
-            if (engine.ckpt_every and step % engine.ckpt_every == 0) or step == total:
-                keep = engine.keep_every and step % engine.keep_every == 0
-                copy_to = ckpt_dir / f"step_{step:07d}.pt" if keep else None
-                fail_after = 4096 if faults.enospc_now(step) else None  # fault injection: disk full
-                last_ckpt = save_training_state(
-                    ckpt_dir / "last.pt", ts, step, dist, config, copy_to, engine.keep_last, fail_after
-                )
+            saved = (engine.ckpt_every and step % engine.ckpt_every == 0) or step == total
+            if saved:
+                last_ckpt = checkpoint(step)
             window.excluded += time.perf_counter() - t0
+            if signum := preemption.agreed(dist):
+                if not saved:
+                    last_ckpt = checkpoint(step)
+                raise preemption.preempted(signum, step, last_ckpt)
     finally:
+        preemption.restore()
         bar.close()
     return TrainResult(
         step=step, epoch=batches.epoch, metrics=metrics, checkpoint=last_ckpt, start_step=start_step

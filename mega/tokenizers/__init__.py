@@ -158,12 +158,21 @@ def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "
     if missing:
         raise TokenizerFileError(f"{path}: tokenizer checkpoint lacks {missing}; the file is damaged")
     name, kwargs, state = payload["name"], payload["kwargs"], payload["state_dict"]
-    digest = _hash(name, kwargs, state)
-    if digest != payload["sha256"]:
+    try:
+        digest = _hash(name, kwargs, state)
+        if digest != payload["sha256"]:
+            raise TokenizerFileError(
+                f"{path}: content hash {digest[:12]} != recorded {payload['sha256'][:12]}; the file is damaged"
+            )
+        tok = build_tokenizer(name, **kwargs)
+        tok.load_state_dict(state, strict=True)
+    except (TypeError, KeyError, AttributeError, ValueError, RuntimeError) as err:
+        if isinstance(err, TokenizerFileError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise TokenizerFileError(
-            f"{path}: content hash {digest[:12]} != recorded {payload['sha256'][:12]}; the file is damaged"
-        )
-    tok = build_tokenizer(name, **kwargs)
-    tok.load_state_dict(state, strict=True)
+            f"{path}: holds a tokenizer this code cannot rebuild ({type(err).__name__}: {first[:300]}); "
+            "re-train it or use the code version that wrote it"
+        ) from err
     logger.info("loaded tokenizer %s (%s) from %s", name, digest[:12], path)
     return tok.to(map_location).eval()
