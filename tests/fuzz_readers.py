@@ -266,25 +266,15 @@ def _video(folder: Path) -> Path:
     for i in range(6):
         writer.write(np.full((24, 32, 3), 40 * i, np.uint8))
     writer.release()
-    _demo_script()  # imported here, not timed in the first case
+    import mega.demo.inputs  # noqa: F401  (imported here, not timed in the first case)
+
     return path
 
 
-def _demo_script():
-    """scripts/demo.py as a module (its video reader is the one users feed videos to)."""
-    import importlib.util
-
-    demo = sys.modules.get("demo_script")
-    if demo is None:
-        spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
-        demo = importlib.util.module_from_spec(spec)
-        sys.modules["demo_script"] = demo
-        spec.loader.exec_module(demo)
-    return demo
-
-
 def _read_video(path: Path) -> None:
-    for _ in _demo_script().video_frames(path, every_n=1, max_frames=None):
+    from mega.demo.inputs import video_frames
+
+    for _ in video_frames(path, every_n=1, max_frames=None):
         pass
 
 
