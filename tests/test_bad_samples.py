@@ -132,3 +132,23 @@ def test_skipping_images_names_the_file_and_keeps_bugs(tmp_path):
 
     with pytest.raises(KeyError):
         SkippingDataset(Buggy(), seed=0)[0]
+
+
+def test_evaluation_never_skips_a_bad_sample(tmp_path, free_body):
+    """Benchmarks are not training sets: a broken image stops the evaluation with its name."""
+    from fixtures_images import write_npz_dataset
+
+    from mega.data.crop import ImageDataError
+    from mega.data.image_dataset import ImageNpzDataset
+    from mega.metrics.evaluator import Evaluator
+    from mega.metrics.predictors import build_predictor
+    from mega.metrics.protocols import build_protocol
+    from mega.model import ImageBenchmarkView
+
+    write_npz_dataset(tmp_path, n=4, ext=".jpg")
+    broken = tmp_path / "images" / "ours_002.jpg"
+    broken.write_bytes(broken.read_bytes()[:300])
+    view = ImageBenchmarkView(ImageNpzDataset(tmp_path / "ours.npz", tmp_path, crop_size=32))
+    evaluator = Evaluator(build_protocol("smpl24"), lambda gender: free_body, batch_size=2, progress=False)
+    with pytest.raises(ImageDataError, match=r"ours_002\.jpg.*truncated"):
+        evaluator.run(view, build_predictor("oracle"))

@@ -33,6 +33,7 @@ def test_every_reader_survives_a_small_fuzz_budget(tmp_path):
         cmd,
         capture_output=True,
         text=True,
+        errors="replace",  # OpenCV prints raw bytes of broken videos
         timeout=600,
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )

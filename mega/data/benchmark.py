@@ -362,6 +362,12 @@ class BenchmarkDataset(Dataset):
                 raise MissingFileError(
                     f"image not found: {path} (sequence {item['sequence']}, frame {item['frame']})"
                 )
-            with Image.open(path) as img:
-                item["img"] = self.image_transform(img.convert("RGB"), item)
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB")
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+                raise BenchmarkError(
+                    f"cannot read image {path} ({err}); evaluation skips no sample: restore the file"
+                ) from err
+            item["img"] = self.image_transform(rgb, item)
         return item
