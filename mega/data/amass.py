@@ -151,7 +151,16 @@ def humor_framerate(path: str | Path, fps: float) -> float:
 
 
 # What reading one npz key raises on a damaged file (MemoryError: a header that declares a huge array).
-_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError)
+# NotImplementedError: zipfile meets a damaged header naming an unknown compression method.
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    MemoryError,
+    NotImplementedError,
+)
 
 
 def _fail(path: Path, field: str, problem: str) -> MotionFileError:
@@ -304,7 +313,7 @@ def load_motion_npz(
         raise ValueError(f"trim is a fraction per end in [0, 0.5), got {trim}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
         raise MotionFileError(
             f"{path}: not a readable .npz ({err}). Re-download or remove this file."
         ) from err

@@ -60,7 +60,7 @@ class _Npz:
             )
         try:
             self.data = np.load(path, allow_pickle=False)  # object arrays: load_npz_object_array
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
             raise ImageDataError(
                 f"{path}: not a readable npz ({err}); the file is truncated or corrupt"
             ) from err
@@ -83,6 +83,7 @@ class _Npz:
             EOFError,
             KeyError,
             pickle.UnpicklingError,
+            NotImplementedError,  # zipfile: a damaged header names an unknown compression method
             MemoryError,
         ) as err:
             raise ImageDataError(
@@ -93,6 +94,10 @@ class _Npz:
             if arr.ndim != len(want) or any(w is not None and w != a for w, a in zip(want, arr.shape)):
                 txt = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
                 raise ImageDataError(f"{self.path}: key '{key}' has shape {arr.shape}, expected {txt}")
+        if arr.dtype.kind in "cV":
+            raise ImageDataError(
+                f"{self.path}: key '{key}' has dtype {arr.dtype}, expected numbers or strings"
+            )
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ImageDataError(f"{self.path}: key '{key}' contains NaN or inf")
         return arr
