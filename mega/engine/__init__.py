@@ -27,9 +27,12 @@ resuming happens there::
 
 Modules: ``dist`` (ranks, device, precision), ``rundir`` (one run directory for all ranks), ``rng``
 (generator streams), ``batches`` (resumable epoch order), ``checkpoint`` (atomic, self-checking files,
-history, training state), ``faults`` (fault injection), ``optim`` (AdamW, warm-up + cosine), ``logging`` (wandb/none, metric windows), ``loop`` (train).
+history, training state), ``faults`` (fault injection), ``preemption`` (SIGTERM / SIGUSR1: checkpoint, exit 75),
+``bad_samples`` (unreadable training samples skipped within a budget), ``optim`` (AdamW, warm-up + cosine),
+``logging`` (wandb/none, metric windows), ``loop`` (train).
 """
 
+from mega.engine.bad_samples import BadSampleBudgetError
 from mega.engine.batches import ResumableBatches, to_device
 from mega.engine.checkpoint import (
     CheckpointError,
@@ -53,11 +56,14 @@ from mega.engine.faults import FaultConfig
 from mega.engine.logging import LOGGERS, Logger, NullLogger, WandbLogger, build_logger
 from mega.engine.loop import EngineConfig, NonFiniteLossError, TrainResult, train
 from mega.engine.optim import build_optimizer, build_scheduler, lr_at
+from mega.engine.preemption import EXIT_PREEMPTED, Preempted
 from mega.engine.rng import RngStreams, seed_everything, stream_seed
 from mega.engine.rundir import register_resolvers, run_id
 
 __all__ = [
+    "EXIT_PREEMPTED",
     "LOGGERS",
+    "BadSampleBudgetError",
     "CheckpointError",
     "CheckpointMismatchError",
     "CorruptCheckpointError",
@@ -69,6 +75,7 @@ __all__ = [
     "Logger",
     "NonFiniteLossError",
     "NullLogger",
+    "Preempted",
     "ResumableBatches",
     "RngStreams",
     "TrainResult",
