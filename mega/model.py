@@ -193,7 +193,9 @@ class HMRModel(nn.Module):
         return self
 
     # ------------------------------------------------------------------ the network
-    def encode_image(self, img: Tensor, frozen: dict[str, Tensor] | None = None) -> tuple[Any, dict[str, Any]]:
+    def encode_image(
+        self, img: Tensor, frozen: dict[str, Tensor] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """img (B, 3, S, S) -> (backbone features, conditioning context).
 
         ``frozen``: the frozen trunk's outputs for these crops, computed beforehand

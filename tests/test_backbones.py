@@ -26,8 +26,13 @@ SMALL: dict[str, dict] = {
     "vit_tiny": _VIT_SMALL,
     # the real network (its size is the file's); unfrozen and without landmark tokens so that the
     # generic contract (N = h * w, every parameter trains) applies
-    "blazepose": dict(freeze=False, landmark_tokens=False, pyramid_scales=[2, 1], pyramid_dim=8,
-                      source=str(Path(__file__).resolve().parents[1] / "data/weights/pose_landmark_full.tflite")),
+    "blazepose": dict(
+        freeze=False,
+        landmark_tokens=False,
+        pyramid_scales=[2, 1],
+        pyramid_dim=8,
+        source=str(Path(__file__).resolve().parents[1] / "data/weights/pose_landmark_full.tflite"),
+    ),
 }
 
 

@@ -161,7 +161,9 @@ class BlazePose(Backbone):
     def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         """ImageNet-normalised (B, 3, S, S) -> fmap (B, 144, S/32, S/32), landmarks (B, 39, 5), world
         (B, 39, 3), presence (B,): the network's outputs (what a frozen trunk's cache keeps)."""
-        if img.shape[0] > CHUNK:  # large batches in chunks: the 128 x 128 maps of a big batch spill the caches
+        if (
+            img.shape[0] > CHUNK
+        ):  # large batches in chunks: the 128 x 128 maps of a big batch spill the caches
             parts = [self.frozen_outputs(img[i : i + CHUNK]) for i in range(0, img.shape[0], CHUNK)]
             return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         out = self.net(img * self.std + self.mean)
