@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from omegaconf import OmegaConf
 from scipy.sparse.csgraph import connected_components
 
 import mega.tokenizers.mesh_vqvae as mesh_vqvae_module
@@ -24,8 +26,10 @@ from mega.tokenizers import _hash as checkpoint_hash
 from mega.tokenizers.locality import area90, token_locality
 from mega.tokenizers.mesh_conv import LevelOps, SpiralConv, VertexConv, pool, unpool
 from mega.tokenizers.mesh_hierarchy import build_hierarchy, level_sizes, vertex_areas
+from mega.tokenizers.mesh_sparse import SparsePattern, sparse_matmul
 from mega.tokenizers.mesh_vqvae import canonical_mesh
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
 TINY = dict(num_tokens=54, codebook_size=16, code_dim=3, base_channels=4, hidden_dim=8)
 
 
@@ -104,28 +108,148 @@ def test_hierarchy_on_an_smpl_sized_mesh(smpl_body):
 # ---------------------------------------------------------------------- operators
 def test_convolutions_match_a_per_vertex_loop():
     g = torch.Generator().manual_seed(0)
-    n, k, c_in, c_out = 7, 3, 4, 5
-    x = torch.randn(2, n, c_in, generator=g)
+    n, k = 7, 3
     nb = torch.randint(0, n, (n, k), generator=g)
-    vc, spiral = VertexConv(n, k, c_in, c_out, num_basis=2), SpiralConv(k, c_in, c_out)
-    w = vc.weight.reshape(2, c_in, c_out)
-    for i in range(n):
-        mixed = torch.einsum("bkc,km->bmc", x[:, nb[i]], vc.coeff[i])
-        ref = sum(mixed[:, m] @ w[m] for m in range(2)) + vc.bias
-        torch.testing.assert_close(vc(x, nb)[:, i], ref)
-        ref_s = x[:, nb[i]].reshape(2, -1) @ spiral.linear.weight.T + spiral.linear.bias
-        torch.testing.assert_close(spiral(x, nb)[:, i], ref_s)
+    ops = LevelOps(nb)
+    for c_in, c_out in ((4, 5), (5, 4)):  # both product orders (gather-first, weight-first)
+        x = torch.randn(2, n, c_in, generator=g)
+        vc, spiral = VertexConv(n, k, c_in, c_out, num_basis=2), SpiralConv(k, c_in, c_out)
+        w = vc.weight.reshape(2, c_in, c_out)
+        y_vc, y_sp = (
+            vc(x.transpose(0, 1), ops).transpose(0, 1),
+            spiral(x.transpose(0, 1), ops).transpose(0, 1),
+        )
+        for i in range(n):
+            mixed = torch.einsum("bkc,km->bmc", x[:, nb[i]], vc.coeff[i])
+            ref = sum(mixed[:, m] @ w[m] for m in range(2)) + vc.bias
+            torch.testing.assert_close(y_vc[:, i], ref)
+            ref_s = x[:, nb[i]].reshape(2, -1) @ spiral.linear.weight.T + spiral.linear.bias
+            torch.testing.assert_close(y_sp[:, i], ref_s)
 
 
 def test_pool_and_unpool():
     assign = torch.tensor([0, 0, 1, 1, 1])
     ops = LevelOps(torch.zeros(5, 1, dtype=torch.long), assign, torch.tensor([1.0, 3.0, 1.0, 1.0, 2.0]),
                    up_index=assign[:, None], up_weight=torch.ones(5, 1), n_next=2)  # fmt: skip
-    x = torch.tensor([[[4.0], [0.0], [1.0], [1.0], [4.0]]])
-    torch.testing.assert_close(pool(x, ops), torch.tensor([[[1.0], [2.5]]]))  # area-weighted means
+    x = torch.tensor([[[4.0], [0.0], [1.0], [1.0], [4.0]]]).transpose(0, 1)  # vertex-major (5, 1, 1)
+    torch.testing.assert_close(pool(x, ops), torch.tensor([[[1.0], [2.5]]]).transpose(0, 1))  # area means
     torch.testing.assert_close(
-        unpool(torch.tensor([[[7.0], [9.0]]]), ops), torch.tensor([[[7.0], [7.0], [9.0], [9.0], [9.0]]])
+        unpool(torch.tensor([[[7.0]], [[9.0]]]), ops),
+        torch.tensor([[[7.0], [7.0], [9.0], [9.0], [9.0]]]).transpose(0, 1),
     )
+
+
+def test_sparse_matmul_gradients_and_repeated_entries():
+    g = torch.Generator().manual_seed(0)
+    rows, cols = torch.randint(0, 6, (40,), generator=g), torch.randint(0, 5, (40,), generator=g)
+    pattern = SparsePattern(rows, cols, (6, 5))
+    entries = torch.randn(40, dtype=torch.float64, generator=g).requires_grad_()
+    dense = torch.randn(5, 3, dtype=torch.float64, generator=g).requires_grad_()
+    ref = torch.zeros(6, 5, dtype=torch.float64).index_put((rows, cols), entries.detach(), accumulate=True)
+    torch.testing.assert_close(sparse_matmul(pattern, pattern.values(entries), dense), ref @ dense)
+    assert torch.autograd.gradcheck(
+        lambda e, d: sparse_matmul(pattern, pattern.values(e), d), (entries, dense)
+    )
+
+
+# The gather formulation the sparse operators replaced ((B, n, C) layout, one gather per call): an
+# independent computation of the same maps, to compare with on random inputs.
+def _gather_conv(conv, x: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
+    g = x.index_select(1, nb.reshape(-1)).reshape(x.shape[0], *nb.shape, x.shape[2])
+    if isinstance(conv, SpiralConv):
+        return conv.linear(g.flatten(2))
+    return torch.einsum("bnkc,nkm->bnmc", g, conv.coeff).flatten(2) @ conv.weight + conv.bias
+
+
+def _gather_pool(x, h, level):
+    w = h.area[level].float() + 1e-12
+    mass = torch.zeros(h.sizes[level + 1]).index_add_(0, h.assign[level], w)
+    out = x.new_zeros(x.shape[0], h.sizes[level + 1], x.shape[2])
+    return out.index_add_(1, h.assign[level], x * (w / mass[h.assign[level]])[None, :, None])
+
+
+def _gather_unpool(x, h, level):
+    idx, wt = h.up_index[level], h.up_weight[level]
+    return (
+        x.index_select(1, idx.reshape(-1)).reshape(x.shape[0], *idx.shape, x.shape[2]) * wt[None, :, :, None]
+    ).sum(2)
+
+
+def _gather_block(block, x, nb):
+    hid = _gather_conv(block.conv1, torch.nn.functional.elu(x), nb)
+    return block.skip(x) + _gather_conv(block.conv2, torch.nn.functional.elu(hid), nb)
+
+
+def _gather_encode(enc, x, h):
+    elu = torch.nn.functional.elu
+    if enc.layout == "plain":
+        for level, conv in enumerate(enc.convs):
+            x = elu(_gather_conv(conv, _gather_pool(x, h, level - 1) if level else x, h.neighbours[level]))
+        return x
+    x = enc.inp(x)
+    for level, blocks in enumerate(enc.levels):
+        x = _gather_pool(x, h, level - 1) if level else x
+        for block in blocks:
+            x = _gather_block(block, x, h.neighbours[level])
+    return enc.out(elu(x))
+
+
+def _gather_decode(dec, z, h):
+    elu, top = torch.nn.functional.elu, len(h.sizes) - 1
+    if dec.layout == "plain":
+        for i, conv in enumerate(dec.convs):
+            level = top - i
+            z = _gather_conv(conv, _gather_unpool(z, h, level) if i else z, h.neighbours[level])
+            z = elu(z) if level else z
+        return z
+    z = dec.inp(z)
+    for block in dec.latent:
+        z = _gather_block(block, z, h.neighbours[-1])
+    for i, blocks in enumerate(dec.levels):
+        level = top - 1 - i
+        z = _gather_unpool(z, h, level)
+        z = z + (dec.vertex_embed if level == 0 else (dec.level_embed[i] if len(dec.level_embed) else 0))
+        for block in blocks:
+            z = _gather_block(block, z, h.neighbours[level])
+    return dec.out(elu(z))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(conv="vc", base_channels=4, hidden_dim=8, latent_blocks=1, level_embed=True, up_neighbours=3),
+        dict(conv="spiral", base_channels=8, hidden_dim=4, num_neighbours=5),  # channels shrink: weight-first
+        dict(conv="vc", layout="plain", level_sizes=[400, 120], num_neighbours=[10, 21, 26, 19]),
+    ],
+)
+def test_sparse_encoder_decoder_match_the_gather_formulation(free_body, one_thread, kw):
+    """Same outputs and gradients as the per-call gather formulation, on random inputs and weights."""
+    torch.manual_seed(0)
+    tok = build_tokenizer("mesh_conv", num_vertices=free_body.num_vertices, **{**TINY, **kw})
+    tok.attach(free_body)
+    for p in tok.decoder.parameters():  # the zero-initialised output layer would hide the decoder
+        torch.nn.init.normal_(p, std=0.3)
+    h = tok.hierarchy
+    x = torch.randn(3, free_body.num_vertices, 3)
+    z = torch.randn(3, 54, TINY["code_dim"])
+    new_z, ref_z = tok._encode(x), _gather_encode(tok.encoder, x, h)
+    torch.testing.assert_close(new_z, ref_z, rtol=1e-4, atol=1e-5 * float(ref_z.detach().abs().max()))
+    new_x, ref_x = tok._decode(z), _gather_decode(tok.decoder, z, h)
+    torch.testing.assert_close(new_x, ref_x, rtol=1e-4, atol=1e-5 * float(ref_x.detach().abs().max()))
+    # gradients of every weight (a tokenizer's training) through both paths
+    g_new = torch.autograd.grad(
+        (new_z.square().sum() + new_x.square().sum()), list(tok.parameters()), allow_unused=True
+    )
+    g_ref = torch.autograd.grad(
+        (ref_z.square().sum() + ref_x.square().sum()), list(tok.parameters()), allow_unused=True
+    )
+    for (name, _), a, b in zip(tok.named_parameters(), g_new, g_ref):
+        if b is not None:
+            torch.testing.assert_close(
+                a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()), msg=lambda m, name=name: f"{name}: {m}"
+            )
+    # one mesh at a time gives the same as the batch
+    torch.testing.assert_close(tok._decode(z[1:2])[0], new_x[1], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -139,6 +263,24 @@ def test_conv_tokenizer_shapes_on_both_topologies(request, body_name, one_thread
     assert tok.eval().decode(tok.encode(x)).shape == (2, body.num_vertices, 3)
     with pytest.raises(ValueError, match=str(body.num_vertices)):
         tok.encode(torch.zeros(1, body.num_vertices + 1, 3))
+
+
+def test_paper_preset_has_mesh_vq_vae_layout_and_size():
+    """configs/tokenizer/mesh_conv.yaml on SMPL's 6890 vertices: Mesh-VQ-VAE's levels, widths and count."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "mesh_conv.yaml"))
+    tok = build_tokenizer(**{**cfg, "num_vertices": 6890})
+    assert tok.sizes == [6890, 1925, 400, 54]
+    # Zhou et al.'s convolution: n K M coefficients + M C_in C_out weights + C_out biases, per convolution
+    ks, m = [10, 21, 26, 19], 9
+    enc = [(3, 32), (32, 64), (64, 128), (128, 9)]
+    dec = [(9, 128), (128, 64), (64, 32), (32, 3)]  # levels 3, 2, 1, 0
+    expected = sum(n * k * m + m * a * b + b for n, k, (a, b) in zip(tok.sizes, ks, enc))
+    expected += sum(n * k * m + m * a * b + b for n, k, (a, b) in zip(tok.sizes[::-1], ks[::-1], dec))
+    count = sum(p.numel() for p in tok.parameters())
+    assert count == expected == 2_380_762
+    assert 0.9 < count / 2_575_466 < 1.0  # Mesh-VQ-VAE's count (its learned pooling weights are the gap)
+    with pytest.raises(ValueError, match="level_sizes"):
+        build_tokenizer(**{**cfg, "num_vertices": 1229})
 
 
 def test_no_hierarchy_is_a_clear_error(free_body):

@@ -230,7 +230,7 @@ def test_every_tokenizer_config_builds(path):
     assert set(cfg) - {"name"} <= params, set(cfg) - {"name"} - params
     if "num_vertices" in params:
         assert OmegaConf.is_missing(cfg, "num_vertices")  # filled from the body model, never typed
-        cfg.num_vertices = 100
+        cfg.num_vertices = 6890 if cfg.get("level_sizes") else 100  # level sizes given: SMPL's vertex count
     tok = build_tokenizer(**OmegaConf.to_container(cfg))
     assert tok.num_tokens == cfg.num_tokens and tok.codebook_size == cfg.codebook_size
 

@@ -260,7 +260,7 @@ def build_hierarchy(
     vertices: Tensor | np.ndarray,
     faces: Tensor | np.ndarray,
     sizes: list[int],
-    num_neighbours: int = 9,
+    num_neighbours: int | list[int] = 9,
     up_neighbours: int = 1,
 ) -> MeshHierarchy:
     """Build the region hierarchy of a template mesh.
@@ -268,7 +268,8 @@ def build_hierarchy(
     Args:
         vertices: (V, 3) template vertices (metres); faces: (F, 3) int vertex indices.
         sizes: vertices per level, ``sizes[0] == V`` (see :func:`level_sizes`).
-        num_neighbours: K, vertices a mesh convolution gathers (self included).
+        num_neighbours: K, vertices a mesh convolution gathers (self included); one value for every
+            level or a list with one per level.
         up_neighbours: P, regions an up-sampled vertex mixes (1: its own region only).
     Returns:
         A :class:`MeshHierarchy`.
@@ -281,14 +282,17 @@ def build_hierarchy(
         raise ValueError(f"sizes[0]={sizes[0]} must equal the template's vertex count {len(v)}")
     if f.size and (f.min() < 0 or f.max() >= len(v)):
         raise ValueError(f"faces index vertices outside [0, {len(v)})")
+    ks = [num_neighbours] * len(sizes) if isinstance(num_neighbours, int) else list(num_neighbours)
+    if len(ks) != len(sizes):
+        raise ValueError(f"num_neighbours needs one value per level ({len(sizes)}), got {ks}")
     edges = _unique_edges(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]))
     pos, area, normals = v, vertex_areas(v, f), vertex_normals(v, f)
     h = MeshHierarchy(list(sizes), [], [], [], [], [], [], topology_fingerprint(len(v), f))
-    for n_next in list(sizes[1:]) + [None]:
-        k = min(num_neighbours, len(pos))
+    for level, n_next in enumerate(list(sizes[1:]) + [None]):
+        k = min(int(ks[level]), len(pos))
         nbrs = _neighbourhoods(pos, normals, edges, k)
-        if k < num_neighbours:
-            nbrs = np.concatenate([nbrs, np.repeat(nbrs[:, :1], num_neighbours - k, 1)], 1)
+        if k < ks[level]:
+            nbrs = np.concatenate([nbrs, np.repeat(nbrs[:, :1], ks[level] - k, 1)], 1)
         h.neighbours.append(torch.as_tensor(nbrs))
         h.area.append(torch.as_tensor(area, dtype=torch.float32))
         h.positions.append(torch.as_tensor(pos, dtype=torch.float32))

@@ -275,6 +275,19 @@ class MeshMLP(MeshTokenizer):
 MeshVQVAE = MeshMLP
 
 
+def _sizes(num_vertices: int, num_tokens: int, pool_factor: float, between: list[int] | None) -> list[int]:
+    """Vertices per level [V, ..., N]: the given intermediate sizes, or geometric steps of ``pool_factor``."""
+    if between is None:
+        return level_sizes(num_vertices, num_tokens, pool_factor)
+    sizes = [num_vertices, *between, num_tokens]
+    if any(a <= b for a, b in zip(sizes, sizes[1:])):
+        raise ValueError(
+            f"level_sizes must decrease strictly from num_vertices={num_vertices} to num_tokens={num_tokens}, "
+            f"got {sizes} (level_sizes of another body? set tokenizer.level_sizes=null for geometric steps)"
+        )
+    return sizes
+
+
 class MeshConvVQVAE(MeshTokenizer):
     """``mesh_conv``: fully convolutional mesh VQ-VAE over a template's region hierarchy (Mesh-VQ-VAE's design).
 
@@ -291,8 +304,13 @@ class MeshConvVQVAE(MeshTokenizer):
         codebook_size: S (MEGA: 512). code_dim: D (Mesh-VQ-VAE: 9).
         base_channels: channels at the full-resolution level, doubling per level ...
         hidden_dim: ... up to this many (the coarse levels' width).
-        pool_factor: largest vertex reduction of one pooling step (Mesh-VQ-VAE: about 2).
-        num_neighbours: K, vertices one convolution gathers (self included).
+        pool_factor: largest vertex reduction of one pooling step, when ``level_sizes`` is not given.
+        level_sizes: vertices of the levels between the mesh and the N latent vertices, e.g.
+            Mesh-VQ-VAE's on SMPL [1925, 400] (6890 -> 1925 -> 400 -> 54); None: geometric steps of at
+            most ``pool_factor``.
+        num_neighbours: K, vertices one convolution gathers (self included): one value, or one per level.
+        layout: ``residual`` (ours: linear lift, residual blocks, per-token linear map) or ``plain``
+            (Mesh-VQ-VAE's: one convolution + ELU per level; the block counts below are not read).
         conv: ``spiral`` (shared weights over angularly ordered neighbours; fast) or ``vc`` (Zhou et
             al.'s per-vertex mixing of shared kernels, Mesh-VQ-VAE's; slow on CPUs).
         num_basis: M, kernels shared by all vertices of a ``vc`` convolution (Mesh-VQ-VAE: 9).
@@ -318,7 +336,7 @@ class MeshConvVQVAE(MeshTokenizer):
         base_channels: int = 32,
         hidden_dim: int = 128,
         pool_factor: float = 3.0,
-        num_neighbours: int = 9,
+        num_neighbours: int | list[int] = 9,
         conv: str = "spiral",
         num_basis: int = 9,
         blocks_per_level: int = 1,
@@ -332,24 +350,38 @@ class MeshConvVQVAE(MeshTokenizer):
         dead_after: int = 200,
         usage_window: int = 200,
         seed: int = 0,
+        level_sizes: list[int] | None = None,
+        layout: str = "residual",
     ) -> None:
         quantizer = VectorQuantizer(
             codebook_size, code_dim, decay=decay, dead_after=dead_after, usage_window=usage_window, seed=seed
         )
+        if not isinstance(num_neighbours, int):
+            num_neighbours = [int(k) for k in num_neighbours]
+        if level_sizes is not None:
+            level_sizes = [int(n) for n in level_sizes]
         config = init_kwargs(MeshConvVQVAE, locals())
+        for key, default in (
+            ("level_sizes", None),
+            ("layout", "residual"),
+        ):  # added later: recorded only when
+            if config[key] == default:  # set, so older checkpoints keep their content hash
+                del config[key]
         super().__init__(config, quantizer, num_tokens, num_vertices, commitment_weight, recon_loss)
-        self.sizes = level_sizes(num_vertices, num_tokens, pool_factor)
+        self.sizes = _sizes(num_vertices, num_tokens, pool_factor, level_sizes)
         self.num_neighbours, self.up_neighbours = num_neighbours, up_neighbours
         channels = level_channels(len(self.sizes) - 1, base_channels, hidden_dim)
         self.encoder = MeshEncoder(
-            self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, conv, full_res_blocks
-        )
+            self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, conv, full_res_blocks,
+            layout,
+        )  # fmt: skip
         self.decoder = MeshDecoder(
             self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, latent_blocks, conv,
-            full_res_blocks, level_embed,
+            full_res_blocks, level_embed, layout,
         )  # fmt: skip
         self.hierarchy_store = HierarchyStore()
         self._checked: tuple | None = None
+        self._ops_cache: tuple[MeshHierarchy, list[LevelOps]] | None = None
 
     # ------------------------------------------------------------------ topology
     def attach(self, body: nn.Module) -> None:
@@ -404,10 +436,15 @@ class MeshConvVQVAE(MeshTokenizer):
         return self.hierarchy.regions()
 
     def _ops(self) -> list[LevelOps]:
+        """The hierarchy's sparse operators, built once per hierarchy (and device) and then reused."""
         h = self.hierarchy
+        if self._ops_cache is not None and self._ops_cache[0] is h:
+            return self._ops_cache[1]
         ops = [LevelOps(h.neighbours[lv], h.assign[lv], h.area[lv], h.up_index[lv], h.up_weight[lv], h.sizes[lv + 1])
                for lv in range(h.num_levels)]  # fmt: skip
-        return ops + [LevelOps(h.neighbours[-1])]
+        ops.append(LevelOps(h.neighbours[-1]))
+        self._ops_cache = (h, ops)
+        return ops
 
     def _encode(self, h: Tensor) -> Tensor:
         """Normalised meshes (B, V, 3) -> (B, N, D), token n = latent vertex n of the hierarchy."""
