@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mega.body.camera import fit_crop_camera, fit_weak_perspective, solve_rotation
 from mega.body.rotations import matrix_to_axis_angle
+from mega.engine.dist import resolve_precision
 from mega.errors import ConfigError, UserError
 
 # hmr.pt is mega.hmr_checkpoint's; its names stay importable from here while other branches move over
@@ -80,6 +81,7 @@ def recover(
     with_deterministic: bool = False,
     rotation: str = "head",
     view_rot: Tensor | None = None,
+    precision: str = "fp32",
 ) -> Recovery:
     """Decode bodies from crops: the one decode path (training's validation, eval, the demo, benchmarks).
 
@@ -103,6 +105,9 @@ def recover(
         view_rot: (B, 3, 3) the crops' viewing-ray rotations (``model.view_rotation(batch)``), read by a
             ``crop_relative`` model: decoding, refinement and the keypoint solve work in the crop's frame,
             and the results (vertices, joints, ``global_rot``) are turned into the camera frame at the end.
+        precision: ``fp32`` (the default), ``bf16`` or ``auto`` (bf16 where the device runs it natively:
+            CUDA GPUs with bf16, CPUs with AMX / AVX512-BF16): autocast of the backbone, heads and
+            transformer passes; the tokenizer's decoder, the body model and refinement stay float32.
     """
     sampler = sampler if sampler is not None else DeterministicSampler()
     if refiner is not None and keypoints is None:
@@ -116,12 +121,16 @@ def recover(
     if rotation == "keypoints" and getattr(model.tokenizer, "include_global_orient", False):
         raise ConfigError("rotation=keypoints: this tokenizer decodes the global orientation from its tokens")
     B, Q, dev = img.shape[0], num_samples, img.device
-    features, context = model.encode_image(img)  # once per image
-    rot, cam, betas = model.heads(features)
+    dtype = resolve_precision(precision, dev)
+    amp = lambda: torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None)  # noqa: E731
     tr = model.transformer
     gen = torch.Generator(device=dev).manual_seed(seed)
-    res = sampler(model.logits_fn(context, Q), batch_size=B, num_tokens=tr.num_tokens,
-                  codebook_size=tr.codebook_size, num_samples=Q, generator=gen, device=dev)  # fmt: skip
+    with amp():
+        features, context = model.encode_image(img)  # once per image
+        rot, cam, betas = model.heads(features)
+        res = sampler(model.logits_fn(context, Q), batch_size=B, num_tokens=tr.num_tokens,
+                      codebook_size=tr.codebook_size, num_samples=Q, generator=gen, device=dev)  # fmt: skip
+    rot, cam, betas = rot.float(), cam.float(), None if betas is None else betas.float()
     rep = lambda t: None if t is None else t.repeat_interleave(Q, dim=0)  # noqa: E731  (B, ...) -> (B*Q, ...)
     ids = res.ids.reshape(B * Q, -1)
     codes = model.tokenizer.quantizer.lookup(ids)  # (B*Q, L, D)
@@ -146,8 +155,9 @@ def recover(
         body_pose = matrix_to_axis_angle(mats).reshape(B, Q, 23, 3)
     det = None
     if with_deterministic and Q > 1:
-        det_ids = DeterministicSampler()(model.logits_fn(context, 1), batch_size=B, num_tokens=tr.num_tokens,
-                                         codebook_size=tr.codebook_size, device=dev).ids[:, 0]  # fmt: skip
+        with amp():
+            det_ids = DeterministicSampler()(model.logits_fn(context, 1), batch_size=B, num_tokens=tr.num_tokens,
+                                             codebook_size=tr.codebook_size, device=dev).ids[:, 0]  # fmt: skip
         det = model.decode_body(rot, ids=det_ids, betas=betas).vertices
     vertices, joints = out.vertices, out.joints
     if view_rot is not None and model.crop_relative:  # crop frame -> camera frame
@@ -265,10 +275,12 @@ def model_predictor(
     rotation: str = "head",
     *,
     refiner: PoseGuidedRefiner | None = None,
+    precision: str = "fp32",
 ):
     """The evaluator's ``batch -> PredictorOutput`` for a trained model, any sampler and refiner.
 
     ``rotation``: ``head`` or ``keypoints`` (solved from the 2D keypoints of ``keypoints``; see :func:`recover`).
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :func:`recover`).
 
     Meshes are placed in the full-image camera frame with the crop camera's translation. With Q > 1 the
     output carries the deterministic mesh too (MEGA supp. Table 4: distance of the mean-of-Q to it).
@@ -290,7 +302,7 @@ def model_predictor(
         rec = recover(
             model, batch["img"].to(device), sampler, num_samples, refiner=refiner, keypoints=kp,
             seed=seed + calls[0], with_deterministic=num_samples > 1, rotation=rotation,
-            view_rot=model.view_rotation(geo),
+            view_rot=model.view_rotation(geo), precision=precision,
         )  # fmt: skip
         calls[0] += 1
         transl = model.full_image_translation(rec.cam, geo)  # (B, 3)

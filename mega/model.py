@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from mega.body.camera import viewing_ray_rotation, weak_perspective_to_translation
 from mega.body.rotations import matrix_to_rot6d, rot6d_to_matrix
 from mega.conditioning import Conditioning
+from mega.tokenizers.target_cache import TargetIdCache
 from mega.types import BodyOutput
 
 log = logging.getLogger(__name__)
@@ -250,18 +251,39 @@ class HMRModel(nn.Module):
         return logits_fn
 
     # ------------------------------------------------------------------ tokens -> body
+    #: Samples whose target ids are remembered (:class:`mega.tokenizers.target_cache.TargetIdCache`); 0: none
+    #: (the default: an encode's float rounding depends on the batch, so cached ids may differ from a fresh
+    #: encode in a near-tie, and runs that do not ask for the cache keep their exact results).
+    target_cache_items: int = 0
+
     @torch.no_grad()
     def target_ids(self, body_pose: Tensor, betas: Tensor, global_orient: Tensor | None = None) -> Tensor:
         """Ground-truth ids (B, L) of body poses (B, 23, 3) axis-angle (or matrices) and betas (B, 10).
 
         Computed by the frozen tokenizer on the model's device, from the (augmented) ground truth;
         ``global_orient`` (B, 3) is read by pose tokenizers that tokenize it (``include_global_orient``).
+        With ``target_cache_items > 0`` (``target_id_cache=N`` in train_hmr), samples seen before (same
+        ground truth, bit for bit: a flipped sample is another one) are served from a cache keyed by
+        content, with no tokenizer or body-model work.
         """
+        tok = self.tokenizer
+        with_orient = global_orient is not None and getattr(tok, "include_global_orient", False)
         batch = {"body_pose": body_pose.float(), "betas": betas.float()}
         if global_orient is not None:
             batch["global_orient"] = global_orient.float().reshape(-1, 3)
-        with torch.autocast(body_pose.device.type, enabled=False):
-            return self.tokenizer.encode(self.tokenizer.inputs(batch, self.body))
+
+        def encode(index: Tensor) -> Tensor:
+            sub = {k: v[index.to(v.device)] for k, v in batch.items()}
+            with torch.autocast(body_pose.device.type, enabled=False):
+                return tok.encode(tok.inputs(sub, self.body))
+
+        if not self.target_cache_items:
+            return encode(torch.arange(body_pose.shape[0]))
+        cache = self.__dict__.get("_target_cache")
+        if cache is None or cache[0] is not tok:  # one cache per tokenizer
+            cache = self.__dict__["_target_cache"] = (tok, TargetIdCache(self.target_cache_items))
+        fields = [batch["body_pose"], batch["betas"]] + ([batch["global_orient"]] if with_orient else [])
+        return cache[1].lookup(TargetIdCache.keys(*fields), encode, body_pose.device)
 
     def decode_body(
         self,

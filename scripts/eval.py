@@ -62,6 +62,7 @@ def batch1_timing(
             keypoints=kp,
             seed=i,
             rotation=cfg.rotation,
+            precision=cfg.precision,
         )
         if i:  # the first call warms up
             times.append(time.perf_counter() - t0)
@@ -105,7 +106,7 @@ def main(cfg: DictConfig) -> None:
             sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
             refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
             predictor = model_predictor(model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints),
-                                        cfg.seed, cfg.rotation, refiner=refiner)  # fmt: skip
+                                        cfg.seed, cfg.rotation, refiner=refiner, precision=cfg.precision)  # fmt: skip
             label = f"model[{decoding_label(cfg)}, Q={cfg.num_samples}]"
         else:
             predictor, label = build_predictor(name), name
@@ -127,7 +128,7 @@ def main(cfg: DictConfig) -> None:
         seconds = time.perf_counter() - t0
         result.summary["run"] = {"checkpoint": cfg.checkpoint, "sampler": OmegaConf.to_container(cfg.sampler),
                                  "refiner": OmegaConf.to_container(cfg.refiner),
-                                 "num_samples": cfg.num_samples, "rotation": cfg.rotation, "keypoints": OmegaConf.to_container(cfg.keypoints),
+                                 "num_samples": cfg.num_samples, "rotation": cfg.rotation, "precision": cfg.precision, "keypoints": OmegaConf.to_container(cfg.keypoints),
                                  "seed": cfg.seed, "world_size": dist.world_size}  # fmt: skip
         result.summary["speed"] = {"images_per_second": len(dataset) / seconds, "batch_size": cfg.batch_size,
                                    "seconds": seconds}  # fmt: skip

@@ -96,6 +96,31 @@ def test_stochastic_at_zero_temperature_one_step_equals_deterministic(tiny):
     assert torch.equal(recover(model, img, greedy).ids, recover(model, img).ids)
 
 
+def test_precision_switch(tiny):
+    """bf16 autocast runs the network passes in bf16 and returns float32 bodies near the fp32 ones."""
+    model = load_hmr(tiny["mesh"])
+    img = torch.randn(2, 3, 32, 32)
+    fp32 = recover(model, img, build_sampler("stochastic"), num_samples=2, with_deterministic=True)
+    assert torch.equal(
+        recover(
+            model, img, build_sampler("stochastic"), num_samples=2, with_deterministic=True, precision="fp32"
+        ).vertices,
+        fp32.vertices,
+    )  # fmt: skip  (fp32 is the default)
+    dtypes = []
+    handle = model.transformer.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    bf16 = recover(
+        model, img, build_sampler("stochastic"), num_samples=2, with_deterministic=True, precision="bf16"
+    )
+    handle.remove()
+    assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 5 + 1  # T = 5 steps + the deterministic pass
+    assert bf16.vertices.dtype == bf16.cam.dtype == bf16.global_rot.dtype == torch.float32
+    torch.testing.assert_close(bf16.global_rot, fp32.global_rot, atol=0.05, rtol=0.05)
+    assert bf16.vertices.shape == fp32.vertices.shape and torch.isfinite(bf16.vertices).all()
+    with pytest.raises(ValueError, match="precision"):
+        recover(model, img, precision="fp16")
+
+
 @pytest.mark.parametrize("kind", ["mesh", "pose"])
 def test_pose_guided_pulls_keypoints_onto_the_target(tiny, kind):
     model = load_hmr(tiny[kind])

@@ -160,3 +160,61 @@ def test_mismatched_transformer_is_refused(free_body):
     with pytest.raises(ValueError, match="does not match the tokenizer"):
         HMRModel(model.backbone, tr, model.conditioning, model.tokenizer, free_body)
     assert math.isfinite(float(model.heads.cam.bias.detach()[0]))
+
+
+@pytest.mark.parametrize("kind", ["mesh", "pose"])
+def test_target_ids_are_cached_by_content_with_flips(free_body, kind):
+    """Cached ids equal fresh ones; a repeated sample costs no encode; a flipped one is encoded anew."""
+    import numpy as np
+
+    from mega.data.augment import flip_pose
+
+    model = make_model(free_body, kind, **({"include_global_orient": True} if kind == "pose" else {}))
+    encoded = []
+    encode = model.tokenizer.encode
+    model.tokenizer.encode = lambda x: (encoded.append(x.shape[0]), encode(x))[1]
+    g = torch.Generator().manual_seed(0)
+    pose, betas, orient = (
+        torch.randn(4, 23, 3, generator=g) * 0.3,
+        torch.randn(4, 10, generator=g),
+        torch.randn(4, 3),
+    )
+
+    def fresh(p, b, o):
+        model.target_cache_items = 0
+        try:
+            return model.target_ids(p, b, o)
+        finally:
+            model.target_cache_items = 500_000
+
+    first = model.target_ids(pose, betas, orient)
+    torch.testing.assert_close(first, fresh(pose, betas, orient), rtol=0, atol=0)
+    encoded.clear()
+    assert torch.equal(model.target_ids(pose[[2, 0]], betas[[2, 0]], orient[[2, 0]]), first[[2, 0]])
+    assert encoded == []  # all seen: no tokenizer (nor body-model) work
+    full = torch.cat([orient[:, None], pose], 1).numpy()
+    flipped = torch.from_numpy(np.stack([flip_pose(p) for p in full])).float()
+    mixed_pose = torch.cat([pose[:1], flipped[1:2, 1:]])  # sample 0 as seen, sample 1 flipped
+    mixed_orient = torch.cat([orient[:1], flipped[1:2, 0]])
+    got = model.target_ids(mixed_pose, betas[:2], mixed_orient)
+    assert encoded == [1]  # only the flipped sample is new
+    torch.testing.assert_close(got, fresh(mixed_pose, betas[:2], mixed_orient), rtol=0, atol=0)
+    encoded.clear()
+    model.target_ids(pose[:1], betas[:1], orient[:1] + 1.0)  # another global orientation
+    assert encoded == ([1] if kind == "pose" else [])  # read only by a tokenizer that tokenizes it
+
+
+def test_target_id_cache_is_bounded():
+    from mega.tokenizers.target_cache import TargetIdCache
+
+    cache = TargetIdCache(max_items=3)
+    keys = TargetIdCache.keys(torch.arange(5.0)[:, None])
+    assert len(set(keys)) == 5
+    ids = lambda index: index[:, None].repeat(1, 2) * 10  # noqa: E731
+    cache.lookup(keys[:3], lambda i: ids(i), torch.device("cpu"))
+    cache.lookup(keys[:1], lambda i: pytest.fail("a hit"), torch.device("cpu"))  # key 0 is now the newest
+    out = cache.lookup(keys[3:4], lambda i: ids(i + 3), torch.device("cpu"))
+    assert out.tolist() == [[30, 30]] and len(cache) == 3
+    assert cache.lookup([keys[0]], lambda i: pytest.fail("evicted"), torch.device("cpu")).tolist() == [[0, 0]]
+    cache.lookup([keys[1]], lambda i: ids(i + 100), torch.device("cpu"))  # key 1 was the oldest: evicted
+    assert (cache.hits, cache.misses) == (2, 5)

@@ -90,7 +90,15 @@ def _plain(cfg: Any) -> Any:
 
 
 def run_sampler(
-    model, batch, sampler_cfg, num_samples: int, seed: int, device, rotation: str = "head", refiner_cfg=None
+    model,
+    batch,
+    sampler_cfg,
+    num_samples: int,
+    seed: int,
+    device,
+    rotation: str = "head",
+    refiner_cfg=None,
+    precision: str = "fp32",
 ) -> tuple[Any, Any]:
     """Build the sampler (a config dict or a registry name) and the refiner (a config dict, or None) and
     ``recover`` the batch's people."""
@@ -108,7 +116,7 @@ def run_sampler(
     geo = {k: batch[k].to(device) for k in ("bbox_center", "cam_int")}
     rec = recover(model, batch["img"].to(device), sampler, num_samples, refiner=refiner,
                   keypoints=None if kp is None else kp.to(device), seed=seed, rotation=rotation,
-                  view_rot=model.view_rotation(geo))  # fmt: skip
+                  view_rot=model.view_rotation(geo), precision=precision)  # fmt: skip
     return sampler, rec
 
 
@@ -116,7 +124,8 @@ def decode(image, people, model, cfg, device) -> tuple[dict[str, Any], dict[str,
     """Crop and recover the people of one image with ``cfg.sampler`` and ``cfg.refiner`` (and ``cfg.compare``).
 
     ``cfg`` needs ``bbox_margin``, ``num_samples``, ``sampler``, ``compare``, ``seed``, ``rotation``; ``refiner``
-    (a config, ``name: none`` or absent: no refinement).
+    (a config, ``name: none`` or absent: no refinement); optionally ``precision`` (fp32 | bf16 | auto; fp32
+    when absent).
     Returns the crop batch (:func:`crops`) and ``{"main": res, "compare": res}`` where ``res`` has
     ``name``, ``rec`` (the RecoveryResult), ``transl`` (N, 3), ``placed`` vertices in the full-image
     camera frame (N, Q, V, 3), ``errors`` (per person px or None), ``sd_mm`` (N, V) or None (Q = 1),
@@ -135,7 +144,17 @@ def decode(image, people, model, cfg, device) -> tuple[dict[str, Any], dict[str,
         )
     geo = {k: batch[k].to(device) for k in ("bbox_center", "bbox_size", "cam_int", "img_size")}
     for key, sampler_cfg, refiner, n, name in runs:
-        _, rec = run_sampler(model, batch, sampler_cfg, n, int(cfg.seed), device, str(cfg.rotation), refiner)
+        _, rec = run_sampler(
+            model,
+            batch,
+            sampler_cfg,
+            n,
+            int(cfg.seed),
+            device,
+            str(cfg.rotation),
+            refiner,
+            str(cfg.get("precision", "fp32")),
+        )
         transl = model.full_image_translation(rec.cam, geo).cpu()  # (N, 3)
         verts, joints, cam = rec.vertices.cpu(), rec.joints.cpu(), rec.cam.cpu()
         res = {"name": f"{name}" + (f" Q={n}" if n > 1 else ""), "rec": rec, "transl": transl,
