@@ -17,7 +17,9 @@ matrix times (n, B * C) for the whole batch (:mod:`mega.tokenizers.mesh_sparse`)
 
 Pooling is the hierarchy's area-weighted mean over a region; un-pooling its (barycentric-like)
 inverse-distance mix; both are fixed sparse matrices. Neither mixes regions of the coarser level
-except through ``up_neighbours``.
+except through ``up_neighbours``. Or, as Mesh-VQ-VAE, learned (``pool_widths`` / ``unpool_widths``):
+each output vertex mixes up to W nearby input vertices with weights ``|w| / sum |w|``
+(:meth:`LevelOps.learned_table`).
 
 :class:`MeshEncoder` maps (B, V, 3) -> (B, N, D) and :class:`MeshDecoder` mirrors it, in one of two
 layouts: ``residual`` (ours: a linear lift, residual blocks of two convolutions per level, a
@@ -47,15 +49,21 @@ class LevelOps:
         assign: (n,) int64 region in the next level (None at the last level); area: (n,) vertex areas.
         up_index, up_weight: (n, P) up-sampling from the next level (None at the last level).
         n_next: vertices of the next level.
+        positions, next_positions: (n, 3), (n_next, 3) template positions; next_neighbours: (n_next, K')
+            (the learned pooling's tables are built from them).
     Attributes:
         pool_op: pattern (n_next, n) with fixed area-share values; unpool_op: pattern (n, n_next).
     """
 
-    def __init__(self, neighbours, assign=None, area=None, up_index=None, up_weight=None, n_next=0):
+    def __init__(self, neighbours, assign=None, area=None, up_index=None, up_weight=None, n_next=0,
+                 positions=None, next_positions=None, next_neighbours=None):  # fmt: skip
         self.neighbours = neighbours
         self.n, self.k = neighbours.shape
         self.n_next = n_next
+        self.assign, self.positions = assign, positions
+        self.next_positions, self.next_neighbours = next_positions, next_neighbours
         self._conv: dict[tuple[str, int], tuple[SparsePattern, SparsePattern]] = {}
+        self._learned: dict[tuple[str, int], tuple[Tensor, Tensor, SparsePattern]] = {}
         self.pool_op = self.unpool_op = None
         if assign is not None:
             w = area.float() + 1e-12
@@ -89,19 +97,89 @@ class LevelOps:
             )
         return self._conv[key]
 
+    def learned_table(self, kind: str, width: int) -> tuple[Tensor, Tensor, SparsePattern]:
+        """Who a learned pooling reads: ``(index, valid, pattern)``, own region first, then nearest first.
 
-def pool(x: Tensor, ops: LevelOps) -> Tensor:
-    """Area-weighted mean over each region: (n, B, C) -> (n_next, B, C)."""
+        ``down``: (n_next, width) level vertices per coarse vertex, from its region's members and their
+        convolution neighbours. ``up``: (n, width) coarse vertices per level vertex, from its own region
+        and that region's neighbours. ``valid`` marks real entries (the rest pad a short list);
+        ``pattern`` holds the valid entries in row-major order.
+        """
+        key = (kind, width)
+        if key not in self._learned:
+            a, nb = self.assign, self.neighbours
+            if kind == "down":  # (coarse row, level column) pairs
+                rows = torch.cat([a, a[:, None].expand_as(nb).reshape(-1)])
+                cols = torch.cat([torch.arange(self.n, device=a.device), nb.reshape(-1)])
+                own = a[cols] == rows
+                dist = (self.positions[cols] - self.next_positions[rows]).norm(dim=1)
+                num_rows, shape = self.n_next, (self.n_next, self.n)
+            else:  # (level row, coarse column) pairs
+                near = self.next_neighbours[a]  # (n, K')
+                rows = torch.arange(self.n, device=a.device)[:, None].expand_as(near).reshape(-1)
+                cols = near.reshape(-1)
+                own = cols == a[rows]
+                dist = (self.next_positions[cols] - self.positions[rows]).norm(dim=1)
+                num_rows, shape = self.n, (self.n, self.n_next)
+            pair = rows * shape[1] + cols
+            order = torch.argsort(pair)
+            first = torch.ones_like(order, dtype=torch.bool)
+            first[1:] = pair[order][1:] != pair[order][:-1]
+            keep = order[first]  # one entry per (row, column) pair
+            rows, cols, own, dist = rows[keep], cols[keep], own[keep], dist[keep]
+            order = torch.argsort(rows.double() * 1e6 + (~own).double() * 1e5 + dist.double().clamp_max(9e4))
+            rows, cols = rows[order], cols[order]
+            start = torch.searchsorted(rows, torch.arange(num_rows, device=rows.device))
+            slot = torch.arange(len(rows), device=rows.device) - start[rows]
+            take = slot < width
+            index = torch.zeros(num_rows, width, dtype=torch.long, device=rows.device)
+            valid = torch.zeros(num_rows, width, dtype=torch.bool, device=rows.device)
+            index[rows[take], slot[take]] = cols[take]
+            valid[rows[take], slot[take]] = True
+            self._learned[key] = (index, valid, SparsePattern(rows[take], cols[take], shape))
+        return self._learned[key]
+
+
+def _learned_values(weight: Tensor, valid: Tensor) -> Tensor:
+    """Mesh-VQ-VAE's pooling weights: |w| over each row's valid entries, normalised to sum 1 -> (valid entries,)."""
+    w = weight.float().abs() * valid
+    return (w / (w.sum(1, keepdim=True) + 1e-8))[valid]
+
+
+def pool(x: Tensor, ops: LevelOps, weight: Tensor | None = None) -> Tensor:
+    """(n, B, C) -> (n_next, B, C): area-weighted mean over each region, or with ``weight`` (n_next, W)
+    the learned mix of :meth:`LevelOps.learned_table` ``down``."""
     n, b, c = x.shape
-    return sparse_matmul(ops.pool_op, ops.pool_op.fixed, x.reshape(n, b * c)).reshape(ops.n_next, b, c)
+    op, values = ops.pool_op, ops.pool_op.fixed
+    if weight is not None:
+        _, valid, op = ops.learned_table("down", weight.shape[1])
+        values = op.values(_learned_values(weight, valid))
+    return sparse_matmul(op, values, x.reshape(n, b * c)).reshape(ops.n_next, b, c)
 
 
-def unpool(x: Tensor, ops: LevelOps) -> Tensor:
-    """Inverse-distance mix of each vertex's region(s): (n_next, B, C) -> (n, B, C)."""
+def unpool(x: Tensor, ops: LevelOps, weight: Tensor | None = None) -> Tensor:
+    """(n_next, B, C) -> (n, B, C): inverse-distance mix of each vertex's region(s), or with ``weight``
+    (n, W) the learned mix of :meth:`LevelOps.learned_table` ``up``."""
     _, b, c = x.shape
-    return sparse_matmul(ops.unpool_op, ops.unpool_op.fixed, x.reshape(ops.n_next, b * c)).reshape(
-        ops.n, b, c
-    )
+    op, values = ops.unpool_op, ops.unpool_op.fixed
+    if weight is not None:
+        _, valid, op = ops.learned_table("up", weight.shape[1])
+        values = op.values(_learned_values(weight, valid))
+    return sparse_matmul(op, values, x.reshape(ops.n_next, b * c)).reshape(ops.n, b, c)
+
+
+def learned_pooling(sizes, widths, fine: bool) -> nn.ParameterList:
+    """Mesh-VQ-VAE-style pooling weights, one (rows, width) table per pooling step, initialised to 1
+    (a plain mean over each row's neighbourhood): rows = coarse vertices (``fine=False``, pooling) or
+    level vertices (``fine=True``, un-pooling). ``widths``: one per step, or None (fixed pooling: empty)."""
+    if widths is None:
+        return nn.ParameterList()
+    if len(widths) != len(sizes) - 1:
+        raise ValueError(
+            f"pooling widths need one value per pooling step ({len(sizes) - 1}), got {list(widths)}"
+        )
+    rows = sizes[:-1] if fine else sizes[1:]
+    return nn.ParameterList(nn.Parameter(torch.ones(n, int(w))) for n, w in zip(rows, widths))
 
 
 def _kernel_conv(
@@ -234,14 +312,16 @@ class MeshEncoder(nn.Module):
         full_res_blocks: at the mesh's own level (0: a per-vertex linear layer, then straight to
         pooling); num_basis: M (``vc`` only); conv: ``spiral`` or ``vc``; layout: ``residual`` or
         ``plain`` (one convolution + ELU per level, channels[l] out at level l < L, D at the latent
-        level, ELU included as in Mesh-VQ-VAE's encoder; the block counts are not read).
+        level, ELU included as in Mesh-VQ-VAE's encoder; the block counts are not read); pool_widths:
+        None (fixed pooling) or, per pooling step, how many level vertices a coarse vertex mixes (learned).
     """
 
     def __init__(self, sizes, num_neighbours, channels, code_dim, blocks_per_level=1, num_basis=9, conv="spiral",
-                 full_res_blocks=1, layout="residual"):  # fmt: skip
+                 full_res_blocks=1, layout="residual", pool_widths=None):  # fmt: skip
         super().__init__()
         _check_layout(layout)
         self.layout = layout
+        self.pool_weights = learned_pooling(sizes, pool_widths, fine=False)
         ks = _per_level(num_neighbours, sizes)
         if layout == "plain":
             outs = list(channels[: len(sizes) - 1]) + [code_dim]
@@ -267,16 +347,19 @@ class MeshEncoder(nn.Module):
         if self.layout == "plain":
             for level, conv in enumerate(self.convs):
                 if level > 0:
-                    h = pool(h, ops[level - 1])
+                    h = self._pool(h, ops, level - 1)
                 h = F.elu(conv(h, ops[level]))
             return h.transpose(0, 1)
         h = self.inp(h)
         for level, blocks in enumerate(self.levels):
             if level > 0:
-                h = pool(h, ops[level - 1])
+                h = self._pool(h, ops, level - 1)
             for block in blocks:
                 h = block(h, ops[level])
         return self.out(F.elu(h)).transpose(0, 1)
+
+    def _pool(self, h: Tensor, ops: list[LevelOps], level: int) -> Tensor:
+        return pool(h, ops[level], self.pool_weights[level] if len(self.pool_weights) else None)
 
 
 class MeshDecoder(nn.Module):
@@ -289,16 +372,18 @@ class MeshDecoder(nn.Module):
     up-sampling (without it, a region's vertices at a coarse level start from one copied feature and
     differ only near borders). ``plain`` layout (Mesh-VQ-VAE's): one convolution + ELU per level from
     the latent level up (D -> channels[L-1] -> ... -> channels[0]), the last one (level 0) to 3
-    coordinates without ELU; the block counts and embeddings are not read.
+    coordinates without ELU; the block counts and embeddings are not read. ``unpool_widths``: None
+    (fixed un-pooling) or, per step, how many coarse vertices a vertex mixes (learned).
     """
 
     def __init__(
         self, sizes, num_neighbours, channels, code_dim, blocks_per_level=1, num_basis=9, latent_blocks=0,
-        conv="spiral", full_res_blocks=1, level_embed=False, layout="residual",
+        conv="spiral", full_res_blocks=1, level_embed=False, layout="residual", unpool_widths=None,
     ):  # fmt: skip
         super().__init__()
         _check_layout(layout)
         self.layout = layout
+        self.unpool_weights = learned_pooling(sizes, unpool_widths, fine=True)
         ks = _per_level(num_neighbours, sizes)
         if layout == "plain":
             levels = range(len(sizes) - 1, -1, -1)
@@ -338,7 +423,7 @@ class MeshDecoder(nn.Module):
             for i, conv in enumerate(self.convs):
                 level = num_levels - i
                 if i > 0:
-                    h = unpool(h, ops[level])
+                    h = self._unpool(h, ops, level)
                 h = conv(h, ops[level])
                 h = F.elu(h) if level > 0 else h
             return h.transpose(0, 1)
@@ -347,7 +432,7 @@ class MeshDecoder(nn.Module):
             h = block(h, ops[-1])
         for i, blocks in enumerate(self.levels):
             level = num_levels - 1 - i
-            h = unpool(h, ops[level])
+            h = self._unpool(h, ops, level)
             if level == 0:
                 h = h + self.vertex_embed.to(h.dtype)[:, None]
             elif len(self.level_embed):
@@ -355,3 +440,6 @@ class MeshDecoder(nn.Module):
             for block in blocks:
                 h = block(h, ops[level])
         return self.out(F.elu(h)).transpose(0, 1)
+
+    def _unpool(self, h: Tensor, ops: list[LevelOps], level: int) -> Tensor:
+        return unpool(h, ops[level], self.unpool_weights[level] if len(self.unpool_weights) else None)

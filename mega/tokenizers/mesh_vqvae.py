@@ -311,6 +311,10 @@ class MeshConvVQVAE(MeshTokenizer):
         num_neighbours: K, vertices one convolution gathers (self included): one value, or one per level.
         layout: ``residual`` (ours: linear lift, residual blocks, per-token linear map) or ``plain``
             (Mesh-VQ-VAE's: one convolution + ELU per level; the block counts below are not read).
+        pool_widths, unpool_widths: None (fixed pooling: area-weighted region means, inverse-distance
+            mixes) or learned pooling as Mesh-VQ-VAE's, one width per pooling step (fine -> coarse):
+            vertices each coarse vertex mixes when pooling / coarse vertices each vertex mixes when
+            un-pooling (:mod:`mega.tokenizers.mesh_conv`).
         conv: ``spiral`` (shared weights over angularly ordered neighbours; fast) or ``vc`` (Zhou et
             al.'s per-vertex mixing of shared kernels, Mesh-VQ-VAE's; slow on CPUs).
         num_basis: M, kernels shared by all vertices of a ``vc`` convolution (Mesh-VQ-VAE: 9).
@@ -352,20 +356,27 @@ class MeshConvVQVAE(MeshTokenizer):
         seed: int = 0,
         level_sizes: list[int] | None = None,
         layout: str = "residual",
+        pool_widths: list[int] | None = None,
+        unpool_widths: list[int] | None = None,
     ) -> None:
         quantizer = VectorQuantizer(
             codebook_size, code_dim, decay=decay, dead_after=dead_after, usage_window=usage_window, seed=seed
         )
         if not isinstance(num_neighbours, int):
             num_neighbours = [int(k) for k in num_neighbours]
-        if level_sizes is not None:
-            level_sizes = [int(n) for n in level_sizes]
+        level_sizes, pool_widths, unpool_widths = (
+            None if v is None else [int(n) for n in v] for v in (level_sizes, pool_widths, unpool_widths)
+        )
         config = init_kwargs(MeshConvVQVAE, locals())
-        for key, default in (
+        # arguments added later are recorded only when set, so older checkpoints keep their content hash
+        later = (
             ("level_sizes", None),
             ("layout", "residual"),
-        ):  # added later: recorded only when
-            if config[key] == default:  # set, so older checkpoints keep their content hash
+            ("pool_widths", None),
+            ("unpool_widths", None),
+        )
+        for key, default in later:
+            if config[key] == default:
                 del config[key]
         super().__init__(config, quantizer, num_tokens, num_vertices, commitment_weight, recon_loss)
         self.sizes = _sizes(num_vertices, num_tokens, pool_factor, level_sizes)
@@ -373,11 +384,11 @@ class MeshConvVQVAE(MeshTokenizer):
         channels = level_channels(len(self.sizes) - 1, base_channels, hidden_dim)
         self.encoder = MeshEncoder(
             self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, conv, full_res_blocks,
-            layout,
+            layout, pool_widths,
         )  # fmt: skip
         self.decoder = MeshDecoder(
             self.sizes, num_neighbours, channels, code_dim, blocks_per_level, num_basis, latent_blocks, conv,
-            full_res_blocks, level_embed, layout,
+            full_res_blocks, level_embed, layout, unpool_widths,
         )  # fmt: skip
         self.hierarchy_store = HierarchyStore()
         self._checked: tuple | None = None
@@ -440,7 +451,8 @@ class MeshConvVQVAE(MeshTokenizer):
         h = self.hierarchy
         if self._ops_cache is not None and self._ops_cache[0] is h:
             return self._ops_cache[1]
-        ops = [LevelOps(h.neighbours[lv], h.assign[lv], h.area[lv], h.up_index[lv], h.up_weight[lv], h.sizes[lv + 1])
+        ops = [LevelOps(h.neighbours[lv], h.assign[lv], h.area[lv], h.up_index[lv], h.up_weight[lv], h.sizes[lv + 1],
+                        h.positions[lv], h.positions[lv + 1], h.neighbours[lv + 1])
                for lv in range(h.num_levels)]  # fmt: skip
         ops.append(LevelOps(h.neighbours[-1]))
         self._ops_cache = (h, ops)
