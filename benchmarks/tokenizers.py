@@ -67,6 +67,9 @@ def bench_preset(
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
     if "num_vertices" in cfg:
         cfg["num_vertices"] = body.num_vertices
+        if cfg.get("level_sizes") and cfg["level_sizes"][0] >= body.num_vertices:  # SMPL's level sizes
+            cfg["level_sizes"] = None  # another body: geometric steps of pool_factor
+            print(f"{name}: level_sizes are SMPL's; geometric steps of pool_factor on this body")
     tok = build_tokenizer(**cfg).to(device)
     n_params = sum(p.numel() for p in tok.parameters()) / 1e6
     print(f"{name}: L={tok.num_tokens} K={tok.codebook_size} D={tok.code_dim}, {n_params:.3f} M parameters")

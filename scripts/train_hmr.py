@@ -157,6 +157,7 @@ def main(cfg: DictConfig) -> None:
         body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
         seed_everything(engine.seed)
         model, kwargs = build_model(cfg, tokenizer, body)
+        model.target_cache_items = int(cfg.get("target_id_cache") or 0)
         if init is not None:
             load_pretrained_transformer(model.transformer, init, tok_sha)
         if cfg.init_checkpoint:  # a previous stage's hmr.pt (MEGA: the mix stage starts from the COCO run)

@@ -170,6 +170,8 @@ def test_target_ids_are_cached_by_content_with_flips(free_body, kind):
     from mega.data.augment import flip_pose
 
     model = make_model(free_body, kind, **({"include_global_orient": True} if kind == "pose" else {}))
+    assert model.target_cache_items == 0  # off unless asked for
+    model.target_cache_items = 500_000
     encoded = []
     encode = model.tokenizer.encode
     model.tokenizer.encode = lambda x: (encoded.append(x.shape[0]), encode(x))[1]
