@@ -96,7 +96,14 @@ def test_stochastic_at_zero_temperature_one_step_equals_deterministic(tiny):
     assert torch.equal(recover(model, img, greedy).ids, recover(model, img).ids)
 
 
-def test_precision_switch(tiny):
+@pytest.fixture
+def keep_global_rng():
+    """Leave torch's global random state as found (later tests draw their images from it)."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+def test_precision_switch(tiny, keep_global_rng):
     """bf16 autocast runs the network passes in bf16 and returns float32 bodies near the fp32 ones."""
     model = load_hmr(tiny["mesh"])
     img = torch.randn(2, 3, 32, 32)
