@@ -106,18 +106,19 @@ def keep_global_rng():
 def test_precision_switch(tiny, keep_global_rng):
     """bf16 autocast runs the network passes in bf16 and returns float32 bodies near the fp32 ones."""
     model = load_hmr(tiny["mesh"])
+    stochastic = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "sampler" / "stochastic.yaml"))
     img = torch.randn(2, 3, 32, 32)
-    fp32 = recover(model, img, build_sampler("stochastic"), num_samples=2, with_deterministic=True)
+    fp32 = recover(model, img, build_sampler(stochastic), num_samples=2, with_deterministic=True)
     assert torch.equal(
         recover(
-            model, img, build_sampler("stochastic"), num_samples=2, with_deterministic=True, precision="fp32"
+            model, img, build_sampler(stochastic), num_samples=2, with_deterministic=True, precision="fp32"
         ).vertices,
         fp32.vertices,
     )  # fmt: skip  (fp32 is the default)
     dtypes = []
     handle = model.transformer.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
     bf16 = recover(
-        model, img, build_sampler("stochastic"), num_samples=2, with_deterministic=True, precision="bf16"
+        model, img, build_sampler(stochastic), num_samples=2, with_deterministic=True, precision="bf16"
     )
     handle.remove()
     assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 5 + 1  # T = 5 steps + the deterministic pass
