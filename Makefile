@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup weights test lint bench quickstart pipeline detector media demo clean
+.PHONY: setup weights test test-app app app-setup chromium lint bench quickstart pipeline detector media demo clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,29 @@ $(WEIGHTS):
 
 test: setup $(WEIGHTS)
 	$(BIN)/python -m pytest tests
+
+# The web page (scripts/app.py) on the quickstart's model (or checkpoint=PATH): http://127.0.0.1:7860
+APP_STAMP := $(VENV)/.installed-app
+app-setup: setup $(APP_STAMP)
+$(APP_STAMP): pyproject.toml constraints.txt
+	$(PIP) -q -e '.[dev,app]'
+	touch $(APP_STAMP)
+
+app: app-setup
+	$(BIN)/python scripts/app.py $(ARGS)
+
+# The page in a real browser: Debian's chromium (installed with apt when missing; a failure stops here,
+# it never skips), driven by playwright. CI runs it after `make test` (.ci/run).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || { echo "error: Debian's chromium is needed for the browser test and could not be installed (apt-get install chromium)"; exit 1; }
+	@$(CHROMIUM) --version
+
+test-app: app-setup chromium
+	$(PIP) -q -e '.[dev,app,browser]'
+	MEGA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m browser tests/test_app_browser.py
 
 lint: setup
 	$(BIN)/ruff check mega scripts tests benchmarks

@@ -10,6 +10,10 @@ One call per person writes (atomically, :mod:`mega.atomic`) into ``out_dir``::
 Meshes are the vertices given (typically the first sample, or the mean of Q samples), in the
 full-image camera frame (OpenCV: x right, y down, z forward), so several people of one image keep
 their relative placement when the files are opened together.
+
+:func:`write_glb` puts the people of one image in one binary glTF scene (one node per person) for 3D
+viewers, in glTF's camera frame (x right, y up, z towards the viewer): the OpenCV camera frame turned
+180 degrees about x, so ``(x, y, z) -> (x, -y, -z)``; the camera sits at the origin looking down -z.
 """
 
 from __future__ import annotations
@@ -112,3 +116,43 @@ def export_person(
         record["files"] = {fmt: p.name for fmt, p in paths.items()}
         write_json(paths["json"], record)
     return paths
+
+
+OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0])  # the camera frame turned 180 degrees about x
+
+
+def write_glb(
+    path: str | Path,
+    meshes: list[np.ndarray],
+    faces: np.ndarray,
+    colors: list[np.ndarray] | None = None,
+    names: list[str] | None = None,
+) -> Path:
+    """The people of one image as one binary glTF (``.glb``) scene, one node per person (atomically).
+
+    Args:
+        meshes: per person (V, 3) vertices in the OpenCV camera frame (metres); written in glTF's camera
+            frame (:data:`OPENCV_TO_GLTF`, so the faces keep their outward orientation).
+        faces: (F, 3) shared by all meshes.
+        colors: per person (V, 3) RGB in [0, 1] or uint8, or (3,) one colour; None: grey.
+        names: node and mesh names (default ``person_<i>``).
+    Returns:
+        ``path``.
+    """
+    if not meshes:
+        raise ValueError("write_glb: no mesh to write")
+    names = names or [f"person_{i}" for i in range(len(meshes))]
+    scene = trimesh.Scene()
+    for i, (verts, name) in enumerate(zip(meshes, names)):
+        v = np.asarray(verts, dtype=np.float64) @ OPENCV_TO_GLTF.T
+        mesh = trimesh.Trimesh(v, np.asarray(faces, dtype=np.int64), process=False)
+        c = np.asarray(colors[i] if colors is not None else (0.7, 0.7, 0.7))
+        if c.dtype != np.uint8:
+            c = (np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)
+        c = np.broadcast_to(c.reshape(-1, 3)[: len(v)] if c.ndim == 2 else c, (len(v), 3))
+        mesh.visual.vertex_colors = np.concatenate([c, np.full((len(v), 1), 255, np.uint8)], 1)
+        scene.add_geometry(mesh, node_name=name, geom_name=name)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(scene.export(file_type="glb"))
+    return path

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.atomic import write_json
+from mega.demo.examples import write_heldout_detections
 from mega.errors import UserError, entry_point
 
 log = logging.getLogger("quickstart")
@@ -71,31 +71,11 @@ def benchmark_index(cfg: DictConfig) -> Path:
     return Path(cfg.images.root) / "benchmark_test_all.npz"
 
 
-def write_heldout_detections(cfg: DictConfig, out: Path, margin: float = 1.2) -> list[str]:
-    """COCO results JSON for ``demo.num_images`` evenly spaced test images (their labelled keypoints and
-    boxes, with the box shrunk by ``margin`` so the demo's crop is the training crop); returns the image paths."""
-    root = Path(cfg.images.root)
-    with np.load(root / "test.npz", allow_pickle=False) as f:
-        names, center, scale, kp = f["imgname"], f["center"], f["scale"], f["j2d_coco"]
-    pick = np.linspace(0, len(names) - 1, min(int(cfg.demo.num_images), len(names))).round().astype(int)
-    dets, paths = [], []
-    for i in pick:
-        side = float(scale[i]) * 200.0 / margin
-        x0, y0 = center[i] - side / 2
-        dets.append({"image_id": Path(str(names[i])).name, "keypoints": kp[i].reshape(-1).tolist(),
-                     "bbox": [float(x0), float(y0), side, side], "score": 1.0})  # fmt: skip
-        paths.append(str(root / str(names[i])))
-    write_json(out, dets)
-    return paths
-
-
 def detector_ready() -> bool:
     """The BlazePose extra is installed (``make detector``)."""
-    import importlib.util
+    from mega.detection.blazepose import detector_available
 
-    from mega.detection.blazepose import DEFAULT_MODEL
-
-    return importlib.util.find_spec("mediapipe") is not None and DEFAULT_MODEL.is_file()
+    return detector_available()
 
 
 def build_stages(cfg: DictConfig) -> list[Stage]:
@@ -188,7 +168,8 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     common = [f"checkpoint={hmr}", f"detections={dets}", f"threads={cfg.threads}", *cfg.demo.args]
 
     def heldout_inputs() -> list[str]:
-        return ["inputs=[" + ",".join(write_heldout_detections(cfg, dets)) + "]"]
+        paths = write_heldout_detections(cfg.images.root, cfg.demo.num_images, dets)
+        return ["inputs=[" + ",".join(paths) + "]"]
 
     q = int(cfg.demo.uncertainty_samples)
     for name, extra in (("heldout", ["sampler=deterministic"]),

@@ -28,6 +28,13 @@ DEFAULT_MODEL = Path("data/detectors/pose_landmarker_full.task")
 INSTALL_HINT = "install the offline detector extra with `make detector` (builds the model bundle, no download at run time)"
 
 
+def detector_available(model_path: str | Path = DEFAULT_MODEL) -> bool:
+    """Whether the BlazePose extra is installed (``make detector``): the runtime and the model bundle."""
+    import importlib.util
+
+    return importlib.util.find_spec("mediapipe") is not None and Path(model_path).is_file()
+
+
 class DetectorUnavailableError(UserError, RuntimeError):
     """The optional detector (mediapipe, or its model bundle) is not installed."""
 

@@ -1,0 +1,220 @@
+"""The web page end to end in a real browser: `scripts/app.py` on a tiny random model, driven in headless
+Chromium (Debian's package, through playwright; nothing downloads a browser). Run by `make test-app` (CI:
+.ci/run); deselected from the plain `make test` because it needs the `app` extras and Chromium, and it fails
+(never skips) when they are missing.
+
+Upload a held-out synthetic image, press Run, wait for the overlay and the 3D view; the overlay is a real
+picture, the GLB downloads and loads in trimesh with the body's vertex count, no request leaves localhost;
+a text file uploaded as an image and a checkpoint that does not load show their messages in the page.
+A screenshot of the page after the run is written (``MEGA_APP_SCREENSHOT``, default under tmp_path).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import trimesh
+from fixtures_models import heldout_set, save_tiny_hmr
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("MEGA_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]  # fmt: skip  (WebGL on the CPU)
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """``scripts/app.py`` in a subprocess, in an empty working folder (to check it writes nothing there)."""
+
+    def __init__(self, cwd: Path, *overrides: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.cwd = cwd
+        cwd.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, str(ROOT / "scripts" / "app.py"), f"port={self.port}", "threads=1", *overrides]
+        self.log = cwd.parent / f"{cwd.name}.log"
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"the app did not start in 120 s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium (`make test-app` does: apt-get install chromium)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as err:
+        pytest.fail(f"playwright is missing ({err}): `make test-app` installs the extras .[app,browser]")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, free_body):
+    root = tmp_path_factory.mktemp("app_browser")
+    return {"root": root, "ckpt": save_tiny_hmr(root, free_body), "images": heldout_set(root),
+            "vertices": free_body.num_vertices}  # fmt: skip
+
+
+def open_page(browser, app: App):
+    """A fresh page (own context) that records every request leaving localhost."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = ctx.new_page()
+    page.outside = []
+    page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", "localhost") and
+            not r.url.startswith(("data:", "blob:")) and page.outside.append(r.url))  # fmt: skip
+    page.goto(app.url)
+    page.wait_for_selector("#run", timeout=60_000)
+    return page
+
+
+def upload_and_run(page, path: Path) -> None:
+    clear = page.locator("#upload button[aria-label=Clear]")
+    if clear.count():  # a file is there already: the drop zone comes back once it is cleared
+        clear.first.click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.wait_for_selector(f'#upload td.filename[aria-label="{path.name}"]', timeout=60_000)
+    page.click("#run")
+
+
+def test_page_upload_run_turn_download(browser, assets, tmp_path):
+    app = App(tmp_path / "cwd", f"checkpoint={assets['ckpt']}", f"examples.images_root={assets['images']}",
+              "examples.video=null", "pictures.panel_height=240")  # fmt: skip
+    page = None
+    try:
+        page = open_page(browser, app)
+        assert page.locator("text=Examples").count() >= 1  # the held-out images are bundled
+        heldout = sorted((assets["images"] / "images" / "test").iterdir())[0]
+        page.locator("#sampler label", has_text="stochastic").first.click()
+        upload_and_run(page, heldout)
+        t0 = time.perf_counter()
+        page.wait_for_selector("#overlay img", timeout=120_000)
+        page.wait_for_selector("#view3d canvas", timeout=60_000)
+        print(f"Run -> overlay and 3D view: {time.perf_counter() - t0:.1f} s")
+        assert "held-out example" in page.locator("#message").inner_text()
+        # the overlay is a real picture: its size, and not one flat colour
+        src = page.locator("#overlay img").get_attribute("src")
+        data = page.request.get(src if src.startswith("http") else app.url.rstrip("/") + src).body()
+        overlay = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert overlay.shape[0] == 240 and overlay.shape[1] > 50 and overlay.std() > 10
+        assert page.locator("#sd img").count() == 1  # Q > 1: the SD map with its colour bar
+        table = page.locator("#people").inner_text()
+        assert "coco_json" in table and "px" in table
+        # the 3D scene downloads and loads with one node per person and the body's vertices
+        link = page.locator('#downloads a[download$=".glb"]').first
+        with page.expect_download() as info:
+            link.click()
+        glb = tmp_path / "scene.glb"
+        info.value.save_as(glb)
+        scene = trimesh.load(glb)
+        assert list(scene.geometry) == ["person_0"]
+        assert len(scene.geometry["person_0"].vertices) == assets["vertices"]
+        names = [a.get_attribute("download") for a in page.locator("#downloads a[download]").all()]
+        assert sorted(Path(n).suffix for n in names) == [".glb", ".json", ".npz", ".obj", ".ply"], names
+        # turn the body: a drag on the 3D view changes what it shows
+        canvas = page.locator("#view3d canvas")
+        page.wait_for_timeout(1500)  # the scene's first frames
+        before = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), np.float32)
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        page.wait_for_timeout(1000)
+        after = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), np.float32)
+        assert before.std() > 5, "the 3D view shows nothing"
+        assert np.abs(after - before).mean() > 1.0, "dragging did not turn the 3D view"
+        shot = Path(os.environ.get("MEGA_APP_SCREENSHOT", tmp_path / "page.png"))
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        assert Image.open(shot).size[0] >= 1000
+        # a text file uploaded as an image: a message in the page, no stack trace
+        notes = tmp_path / "notes.png"
+        notes.write_text("this is text, not a picture")
+        upload_and_run(page, notes)
+        page.wait_for_function("document.querySelector('#message').innerText.includes('not an image')",
+                               timeout=60_000)  # fmt: skip
+        text = page.locator("#message").inner_text()
+        assert "notes.png is not an image that can be read" in text and "Traceback" not in text
+        assert page.outside == [], page.outside  # offline: nothing but localhost was asked for
+    except Exception:
+        if page is not None:  # what the page showed, for the failure report
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(
+                f"page at the failure: {tmp_path / 'failure.png'}\n{page.locator('body').inner_text()[:3000]}"
+            )
+        raise
+    finally:
+        log = app.stop()
+    assert "Traceback" not in log, log[-3000:]
+    assert list(app.cwd.iterdir()) == []  # the app wrote nothing outside its temporary folder
+
+
+def test_checkpoint_that_does_not_load_is_said_in_the_page(browser, assets, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    app = App(tmp_path / "cwd", f"checkpoint={broken}", "examples.images_root=null", "examples.video=null")
+    try:
+        page = open_page(browser, app)
+        assert "model not loaded" in page.locator("#banner").inner_text()
+        image = tmp_path / "gray.png"
+        Image.fromarray(np.full((60, 80, 3), 120, np.uint8)).save(image)
+        upload_and_run(page, image)
+        page.wait_for_function("document.querySelector('#message').innerText.includes('does not load')",
+                               timeout=60_000)  # fmt: skip
+        assert "make quickstart" in page.locator("#message").inner_text()
+    finally:
+        app.stop()
