@@ -76,11 +76,11 @@ def build_page(session: Session, examples: list[Path], banner: str):
 
     def outputs_of(frame):
         p = frame.panels
-        return (str(p["overlay"]), str(p["side"]) if "side" in p else None,
+        return (str(p["input"]), str(p["overlay"]), str(p["side"]) if "side" in p else None,
                 gr.update(value=str(p["sd"]) if "sd" in p else None, visible="sd" in p), str(frame.glb))  # fmt: skip
 
     def run(upload, snapshot, sampler, q, rotation):
-        empty = (None, None, gr.update(value=None, visible=False), None, None, None, gr.update(choices=[], value=None, visible=False), [])  # fmt: skip
+        empty = (None, None, None, gr.update(value=None, visible=False), None, None, None, gr.update(choices=[], value=None, visible=False), [])  # fmt: skip
         try:
             results, notices = session.run(upload or snapshot, sampler, int(q), rotation)
         except PageError as err:
@@ -99,7 +99,7 @@ def build_page(session: Session, examples: list[Path], banner: str):
         for frame in results or []:
             if frame.stem == stem:
                 return outputs_of(frame)
-        return None, None, gr.update(visible=False), None
+        return None, None, None, gr.update(visible=False), None
 
     with gr.Blocks(title="mega: body meshes from a photo", analytics_enabled=False) as page:
         gr.Markdown(f"## mega: 3D bodies from a photo or a clip\n{banner}", elem_id="banner")
@@ -123,6 +123,7 @@ def build_page(session: Session, examples: list[Path], banner: str):
                 message = gr.HTML("<p>Drop in a photo or a clip and press Run.</p>", elem_id="message")
                 frame = gr.Dropdown(label="Frame", choices=[], visible=False, elem_id="frame")
                 with gr.Row():
+                    people = gr.Image(label="People and keypoints", interactive=False, elem_id="people_in")
                     overlay = gr.Image(label="Mesh over the image", interactive=False, elem_id="overlay")
                     side = gr.Image(label="Side view", interactive=False, elem_id="side")
                     sd = gr.Image(label="Per-vertex SD (mm)", interactive=False, visible=False, elem_id="sd")
@@ -134,10 +135,14 @@ def build_page(session: Session, examples: list[Path], banner: str):
                 files = gr.File(label="Downloads (.obj .ply .npz .json per person, .glb scene)", file_count="multiple",
                                 interactive=False, elem_id="downloads")  # fmt: skip
         state = gr.State([])
-        shown = [overlay, side, sd, view]
+        shown = [people, overlay, side, sd, view]
         button.click(run, [upload, snapshot, sampler, q, rotation],
                      [message, *shown, table, files, frame, state], concurrency_limit=1)  # fmt: skip
         frame.change(show_frame, [frame, state], shown)
+        # one input at a time: a new file clears the snapshot and a new snapshot the file
+        clear_if = lambda value: gr.update(value=None) if value else gr.update()  # noqa: E731
+        upload.change(clear_if, upload, snapshot)
+        snapshot.change(clear_if, snapshot, upload)
     return page, theme
 
 

@@ -46,6 +46,20 @@ def test_examples_are_heldout_images_with_their_labels(app_assets):
     assert image_key(np.zeros((4, 4, 3), np.uint8)) != image_key(np.zeros((4, 5, 3), np.uint8))
 
 
+def test_example_frame_of_a_video(tmp_path):
+    clip = tmp_path / "walk.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(5):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+    files, table = build_examples(tmp_path / "no_images", 3, clip, 3, tmp_path / "ex")
+    assert [p.name for p in files] == ["walk_f000003.png"] and table == {}
+    assert abs(float(cv2.imread(str(files[0])).mean()) - 120) < 8  # the fourth frame (MJPG is lossy)
+    files, _ = build_examples(None, 3, clip, 99, tmp_path / "ex2")  # past the end: the last frame
+    assert files[0].name == "walk_f000004.png"
+    assert abs(float(cv2.imread(str(files[0])).mean()) - 160) < 8
+
+
 def test_run_writes_pictures_glb_and_files(app_assets, tmp_path, free_body):
     s = session(app_assets, tmp_path)
     results, notices = s.run(app_assets["examples"][0], "stochastic", 3, "keypoints")

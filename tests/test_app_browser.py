@@ -4,8 +4,9 @@ Chromium (Debian's package, through playwright; nothing downloads a browser). Ru
 (never skips) when they are missing.
 
 Upload a held-out synthetic image, press Run, wait for the overlay and the 3D view; the overlay is a real
-picture, the GLB downloads and loads in trimesh with the body's vertex count, no request leaves localhost;
-a text file uploaded as an image and a checkpoint that does not load show their messages in the page.
+picture, a drag turns the 3D view, the GLB downloads and loads in trimesh with the body's vertex count; a
+text file uploaded as an image shows its message in the page; a webcam snapshot (Chromium's fake camera)
+runs; no request leaves localhost; a checkpoint that does not load is said in the page.
 A screenshot of the page after the run is written (``MEGA_APP_SCREENSHOT``, default under tmp_path).
 """
 
@@ -37,9 +38,11 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--use-angle=swiftshader",
+    "--use-angle=swiftshader",  # WebGL on the CPU
     "--enable-unsafe-swiftshader",
-]  # fmt: skip  (WebGL on the CPU)
+    "--use-fake-device-for-media-stream",  # a test-pattern webcam
+    "--use-fake-ui-for-media-stream",
+]
 pytestmark = pytest.mark.browser
 
 
@@ -111,7 +114,9 @@ def assets(tmp_path_factory, free_body):
 
 def open_page(browser, app: App):
     """A fresh page (own context) that records every request leaving localhost."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    ctx = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, accept_downloads=True, permissions=["camera"]
+    )
     page = ctx.new_page()
     page.outside = []
     page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", "localhost") and
@@ -166,15 +171,17 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
         assert sorted(Path(n).suffix for n in names) == [".glb", ".json", ".npz", ".obj", ".ply"], names
         # turn the body: a drag on the 3D view changes what it shows
         canvas = page.locator("#view3d canvas")
+        canvas.scroll_into_view_if_needed()
         page.wait_for_timeout(1500)  # the scene's first frames
-        before = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), np.float32)
         box = canvas.bounding_box()
+        grab = lambda: np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("L"), np.float32)  # noqa: E731
+        before = grab()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()
         page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2, steps=8)
         page.mouse.up()
         page.wait_for_timeout(1000)
-        after = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), np.float32)
+        after = grab()
         assert before.std() > 5, "the 3D view shows nothing"
         assert np.abs(after - before).mean() > 1.0, "dragging did not turn the 3D view"
         shot = Path(os.environ.get("MEGA_APP_SCREENSHOT", tmp_path / "page.png"))
@@ -189,6 +196,19 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
                                timeout=60_000)  # fmt: skip
         text = page.locator("#message").inner_text()
         assert "notes.png is not an image that can be read" in text and "Traceback" not in text
+        # a webcam snapshot (Chromium's fake camera) replaces the file and runs as the whole image
+        page.get_by_role("tab", name="Paste or webcam").click()
+        page.locator("#snapshot button[aria-label='Capture from camera']").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator("#snapshot button[aria-label='capture photo']").click(timeout=30_000)
+        page.wait_for_selector("#snapshot img", timeout=30_000)
+        page.wait_for_selector(
+            '#upload td.filename[aria-label="notes.png"]', state="detached", timeout=30_000
+        )
+        page.click("#run")
+        page.wait_for_function("document.querySelector('#message').innerText.includes('whole image')",
+                               timeout=120_000)  # fmt: skip
+        assert page.locator("#overlay img").count() == 1 and page.locator("#sd img").count() == 1
         assert page.outside == [], page.outside  # offline: nothing but localhost was asked for
     except Exception:
         if page is not None:  # what the page showed, for the failure report

@@ -49,19 +49,20 @@ def image_key(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def video_frame(path: Path, index: int) -> np.ndarray | None:
-    """Frame ``index`` of a video (RGB uint8), or the last one if it is shorter; None if none reads."""
+def video_frame(path: Path, index: int) -> tuple[int, np.ndarray] | None:
+    """Frame ``index`` of a video (RGB uint8), or the last one if it is shorter, with its index; None if no
+    frame reads."""
     cap = cv2.VideoCapture(str(path))
-    frame = None
+    frame, got = None, -1
     try:
-        for _ in range(index + 1):
+        for i in range(index + 1):
             ok, bgr = cap.read()
             if not ok:
                 break
-            frame = bgr
+            frame, got = bgr, i
     finally:
         cap.release()
-    return None if frame is None else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return None if frame is None else (got, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
 def build_examples(
@@ -89,9 +90,9 @@ def build_examples(
     elif root is not None:
         log.info("no held-out examples: %s/test.npz not found (`make quickstart` makes it)", root)
     if video and Path(video).is_file():
-        rgb = video_frame(Path(video), frame)
-        if rgb is not None:
-            dst = out_dir / f"{Path(video).stem}_f{frame:06d}.png"
-            cv2.imwrite(str(dst), rgb[..., ::-1])
+        got = video_frame(Path(video), frame)
+        if got is not None:
+            dst = out_dir / f"{Path(video).stem}_f{got[0]:06d}.png"
+            cv2.imwrite(str(dst), got[1][..., ::-1])
             files.append(dst)
     return files, table
