@@ -123,10 +123,10 @@ def build_page(session: Session, examples: list[Path], banner: str):
                 message = gr.HTML("<p>Drop in a photo or a clip and press Run.</p>", elem_id="message")
                 frame = gr.Dropdown(label="Frame", choices=[], visible=False, elem_id="frame")
                 with gr.Row():
-                    people = gr.Image(label="People and keypoints", interactive=False, elem_id="people_in")
-                    overlay = gr.Image(label="Mesh over the image", interactive=False, elem_id="overlay")
+                    people = gr.Image(label="People", interactive=False, elem_id="people_in")
+                    overlay = gr.Image(label="Mesh", interactive=False, elem_id="overlay")
                     side = gr.Image(label="Side view", interactive=False, elem_id="side")
-                    sd = gr.Image(label="Per-vertex SD (mm)", interactive=False, visible=False, elem_id="sd")
+                    sd = gr.Image(label="Vertex SD (mm)", interactive=False, visible=False, elem_id="sd")
                 view = gr.Model3D(label="3D view (drag to turn, scroll to zoom)", clear_color=(0.96, 0.96, 0.96, 1.0),
                                   height=420, elem_id="view3d")  # fmt: skip
                 table = gr.Dataframe(
