@@ -34,10 +34,11 @@ import mega  # noqa: E402,F401  (torchvision shim before anything else)
 from mega.demo import DemoInputError, find_checkpoint  # noqa: E402
 from mega.demo.examples import build_examples  # noqa: E402
 from mega.demo.inputs import QUICKSTART_CHECKPOINT  # noqa: E402
-from mega.demo.web import ROTATIONS, SAMPLERS, Limits, PageError, Session, person_table  # noqa: E402
+from mega.demo.web import ROTATIONS, Limits, PageError, Session, person_table  # noqa: E402
 from mega.errors import UserError, entry_point  # noqa: E402
 
 log = logging.getLogger("app")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TABLE_HEADERS = ["image", "person", "people from", "2D error px", "before refinement px", "mean SD mm"]
 CSS = "#message p { font-size: 1.05em } #message.error p, .mega-error { color: #b3261e; font-weight: 600 }"
 
@@ -53,6 +54,25 @@ def import_gradio():
         raise AppError(f"the web page needs the `app` extra ({err}): run `make app` "
                        "(or `pip install -c constraints.txt -e .[app]`)") from err  # fmt: skip
     return gr
+
+
+def preset(group: str, name: str | None) -> dict | None:
+    """``configs/<group>/<name>.yaml`` as a dict (None for no name or ``none``)."""
+    if name in (None, "none"):
+        return None
+    path = CONFIGS / group / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise AppError(f"decodings: no {group} preset {path}; known: {known}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def decodings(choices: DictConfig) -> dict[str, dict]:
+    """The page's sampler choices: ``{name: {"sampler": preset, "refiner": preset or None}}``."""
+    return {
+        str(k): {"sampler": preset("sampler", v.sampler), "refiner": preset("refiner", v.get("refiner"))}
+        for k, v in choices.items()
+    }
 
 
 def detector_choice(name: str) -> str | None:
@@ -110,10 +130,9 @@ def build_page(session: Session, examples: list[Path], banner: str):
                 with gr.Tab("Paste or webcam"):
                     snapshot = gr.Image(label="Paste an image or take a webcam snapshot", type="filepath",
                                         sources=["clipboard", "webcam", "upload"], elem_id="snapshot")  # fmt: skip
-                sampler = gr.Radio(list(SAMPLERS), value="deterministic", label="Sampler", elem_id="sampler")
-                q = gr.Slider(
-                    2, 20, value=5, step=1, label="Q samples (stochastic, uncertainty-guided)", elem_id="q"
-                )
+                names = list(session.decodings)
+                sampler = gr.Radio(names, value=names[0], label="Sampler", elem_id="sampler")
+                q = gr.Slider(2, 20, value=5, step=1, label="Q samples (all but deterministic)", elem_id="q")
                 rotation = gr.Radio(list(ROTATIONS), value="head", label="Rotation from", elem_id="rotation",
                                     info="head: the model's heads; keypoints: solved from the 2D keypoints")  # fmt: skip
                 button = gr.Button("Run", variant="primary", elem_id="run")
@@ -166,8 +185,9 @@ def main(cfg: DictConfig) -> None:
     examples, table = build_examples(
         ex.images_root, int(ex.num_images), ex.video, int(ex.frame), WORK / "examples"
     )
+    pictures = OmegaConf.to_container(cfg.pictures)
     session = Session(
-        Path(ckpt), WORK, detector, table, OmegaConf.to_container(cfg.pictures), limits, cfg.device
+        Path(ckpt), WORK, decodings(cfg.decodings), detector, table, pictures, limits, cfg.device
     )
     try:
         session.model()

@@ -5,6 +5,7 @@ bad input of the issue gives one readable message (a PageError)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +19,12 @@ from mega.demo.web import Limits, PageError, Session, check_upload, person_table
 from mega.export import write_glb
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+STOCHASTIC = {"name": "maskgit", "steps": 2, "temperature": 3.0, "confidence_noise": 1.0}
+DECODINGS = {
+    "deterministic": {"sampler": {"name": "deterministic"}},
+    "stochastic": {"sampler": STOCHASTIC},
+    "pose_guided": {"sampler": STOCHASTIC, "refiner": {"name": "pose_guided", "iterations": 2}},
+}
 PICTURES = {"panel_height": 64, "zoom": True, "side_view": True, "sd_max_mm": None, "bbox_margin": 1.2,
             "max_people": 4, "export": ["obj", "ply", "npz", "json"]}  # fmt: skip
 
@@ -32,7 +39,7 @@ def app_assets(tmp_path_factory, free_body):
 
 
 def session(assets, tmp_path, **kw) -> Session:
-    return Session(assets["ckpt"], tmp_path / "work", None, assets["table"], dict(PICTURES), **kw)
+    return Session(assets["ckpt"], tmp_path / "work", DECODINGS, None, assets["table"], dict(PICTURES), **kw)
 
 
 def test_examples_are_heldout_images_with_their_labels(app_assets):
@@ -80,7 +87,7 @@ def test_run_writes_pictures_glb_and_files(app_assets, tmp_path, free_body):
     assert len(glb.vertices) == free_body.num_vertices
     np.testing.assert_allclose(glb.vertices, obj.vertices * [1, -1, -1], atol=1e-5)
     meta = json.loads(frame.glb.with_name(f"{frame.stem}_p0.json").read_text())
-    assert meta["sampler"] == "stochastic Q=3"
+    assert meta["sampler"] == "maskgit Q=3"
 
 
 def test_whole_image_without_detector_and_clip(app_assets, tmp_path):
@@ -120,7 +127,7 @@ def test_bad_inputs_give_one_message(app_assets, tmp_path):
         check_upload(None, Limits())
     ok = tmp_path / "ok.png"
     cv2.imwrite(str(ok), np.full((40, 60, 3), 90, np.uint8))
-    with pytest.raises(PageError, match="pose_guided sampler needs 2D keypoints: it works on the held-out"):
+    with pytest.raises(PageError, match="pose_guided refiner needs 2D keypoints: it works on the held-out"):
         s.run(ok, "pose_guided", 1, "head")
     with pytest.raises(PageError, match="rotation=keypoints needs 2D keypoints"):
         s.run(ok, "deterministic", 1, "keypoints")
@@ -128,7 +135,7 @@ def test_bad_inputs_give_one_message(app_assets, tmp_path):
         s.run(ok, "magic", 1, "head")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    bad = Session(broken, tmp_path / "work2", None, {}, dict(PICTURES))
+    bad = Session(broken, tmp_path / "work2", DECODINGS, None, {}, dict(PICTURES))
     with pytest.raises(PageError, match="the model checkpoint .*broken.pt does not load"):
         bad.run(ok, "deterministic", 1, "head")
 
@@ -163,3 +170,25 @@ def test_write_glb_nodes_colours_and_frame(tmp_path):
     assert red.face_normals[0][2] * np.cross(verts[1] - verts[0], verts[2] - verts[0])[2] < 0
     with pytest.raises(ValueError, match="no mesh"):
         write_glb(tmp_path / "e.glb", [], faces)
+
+
+def test_the_pages_sampler_choices_are_valid_presets():
+    """configs/app.yaml's decodings name presets that build (scripts/app.py reads them; the library never does)."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from mega.inference import build_sampler
+    from mega.refiners import build_refiner
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("app_script", root / "scripts" / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    choices = app.decodings(OmegaConf.load(root / "configs" / "app.yaml").decodings)
+    assert list(choices) == ["deterministic", "stochastic", "uncertainty_guided", "pose_guided"]
+    for name, d in choices.items():
+        assert build_sampler(d["sampler"]) is not None
+        assert (build_refiner(d["refiner"]) is None) == (name != "pose_guided")
+    with pytest.raises(app.AppError, match="no sampler preset"):
+        app.preset("sampler", "nonexistent")

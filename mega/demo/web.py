@@ -31,7 +31,6 @@ from mega.export import write_glb
 from mega.viz.views import PALETTE, save_png
 
 log = logging.getLogger("demo")
-SAMPLERS = ("deterministic", "stochastic", "uncertainty_guided", "pose_guided")
 ROTATIONS = ("head", "keypoints")
 
 
@@ -141,6 +140,8 @@ class Session:
     Args:
         checkpoint: ``hmr.pt`` to load (on the first request; a failure is a :class:`PageError`).
         work_dir: the temporary folder; each request writes into ``work_dir/runs/<id>/`` only.
+        decodings: the page's sampler choices, ``{name: {"sampler": config, "refiner": config or None}}``
+            (configs as ``configs/sampler/`` and ``configs/refiner/`` hold them; ``scripts/app.py`` reads them).
         detector: ``blazepose`` (people and keypoints; ``make detector``) or None (the whole image).
         examples: ``{image_key: people}`` of the bundled held-out images (their labelled keypoints).
         pictures: the demo's picture and export options (``panel_height``, ``zoom``, ``side_view``,
@@ -149,6 +150,7 @@ class Session:
 
     checkpoint: Path
     work_dir: Path
+    decodings: dict[str, dict[str, Any]]
     detector: str | None = None
     examples: dict[str, list[Person]] = field(default_factory=dict)
     pictures: dict[str, Any] = field(default_factory=dict)
@@ -189,15 +191,17 @@ class Session:
             raise PageError(f"no person found in the {w} x {h} image")
         return found, f"{len(found)} {'person' if len(found) == 1 else 'people'} found by BlazePose"
 
-    def run(self, upload: str | Path | None, sampler: str, num_samples: int, rotation: str,
+    def run(self, upload: str | Path | None, decoding: str, num_samples: int, rotation: str,
             seed: int = 0) -> tuple[list[FrameResult], list[str]]:  # fmt: skip
-        """One request: the upload (image or clip) through the demo's code path. Returns one result per
-        image (a clip: per frame) and the notices for the page."""
-        if sampler not in SAMPLERS:
-            raise PageError(f"sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        """One request: the upload (image or clip) through the demo's code path with the named decoding (a
+        key of ``decodings``; Q samples unless its sampler is deterministic). Returns one result per image
+        (a clip: per frame) and the notices for the page."""
+        if decoding not in self.decodings:
+            raise PageError(f"sampler {decoding!r}: choose one of {', '.join(self.decodings)}")
         if rotation not in ROTATIONS:
             raise PageError(f"rotation {rotation!r}: choose one of {', '.join(ROTATIONS)}")
-        q = int(num_samples) if sampler in ("stochastic", "uncertainty_guided") else 1
+        chosen = self.decodings[decoding]
+        q = int(num_samples) if chosen["sampler"]["name"] != "deterministic" else 1
         if not 1 <= q <= 20:
             raise PageError(f"Q = {num_samples}: choose 1 to 20 samples")
         kind = check_upload(upload, self.limits)
@@ -209,8 +213,8 @@ class Session:
             images = [(_stem(path), image)]
         model = self.model()
         run_dir = self._new_run_dir()
-        cfg = OmegaConf.create({**self.pictures, "sampler": sampler, "num_samples": q, "rotation": rotation,
-                                "seed": int(seed), "compare": None})  # fmt: skip
+        cfg = OmegaConf.create({**self.pictures, "sampler": chosen["sampler"], "refiner": chosen.get("refiner"),
+                                "num_samples": q, "rotation": rotation, "seed": int(seed), "compare": None})  # fmt: skip
         results = []
         for stem, image in images:
             people, source = self.people(image)
