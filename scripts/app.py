@@ -15,27 +15,21 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import traceback
 from pathlib import Path
 
-# Before Gradio is imported: nothing may reach the network, and Gradio's files go to our temporary folder.
-os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
-                  GRADIO_SHARE="False", GRADIO_SSR_MODE="False", DO_NOT_TRACK="1")  # fmt: skip
-WORK = Path(tempfile.mkdtemp(prefix="mega-app-"))
-os.environ["GRADIO_TEMP_DIR"] = str(WORK / "gradio")
-atexit.register(shutil.rmtree, WORK, True)
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-import mega  # noqa: E402,F401  (torchvision shim before anything else)
-from mega.demo import DemoInputError, find_checkpoint  # noqa: E402
-from mega.demo.examples import build_examples  # noqa: E402
-from mega.demo.inputs import QUICKSTART_CHECKPOINT  # noqa: E402
-from mega.demo.web import ROTATIONS, Limits, PageError, Session, person_table  # noqa: E402
-from mega.errors import UserError, entry_point  # noqa: E402
+import mega  # noqa: F401  (torchvision shim before anything else)
+from mega.demo import DemoInputError, find_checkpoint
+from mega.demo.examples import build_examples
+from mega.demo.inputs import QUICKSTART_CHECKPOINT
+from mega.demo.web import ROTATIONS, Limits, PageError, Session, person_table
+from mega.errors import UserError, entry_point
 
 log = logging.getLogger("app")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -45,6 +39,19 @@ CSS = "#message p { font-size: 1.05em } #message.error p, .mega-error { color: #
 
 class AppError(UserError, ValueError):
     """The app cannot start (the `app` extra is missing, or a bad option)."""
+
+
+def offline_workspace() -> Path:
+    """Before Gradio is imported: nothing may reach the network (no analytics, telemetry, share link or
+    server-side rendering), and Gradio's files go to a new temporary folder, deleted at exit (also on a
+    plain `kill`)."""
+    os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+                      GRADIO_SHARE="False", GRADIO_SSR_MODE="False", DO_NOT_TRACK="1")  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="mega-app-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
+    atexit.register(shutil.rmtree, work, True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: Gradio closes its server first
+    return work
 
 
 def import_gradio():
@@ -172,6 +179,7 @@ def _escape(text: str) -> str:
 @hydra.main(config_path="../configs", config_name="app", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
+    work = offline_workspace()
     import_gradio()  # fail early, in one line, without the extra
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -183,11 +191,11 @@ def main(cfg: DictConfig) -> None:
     detector = detector_choice(cfg.detector)
     ex = cfg.examples
     examples, table = build_examples(
-        ex.images_root, int(ex.num_images), ex.video, int(ex.frame), WORK / "examples"
+        ex.images_root, int(ex.num_images), ex.video, int(ex.frame), work / "examples"
     )
     pictures = OmegaConf.to_container(cfg.pictures)
     session = Session(
-        Path(ckpt), WORK, decodings(cfg.decodings), detector, table, pictures, limits, cfg.device
+        Path(ckpt), work, decodings(cfg.decodings), detector, table, pictures, limits, cfg.device
     )
     try:
         session.model()
@@ -199,9 +207,9 @@ def main(cfg: DictConfig) -> None:
     banner = f"{state}; people from {people}. Files stay on this machine, in a temporary folder."
     page, theme = build_page(session, examples, banner)
     page.queue(default_concurrency_limit=1, max_size=16)
-    log.info("temporary folder %s (deleted on exit)", WORK)
+    log.info("temporary folder %s (deleted on exit)", work)
     page.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=False, inbrowser=bool(cfg.open_browser),
-                max_file_size=f"{float(cfg.limits.max_upload_mb):g}mb", allowed_paths=[str(WORK)],
+                max_file_size=f"{float(cfg.limits.max_upload_mb):g}mb", allowed_paths=[str(work)],
                 theme=theme, css=CSS, ssr_mode=False, show_error=False, run_history=False)  # fmt: skip
 
 

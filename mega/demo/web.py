@@ -162,7 +162,7 @@ class Session:
     def model(self):
         """The model, loaded on first use; a checkpoint that does not load is a :class:`PageError`."""
         if self._model is None:
-            from mega.inference import load_hmr
+            from mega.hmr_checkpoint import load_hmr
 
             try:
                 self._model = load_hmr(self.checkpoint, device=torch.device(self.device))
