@@ -152,7 +152,7 @@ def build_page(session: Session, examples: list[Path], banner: str):
                     people = gr.Image(label="People", interactive=False, elem_id="people_in")
                     overlay = gr.Image(label="Mesh", interactive=False, elem_id="overlay")
                     side = gr.Image(label="Side view", interactive=False, elem_id="side")
-                    sd = gr.Image(label="Vertex SD (mm)", interactive=False, visible=False, elem_id="sd")
+                    sd = gr.Image(label="SD (mm)", interactive=False, visible=False, elem_id="sd")
                 view = gr.Model3D(label="3D view (drag to turn, scroll to zoom)", clear_color=(0.96, 0.96, 0.96, 1.0),
                                   height=420, elem_id="view3d")  # fmt: skip
                 table = gr.Dataframe(
