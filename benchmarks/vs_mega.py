@@ -104,6 +104,7 @@ def ours(task: str):
     """A zero-argument callable that runs ``task`` on our model."""
     from omegaconf import OmegaConf
 
+    from mega.inference import recover
     from mega.samplers import SAMPLERS
 
     cfg, tok, body, build_model = _our_model()
@@ -141,17 +142,12 @@ def ours(task: str):
     if task in ("det", "det_bf16"):
         bf16 = task == "det_bf16"
 
-        def det():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return model.predict(img)
-
-        return det
+        return lambda: recover(model, img, precision="bf16" if bf16 else "fp32")
     q = {"q1": 1, "q16": 16}[task]
     sampler = SAMPLERS.build(
         **OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "sampler" / "stochastic.yaml"))
     )
-    g = torch.Generator().manual_seed(0)
-    return lambda: model.predict(img, sampler=sampler, num_samples=q, generator=g)
+    return lambda: recover(model, img, sampler, q)
 
 
 # ---------------------------------------------------------------------- theirs
