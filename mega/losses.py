@@ -28,7 +28,6 @@ drawn for the global batch from generators shared by all ranks for the same reas
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,45 +38,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mega.body.rotations import axis_angle_to_matrix
+from mega.samplers.gumbel import gumbel_noise, gumbel_softmax_st, gumbel_temperature
+from mega.transformer.losses import masked_cross_entropy, masked_token_stats
 from mega.transformer.masking import GlobalBatchMasks
 from mega.types import BodyOutput
 
 SMPL_PELVIS = 0
-
-
-# ---------------------------------------------------------------------- differentiable sampling
-def gumbel_temperature(step: int, total_steps: int, start: float = 1.0, end: float = 0.01,
-                       fraction: float = 0.5) -> float:  # fmt: skip
-    """GenHMR's cosine annealing (supplementary eq. 5) over the first ``fraction`` of training, then ``end``.
-
-    tau_t = end + (start - end) (1 + cos(pi t / T)) / 2 with T = fraction * total_steps.
-    """
-    horizon = max(1.0, fraction * total_steps)
-    if step >= horizon:
-        return float(end)
-    return float(end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * step / horizon)))
-
-
-def gumbel_softmax_st(logits: Tensor, tau: float, noise: Tensor | None = None,
-                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
-    """Straight-through Gumbel-softmax: one-hot of argmax((l + g) / tau) forward, softmax gradient backward.
-
-    Args:
-        logits: (..., K).
-        tau: temperature > 0.
-        noise: (..., K) Gumbel(0, 1) noise, or None to draw it from ``generator``.
-
-    Returns:
-        (..., K) float32 one-hot values whose gradient is that of softmax((logits + g) / tau).
-    """
-    if tau <= 0:
-        raise ValueError(f"Gumbel-softmax temperature must be > 0, got {tau}")
-    if noise is None:
-        u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-7)
-        noise = -torch.log(-torch.log(u))
-    soft = ((logits.float() + noise) / tau).softmax(-1)
-    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
-    return hard - soft.detach() + soft
 
 
 # ---------------------------------------------------------------------- per-sample terms
@@ -98,23 +64,6 @@ def keypoint_3d_l1(pred: Tensor, gt: Tensor, root: int = SMPL_PELVIS) -> Tensor:
     pred = pred.float() - pred[:, root : root + 1].float()
     target = gt[..., :3].float() - gt[:, root : root + 1, :3].float()
     return keypoint_l1(pred, torch.cat([target, gt[..., 3:] * root_seen[:, None]], -1))
-
-
-def masked_token_ce(logits: Tensor, targets: Tensor, scored: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed cross-entropy and correct-argmax count over the scored positions.
-
-    Args:
-        logits: (B, L, K); targets: (B, L) int64; scored: (B, L) bool.
-    Returns:
-        (sum of -log p (), number of correct argmax predictions ()).
-    """
-    sel = logits[scored].float()  # (M, K)
-    if sel.shape[0] == 0:
-        return logits.float().sum() * 0.0, logits.new_zeros(())
-    truth = targets[scored]
-    with torch.no_grad():
-        correct = (sel.argmax(-1) == truth).sum().float()
-    return F.cross_entropy(sel, truth, reduction="sum"), correct
 
 
 # ---------------------------------------------------------------------- the objective
@@ -240,7 +189,8 @@ class HMRObjective:
         n_all, n_smpl, n_tok = (_global_counts(local) / self.world_size).clamp_min(1.0).unbind()
         # Each rank's term = its sum / (global count / W); DDP's mean over ranks = the global-batch mean.
         smpl_w = has_smpl.float()
-        ce_sum, correct = masked_token_ce(out.logits, gt_ids, scored)
+        ce_sum = masked_cross_entropy(out.logits, gt_ids, scored, reduction="sum")
+        correct = masked_token_stats(out.logits, gt_ids, scored)[1].float()
         terms: dict[str, Tensor] = {"mask": ce_sum / n_tok}
         gt_rot = axis_angle_to_matrix(batch["global_orient"].float().reshape(B, 3))
         terms["rotation"] = (rotation_distance(out.global_rot, gt_rot) * smpl_w).sum() / n_smpl
@@ -291,8 +241,9 @@ class HMRObjective:
 
     def _global_noise(self, B: int, L: int, K: int, device: torch.device) -> Tensor:
         """(B, L, K) Gumbel noise: this rank's rows of a global-batch draw from the shared generator."""
-        u = torch.rand(B * self.world_size, L, K, generator=self.noise).clamp(1e-10, 1 - 1e-7)
-        return (-torch.log(-torch.log(u)))[self.rank :: self.world_size].to(device)
+        return gumbel_noise((B * self.world_size, L, K), self.noise, "cpu")[self.rank :: self.world_size].to(
+            device
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"weights": asdict(self.weights), "gumbel": self.gumbel, "keypoints": list(self.keypoints)}

@@ -49,12 +49,12 @@ from mega.engine import (
 from mega.errors import entry_point
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.transformer import (
+    GlobalBatchMasks,
     MaskedTokenTransformer,
     counts_for_ratio,
     masked_cross_entropy,
     masked_token_stats,
     random_mask,
-    sample_training_mask,
 )
 from mega.transformer.token_cache import (
     FramePicker,
@@ -90,35 +90,6 @@ def find_tokenizer(checkpoint: str | None) -> Path:
     )
 
 
-class GlobalBatchMasks:
-    """Training masks drawn for the *global* batch from one stream shared by all ranks.
-
-    Each step draws (B * W, L) masks (per-sample cosine ratio, random positions) and rank r keeps rows
-    r, r + W, ...: exactly the global-batch rows the ``DistributedSampler`` gives it. Masks, and so the run,
-    therefore do not depend on how the global batch is split over ranks. Checkpointed by the engine
-    (``extra_state``).
-    """
-
-    def __init__(self, seed: int, schedule: str, dist: DistInfo) -> None:
-        self.schedule, self.dist = schedule, dist
-        self.generator = torch.Generator().manual_seed(stream_seed(seed, 0, "pretrain/mask"))
-        self.draws = 0  # micro-batches masked so far (= optimiser steps x grad_accum)
-
-    def __call__(self, batch_size: int, num_tokens: int) -> tuple[Tensor, int]:
-        """This rank's (B, L) bool mask (True = masked) and the global batch's number of masked tokens."""
-        self.draws += 1
-        full = sample_training_mask(batch_size * self.dist.world_size, num_tokens, schedule=self.schedule,
-                                    generator=self.generator)  # fmt: skip
-        return full[self.dist.rank :: self.dist.world_size].to(self.dist.device), int(full.sum())
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"generator": self.generator.get_state(), "draws": torch.tensor(self.draws)}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])
-        self.draws = int(state["draws"])
-
-
 def masked_token_loss(masks: GlobalBatchMasks, world_size: int, frames: FramePicker | None = None):
     """``loss_fn`` for the engine: CE over masked tokens, normalised by the global batch's masked count.
 
@@ -130,7 +101,7 @@ def masked_token_loss(masks: GlobalBatchMasks, world_size: int, frames: FramePic
     def loss_fn(model: nn.Module, ids: Tensor, rng: RngStreams) -> tuple[Tensor, dict[str, Tensor]]:
         if frames is not None:
             ids = frames(ids)
-        mask, global_count = masks(ids.shape[0], ids.shape[1])
+        mask, global_count = masks.draw(ids.shape[0], ids.shape[1], ids.device)
         inner = model.module if hasattr(model, "module") else model
         logits = model(ids.masked_fill(mask, inner.mask_id), mask)  # (B, L, K)
         scale = mask.sum() * world_size / global_count
@@ -234,7 +205,8 @@ def main(cfg: DictConfig) -> None:
         model = MaskedTokenTransformer.from_tokenizer(tokenizer, **cfg.transformer)
         log.info("tokenizer %s (%s); transformer %.2f M parameters", tok_path, tokenizer_hash(tokenizer)[:12],
                  sum(p.numel() for p in model.parameters()) / 1e6)  # fmt: skip
-        masks = GlobalBatchMasks(engine.seed, cfg.mask_schedule, dist)
+        masks = GlobalBatchMasks(stream_seed(engine.seed, 0, "pretrain/mask"), cfg.mask_schedule, dist.rank,
+                                 dist.world_size)  # fmt: skip
         baselines = code_baselines(token_ids["train"], token_ids["eval"], tokenizer.codebook_size)
         eval_fn = heldout_eval(token_ids["eval"], list(cfg.eval_ratios), cfg.eval_seed, cfg.eval_batch_size,
                                baselines, step_fn=lambda: masks.draws // engine.grad_accum)  # fmt: skip

@@ -188,7 +188,7 @@ def test_paper_preset_means_megas_epoch():
             return torch.zeros(*ids.shape, 30, requires_grad=True)
 
     frames = FramePicker(_sequences(), seed=0)
-    loss_fn = pretrain.masked_token_loss(pretrain.GlobalBatchMasks(0, "full", pretrain.DistInfo()), 1, frames)
+    loss_fn = pretrain.masked_token_loss(pretrain.GlobalBatchMasks(0, "full"), 1, frames)
     model = Logits()
     loss, _ = loss_fn(model, torch.tensor([2, 2, 0]), None)
     assert torch.isfinite(loss) and model.seen[0].shape == (3, 2)  # (B,) sequences -> (B, L) ids

@@ -14,7 +14,7 @@ L, K = 12, 16
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 GAMMA = {  # GenHMR supplementary, "Mask Scheduling Function", written out independently
-    "cosine": lambda r: (1 + math.cos(math.pi * r)) / 2,
+    "raised_cosine": lambda r: (1 + math.cos(math.pi * r)) / 2,  # their "cosine"
     "linear": lambda r: 1 - r,
     "cubic": lambda r: 1 - r**3,
     "sqrt": lambda r: math.sqrt(max(0.0, 1 - r**2)),
@@ -36,7 +36,7 @@ def _fixed_logits(seed: int, batch: int):
 @pytest.mark.parametrize("steps", [1, 3, 5, 10])
 def test_ugs_counts_follow_the_paper(schedule: str, steps: int) -> None:
     fn, _ = _fixed_logits(0, 2)
-    res = UncertaintyGuidedSampler(steps=steps, schedule=schedule)(
+    res = UncertaintyGuidedSampler(steps=steps, mask_schedule=schedule)(
         fn, batch_size=2, num_tokens=L, codebook_size=K, return_history=True
     )
     fixed = (res.history >= 0).sum(-1)[0, 0]  # (T,) fixed after each step
@@ -89,5 +89,5 @@ def test_deterministic_equals_stochastic_at_zero_temperature_one_step() -> None:
 
 
 def test_ugs_rejects_unknown_schedule() -> None:
-    with pytest.raises(KeyError, match="GenHMR"):
-        UncertaintyGuidedSampler(schedule="raised_cosine")
+    with pytest.raises(KeyError, match="raised_cosine"):  # the error lists the known names
+        UncertaintyGuidedSampler(mask_schedule="cos")

@@ -19,25 +19,10 @@ import torch
 from torch import Tensor
 
 from mega.samplers.deterministic import LogitsFn, SamplerResult, checked_logits, initial_rows, split_rows
+from mega.samplers.gumbel import gumbel_noise
 from mega.samplers.schedules import check_schedule_names, fixed_counts, temperature_at
 
 logger = logging.getLogger(__name__)
-
-
-def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Standard Gumbel samples -log(-log U), drawn on the generator's device, returned on ``device``.
-
-    Args:
-        shape: output shape.
-        generator: source of U; None = the global RNG of ``device``.
-        device: where the noise goes.
-
-    Returns:
-        float32 tensor of ``shape``.
-    """
-    source = generator.device if generator is not None else device
-    u = torch.rand(shape, generator=generator, device=source).clamp_(1e-20, 1.0 - 1e-7)
-    return (-torch.log(-torch.log(u))).to(device)
 
 
 @torch.no_grad()

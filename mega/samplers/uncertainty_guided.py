@@ -10,42 +10,38 @@ names and defaults differ, so this module binds them instead of repeating the lo
 fix at least one token per iteration, so no iteration repeats its input (with T = 20 and GenHMR's
 cosine, ceil(gamma(1/20) L) = L for L <= 54 would otherwise re-mask everything at t = 1).
 
-GenHMR's four gamma functions, by their names in the paper (our training schedules name the same
-functions differently, :data:`mega.transformer.masking.MASK_RATIO_SCHEDULES`):
-``cosine`` (1 + cos(pi r)) / 2 (= our ``raised_cosine``), ``linear`` 1 - r, ``cubic`` 1 - r^3,
-``sqrt`` sqrt(1 - r^2).
+GenHMR's four gamma functions (their Table 11) come from the one schedule table,
+:data:`mega.transformer.masking.MASK_RATIO_SCHEDULES`, under the same ``mask_schedule`` key as MaskGIT's:
+``linear`` 1 - r, ``cubic`` 1 - r^3, ``sqrt`` sqrt(1 - r^2) by the paper's names, and its "cosine"
+(1 + cos(pi r)) / 2 as ``raised_cosine``, because ``cosine`` is already MaskGIT's and MEGA's cos(pi r / 2)
+(which GenHMR also calls cosine, for training).
 """
 
 from __future__ import annotations
 
 from mega.samplers.maskgit import MaskGITSampler
 
-#: GenHMR's schedule names -> ours.
-GENHMR_SCHEDULES = {"cosine": "raised_cosine", "linear": "linear", "cubic": "cubic", "sqrt": "sqrt"}
-
 
 class UncertaintyGuidedSampler(MaskGITSampler):
-    """Registry entry ``uncertainty_guided`` (GenHMR's UGS; defaults: T = 5, cosine, top-1).
+    """Registry entry ``uncertainty_guided`` (GenHMR's UGS; defaults: T = 5, their cosine, top-1).
 
     Args:
         steps: T iterations.
-        schedule: GenHMR's name of gamma: ``cosine`` | ``linear`` | ``cubic`` | ``sqrt``.
+        mask_schedule: gamma, a key of ``MASK_RATIO_SCHEDULES``; GenHMR's are ``raised_cosine`` (their
+            "cosine"), ``linear``, ``cubic``, ``sqrt``.
         top_k: sample each masked token from its k most likely codes (1 = greedy, GenHMR's default;
             their Table 12 shows larger k is worse).
         temperature: sampling temperature within the top k (unused when k = 1).
     """
 
     def __init__(
-        self, steps: int = 5, schedule: str = "cosine", top_k: int = 1, temperature: float = 1.0
+        self, steps: int = 5, mask_schedule: str = "raised_cosine", top_k: int = 1, temperature: float = 1.0
     ) -> None:
-        if schedule not in GENHMR_SCHEDULES:
-            raise KeyError(f"unknown UGS schedule '{schedule}'; GenHMR's are {', '.join(GENHMR_SCHEDULES)}")
         super().__init__(
             steps=steps,
-            mask_schedule=GENHMR_SCHEDULES[schedule],
+            mask_schedule=mask_schedule,
             temperature_schedule="constant",
             temperature=temperature,
             confidence_noise=0.0,
             top_k=top_k,
         )
-        self.schedule = schedule

@@ -22,21 +22,24 @@ def _check(logits: Tensor, targets: Tensor, mask: Tensor) -> None:
         raise TypeError(f"mask must be bool (True = masked), got {mask.dtype}")
 
 
-def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """Mean cross-entropy over the masked tokens of the batch.
+def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy over the masked tokens of the batch (pre-training and HMR training).
 
     Args:
         logits: (B, L, K) unnormalised scores (any float dtype; computed in float32).
         targets: (B, L) int64 true ids in [0, K).
         mask: (B, L) bool, True = masked (these positions are scored).
+        reduction: ``mean`` over the masked tokens, or ``sum`` (callers that divide by a global count).
 
     Returns:
         () float32 loss; 0 (with a gradient path) when nothing is masked.
     """
     _check(logits, targets, mask)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if not bool(mask.any()):
         return logits.float().sum() * 0.0
-    return F.cross_entropy(logits[mask].float(), targets[mask])
+    return F.cross_entropy(logits[mask].float(), targets[mask], reduction=reduction)
 
 
 @torch.no_grad()

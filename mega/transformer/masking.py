@@ -184,10 +184,11 @@ def sample_training_mask(
 class GlobalBatchMasks:
     """Training masks drawn for the *global* batch from one generator shared by all ranks.
 
-    Each call draws (B * W, L) masks and rank r keeps rows r, r + W, ...: the rows of the global batch
-    that a ``DistributedSampler`` gives it. The masks, and so a run, do not depend on how the global batch
-    is split over W ranks. ``state_dict`` / ``load_state_dict`` make it checkpointable (engine
-    ``extra_state``).
+    The one masking of masked-token training: pre-training (``scripts/pretrain.py``) and HMR training
+    (:class:`mega.losses.HMRObjective`). Each call draws (B * W, L) masks and rank r keeps rows r, r + W,
+    ...: the rows of the global batch that a ``DistributedSampler`` gives it. The masks, and so a run, do
+    not depend on how the global batch is split over W ranks. ``state_dict`` / ``load_state_dict`` make it
+    checkpointable (engine ``extra_state``).
 
     Args:
         seed: generator seed (the same on every rank).
@@ -203,10 +204,16 @@ class GlobalBatchMasks:
 
     def __call__(self, batch_size: int, num_tokens: int, device: torch.device | str | None = None) -> Tensor:
         """This rank's (B, L) bool mask, True = masked (at least one per row)."""
+        return self.draw(batch_size, num_tokens, device)[0]
+
+    def draw(
+        self, batch_size: int, num_tokens: int, device: torch.device | str | None = None
+    ) -> tuple[Tensor, int]:
+        """This rank's (B, L) bool mask and the number of masked tokens of the whole global batch."""
         self.draws += 1
         full = sample_training_mask(batch_size * self.world_size, num_tokens, schedule=self.schedule,
                                     generator=self.generator)  # fmt: skip
-        return full[self.rank :: self.world_size].to(device if device is not None else "cpu")
+        return full[self.rank :: self.world_size].to(device if device is not None else "cpu"), int(full.sum())
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"generator": self.generator.get_state(), "draws": torch.tensor(self.draws)}
