@@ -4,7 +4,7 @@
 
 Data: by default a temporary COCO-like set written on the fly (``--images`` JPEGs of 640x480 with
 smooth procedural content and noise, quality 90; people boxes of 80-420 px at random places), read
-through :class:`mega.data.image_dataset.ImageNpzDataset` like the real files. ``--root DIR`` reads
+through :class:`mega.data.images.dataset.ImageNpzDataset` like the real files. ``--root DIR`` reads
 ``DIR/<split>.npz`` instead (e.g. ``data/synthetic_images``, whose frames are 256x256).
 
 Rows: crop size x {eval: decode + crop, train: + augmentation (flip, rotation, scale, colour,
@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 import mega  # noqa: F401
-from mega.data.image_dataset import ImageNpzDataset
+from mega.data.images.dataset import ImageNpzDataset
 
 AUGMENT = {"rot_prob": 0.6, "flip_prob": 0.5, "colour_factor": 0.2, "occlusion_prob": 0.2}
 

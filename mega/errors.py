@@ -34,8 +34,8 @@ EXIT_USER_ERROR = 1
 # up only in modules that are already imported, so listing them costs no import.
 KNOWN_USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("mega.body.model_files", "ModelFileError"),
-    ("mega.data.amass", "MotionFileError"),
-    ("mega.data.benchmark", "BenchmarkError"),
+    ("mega.data.motion.amass", "MotionFileError"),
+    ("mega.data.benchmarks.index", "BenchmarkError"),
 )
 
 

@@ -29,8 +29,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
-from mega.data.benchmark import make_body_factory
-from mega.data.eval_views import build_eval_dataset
+from mega.data.benchmarks.eval_views import build_eval_dataset
+from mega.data.benchmarks.index import make_body_factory
 from mega.engine.dist import cleanup_dist, setup_dist
 from mega.errors import ConfigError, entry_point
 from mega.metrics.evaluator import Evaluator, format_table, write_results

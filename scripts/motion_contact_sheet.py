@@ -3,14 +3,14 @@
     python scripts/motion_contact_sheet.py                         # outputs/motion/contact_sheet.png + stats
     python scripts/motion_contact_sheet.py --coverage data/synthetic_motion --split train
 
-The sheet has one row per activity (:data:`mega.data.motion_synth.ACTIVITY_NAMES`) and ``--columns``
+The sheet has one row per activity (:data:`mega.data.motion.synth.ACTIVITY_NAMES`) and ``--columns``
 samples (frames spread over several sequences, subjects of random shape), each drawn with the free
 body as a shaded orthographic mesh seen from the front-left and above, on the floor grid (y = 0);
 vertices within 2 cm of the floor are red (the body's contacts). Small inline renderer (painter's
 algorithm with PIL), so the script needs nothing beyond the package.
 
 ``--coverage ROOT`` reads an AMASS-format folder (any generator version) and writes the joint-angle
-coverage against :mod:`mega.data.joint_limits`: per joint and Euler angle the 1st / 99th percentile,
+coverage against :mod:`mega.data.motion.joint_limits`: per joint and Euler angle the 1st / 99th percentile,
 the extremes and the fraction of 5-degree bins of the limit range that hold at least 0.05 % of frames.
 Writes are atomic (mega.atomic).
 """
@@ -29,8 +29,8 @@ import mega  # noqa: F401  (torchvision shim)
 from mega.atomic import atomic_path, write_json
 from mega.body import load_body_model
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.joint_limits import BODY_JOINT_NAMES, EULER_LIMITS, EULER_ORDERS, body_pose_to_euler
-from mega.data.motion_synth import ACTIVITY_NAMES, DURATION_S, generate_motion, posed_vertices, vertex_parts
+from mega.data.motion.joint_limits import BODY_JOINT_NAMES, EULER_LIMITS, EULER_ORDERS, body_pose_to_euler
+from mega.data.motion.synth import ACTIVITY_NAMES, DURATION_S, generate_motion, posed_vertices, vertex_parts
 
 CONTACT_M = 0.02
 
@@ -159,7 +159,7 @@ def contact_sheet(
 
 def coverage(root: Path, split: str, bin_deg: float = 5.0, min_share: float = 5e-4) -> dict:
     """Joint-angle coverage of an AMASS-format folder's ``split`` against the joint limits."""
-    from mega.data.amass import list_motion_files, load_motion_npz
+    from mega.data.motion.amass import list_motion_files, load_motion_npz
 
     poses = [load_motion_npz(p, target_fps=30.0).body_pose for p in list_motion_files(root / split)]
     pose = np.concatenate(poses).astype(np.float64)

@@ -6,7 +6,7 @@
 
 Stages (each one the project's own script, in a fixed run directory under ``run_dir``):
 
-    motion         synthetic motion data (mega.data.motion)                 -> data/synthetic_motion/
+    motion         synthetic motion data (mega.data.motion.dataset)                 -> data/synthetic_motion/
     tokenizer      scripts/train_tokenizer.py                               -> tokenizer/tokenizer.pt
     pretrain       scripts/pretrain.py                                      -> pretrain/pretrained.pt
     images         scripts/prepare_data.py dataset=synthetic_images         -> images + test benchmark index
@@ -86,7 +86,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     seqs = f"{{train: {mo.sequences.train}, val: {mo.sequences.val}, test: {mo.sequences.test}}}"
     motion_data = [f"data.root={mo.root}", f"data.seed={mo.seed}", f"data.sequences={seqs}"]
     motion_code = (
-        "import mega; from mega.data.motion import ensure_synthetic_motion; "
+        "import mega; from mega.data.motion.dataset import ensure_synthetic_motion; "
         f"ensure_synthetic_motion({str(mo.root)!r}, seed={int(mo.seed)}, "
         f"sequences={dict(OmegaConf.to_container(mo.sequences))!r})"
     )

@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json, write_text
-from mega.data.benchmark import make_body_factory
-from mega.data.eval_views import build_eval_dataset
+from mega.data.benchmarks.eval_views import build_eval_dataset
+from mega.data.benchmarks.index import make_body_factory
 from mega.errors import ConfigError, entry_point
 from mega.hmr_checkpoint import load_hmr
 from mega.inference import KeypointSource, build_sampler, model_predictor

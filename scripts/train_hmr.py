@@ -33,7 +33,7 @@ import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json
 from mega.backbones.feature_cache import FrozenFeatureDataset
 from mega.body import load_body_model
-from mega.data.image_dataset import build_image_dataset
+from mega.data.images.dataset import build_image_dataset
 from mega.engine import (
     EngineConfig,
     WandbLogger,

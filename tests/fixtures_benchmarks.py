@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.benchmark import make_body_factory
+from mega.data.benchmarks.index import make_body_factory
 
 IMAGE_SIZE = (48, 64)  # (width, height): small portrait frames
 INTRINSICS = np.array([[60.0, 0.0, 24.0], [0.0, 60.0, 32.0], [0.0, 0.0, 1.0]])

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mega.body import load_body_model
 from mega.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from mega.data.image_dataset import SPIN24_TO_COCO17
+from mega.data.images.dataset import SPIN24_TO_COCO17
 
 WIDTH, HEIGHT = 200, 160
 CAM_INT = np.array([[220.0, 0.0, 100.0], [0.0, 220.0, 80.0], [0.0, 0.0, 1.0]])

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data import amass as amass_mod
-from mega.data.amass import (
+from mega.data.motion import amass as amass_mod
+from mega.data.motion.amass import (
     Z_UP_TO_Y_UP,
     MotionFileError,
     humor_framerate,
@@ -18,7 +18,13 @@ from mega.data.amass import (
     subsample_stride,
     z_up_to_y_up,
 )
-from mega.data.motion import MotionDataset, build_motion_dataset, canonical_subset, split_files, subset_split
+from mega.data.motion.dataset import (
+    MotionDataset,
+    build_motion_dataset,
+    canonical_subset,
+    split_files,
+    subset_split,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -228,7 +234,9 @@ def test_dataset_items_batches_and_cache(tmp_path, monkeypatch):
     assert torch.equal(fast["body_pose"][0], item["body_pose"]) and fast["seq_id"].tolist() == [1, 0, 1]
     assert len(build_motion_dataset(cfg, "val")) == 30
     # A second construction reads the cache only.
-    monkeypatch.setattr("mega.data.motion.load_motion_npz", lambda *a, **k: pytest.fail("cache not used"))
+    monkeypatch.setattr(
+        "mega.data.motion.dataset.load_motion_npz", lambda *a, **k: pytest.fail("cache not used")
+    )
     again = MotionDataset(tmp_path, "train", "amass", cache_dir=tmp_path / "cache")
     assert torch.equal(again.tensors["body_pose"], train.tensors["body_pose"])
 

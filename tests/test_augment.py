@@ -10,7 +10,8 @@ from fixtures_images import BACKGROUND, write_npz_dataset
 from mega.body.camera import project_points
 from mega.body.joints import SMPL_FLIP
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.augment import (
+from mega.data.crop import denormalise_image
+from mega.data.images.augment import (
     MIRROR,
     Augmenter,
     AugmentParams,
@@ -22,8 +23,7 @@ from mega.data.augment import (
     rotvec_to_matrix,
     sample_rng,
 )
-from mega.data.crop import denormalise_image
-from mega.data.image_dataset import ImageNpzDataset
+from mega.data.images.dataset import ImageNpzDataset
 
 CROP = 64
 STRONG = dict(scale_factor=0.3, trans_factor=0.1, rot_factor=40.0, rot_prob=1.0, flip_prob=0.5,

@@ -152,7 +152,7 @@ def test_one_random_frame_per_sequence_uniform_and_layout_free():
 
 
 def test_sequence_layout_of_a_motion_dataset(tmp_path):
-    from mega.data.motion import synthetic_motion
+    from mega.data.motion.dataset import synthetic_motion
 
     motion = synthetic_motion(
         split="val", root=tmp_path / "m", seed=0, sequences={"train": 1, "val": 3, "test": 1}

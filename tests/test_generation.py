@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mega.data.motion import synthetic_motion
+from mega.data.motion.dataset import synthetic_motion
 from mega.samplers import MaskGITSampler
 from mega.samplers.generation import (
     decode_meshes,

@@ -9,7 +9,7 @@ from fixtures_images import BACKGROUND, CAM_INT, HEIGHT, WIDTH, write_npz_datase
 
 from mega.body.camera import project_points
 from mega.data.crop import ImageDataError, MissingImageError, crop_intrinsics, denormalise_image
-from mega.data.image_dataset import ImageNpzDataset
+from mega.data.images.dataset import ImageNpzDataset
 
 CROP = 64
 CONTRACT = {
@@ -149,7 +149,7 @@ def test_errors_name_file_and_key(root, tmp_path):
 def test_webdataset_shards_stream_people(tmp_path):
     from fixtures_images import write_shards
 
-    from mega.data.image_shards import ImageShardDataset
+    from mega.data.images.shards import ImageShardDataset
 
     paths, p = write_shards(tmp_path / "tars", n=5, per_shard=3)
     pattern = str(tmp_path / "tars" / "{000000..000001}.tar")
@@ -188,7 +188,7 @@ def test_webdataset_shards_stream_people(tmp_path):
 
 
 def test_mixture_follows_named_ratios(root):
-    from mega.data.mixed import MixedImageDataset
+    from mega.data.images.mixed import MixedImageDataset
 
     folder, _ = root
     a = ImageNpzDataset(folder / "ours.npz", folder, crop_size=CROP, augment={})
@@ -229,7 +229,7 @@ def test_every_image_config_builds(root, tmp_path, name):
 
     from fixtures_images import write_shards
 
-    from mega.data.image_dataset import IMAGE_DATASETS, build_image_dataset
+    from mega.data.images.dataset import IMAGE_DATASETS, build_image_dataset
 
     folder, _ = root
     cfg = _config(name)
@@ -266,7 +266,7 @@ def test_every_image_config_builds(root, tmp_path, name):
 
 
 def test_builder_refuses_motion_data_and_skips_eval_augmentation(root):
-    from mega.data.image_dataset import build_image_dataset
+    from mega.data.images.dataset import build_image_dataset
 
     folder, _ = root
     with pytest.raises(KeyError, match="motion dataset"):
@@ -317,7 +317,7 @@ def test_reduced_jpeg_decode_gives_the_same_crop(tmp_path):
 
 def test_box_conventions_and_44_joint_coco_fallback():
     from mega.data.crop import box_size
-    from mega.data.image_shards import coco_from_44
+    from mega.data.images.shards import coco_from_44
 
     np.testing.assert_allclose(box_size(np.array([1.0, 0.5])), [200.0, 100.0])  # SPIN: side / 200
     np.testing.assert_allclose(box_size(np.array([[1.0, 2.0]])), [400.0])  # (w, h): the larger side

@@ -61,7 +61,7 @@ def tiny(tmp_path_factory, free_body):
 
 @pytest.fixture(scope="module")
 def tiny_images(tmp_path_factory):
-    from mega.data.synthetic_images import ensure_synthetic_images
+    from mega.data.images.synthetic import ensure_synthetic_images
 
     root = tmp_path_factory.mktemp("eval") / "images"
     motion = {"root": str(root.parent / "motion"), "sequences": {"train": 2, "val": 2, "test": 2}}

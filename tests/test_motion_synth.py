@@ -15,8 +15,9 @@ from mega.body.joints import SMPL_PARENTS
 from mega.body.rotations import axis_angle_to_matrix
 from mega.body.synthetic import REST_JOINTS
 from mega.data import DATASETS
-from mega.data.amass import list_motion_files, load_motion_npz
-from mega.data.joint_limits import (
+from mega.data.motion.amass import list_motion_files, load_motion_npz
+from mega.data.motion.dataset import ensure_synthetic_motion
+from mega.data.motion.joint_limits import (
     EULER_LIMITS,
     EULER_ORDERS,
     body_pose_to_euler,
@@ -24,8 +25,7 @@ from mega.data.joint_limits import (
     limit_violation,
     matrix_to_euler,
 )
-from mega.data.motion import ensure_synthetic_motion
-from mega.data.motion_synth import (
+from mega.data.motion.synth import (
     GENERATOR_VERSION,
     MANIFEST,
     MOTION_TYPES,
@@ -95,7 +95,7 @@ def test_layouts_framerates_and_skip_files_are_varied(synth_dir):
 
 
 def test_files_are_z_up_and_reader_round_trips_the_generator(tmp_path):
-    from mega.data.amass import write_amass_npz, z_up_to_y_up
+    from mega.data.motion.amass import write_amass_npz, z_up_to_y_up
 
     seq = generate_motion(np.random.default_rng(7), "walk", 30.0, 2.0)
     rot = axis_angle_to_matrix(torch.from_numpy(seq["global_orient"])).numpy()
@@ -256,7 +256,7 @@ def test_no_body_part_under_the_floor_and_the_body_touches_it(free_body, synth_d
 
 def _part_heights(body, activity: str, seeds: int = 3) -> dict[str, np.ndarray]:
     """Lowest height (m) per frame of body parts (by dominant skinning joint) over generated sequences."""
-    from mega.data.motion_synth import vertex_parts
+    from mega.data.motion.synth import vertex_parts
 
     owner = body.smpl.lbs_weights.argmax(1).numpy()
     parts = {**vertex_parts(body), "trunk": np.isin(owner, [0, 3, 6, 9]), "head": np.isin(owner, [12, 15])}
@@ -292,7 +292,7 @@ def test_activities_put_the_right_parts_on_the_floor(free_body):
 
 def test_generator_reaches_the_wide_joint_ranges():
     """Deep hip and knee flexion (as measured in real capture), wide wrists: what v1 never produced."""
-    from mega.data.motion_synth import ACTIVITY_NAMES
+    from mega.data.motion.synth import ACTIVITY_NAMES
 
     euler = []
     for activity in ACTIVITY_NAMES:
@@ -307,7 +307,7 @@ def test_generator_reaches_the_wide_joint_ranges():
 
 
 def test_activity_mixture_is_proportional_and_validated(tmp_path):
-    from mega.data.motion_synth import ACTIVITY_NAMES, activity_weights, allot_activities
+    from mega.data.motion.synth import ACTIVITY_NAMES, activity_weights, allot_activities
 
     w = activity_weights({"walk": 2.0, "crawl": 1.0, "lie": 1.0})
     plan = allot_activities(20, w, np.random.default_rng(0))

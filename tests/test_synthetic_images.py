@@ -1,4 +1,4 @@
-"""The embedded image benchmark (mega.data.synthetic_images) at a tiny size, end to end."""
+"""The embedded image benchmark (mega.data.images.synthetic) at a tiny size, end to end."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from mega.body import load_body_model
 from mega.body.parts import HAIR, REGIONS, SHOES, SKIN, TOP, TROUSERS, garment_labels, region_labels
-from mega.data.benchmark import BenchmarkDataset, build_index
-from mega.data.synthetic_images import (
+from mega.data.benchmarks.index import BenchmarkDataset, build_index
+from mega.data.images.synthetic import (
     SceneOptions,
     SceneRenderer,
     camera_rotation,
@@ -106,7 +106,7 @@ def test_benchmark_index_scores_zero_for_the_truth(image_set) -> None:
 
 def test_reader_crops_put_keypoints_on_projected_joints(image_set) -> None:
     """The image reader of the same format: crop keypoints = cropped projections (< 1 px)."""
-    image_dataset = pytest.importorskip("mega.data.image_dataset")
+    image_dataset = pytest.importorskip("mega.data.images.dataset")
     root, _ = image_set
     ds = image_dataset.ImageNpzDataset(root / "train.npz", root, crop_size=64, name="synthetic")
     a = load(root, "train")
@@ -166,7 +166,7 @@ def test_procedural_shapes_match_full_evaluation_and_backgrounds_are_valid() -> 
     """Shape masks evaluated on bounding squares equal the formula evaluated on every pixel."""
     import math
 
-    from mega.data.procedural import backgrounds, pixel_grid, shape_masks
+    from mega.data.images.procedural import backgrounds, pixel_grid, shape_masks
 
     g = torch.Generator().manual_seed(0)
     centers = torch.rand(40, 2, generator=g) * 90 - 10
@@ -200,7 +200,7 @@ def test_ensure_accepts_a_config(image_set) -> None:
 def test_facing_limits_the_camera_yaw_about_the_person() -> None:
     """facing_deg = a: the body's front (left x up, in the camera frame) points within a of the camera."""
     from mega.body.rotations import axis_angle_to_matrix
-    from mega.data.synthetic_images import heading
+    from mega.data.images.synthetic import heading
 
     g = torch.Generator().manual_seed(1)
     n = 64

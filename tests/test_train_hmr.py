@@ -65,7 +65,7 @@ def test_missing_tokenizer_and_pretrained_name_the_command(tmp_path, monkeypatch
 # --- end to end --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_images(tmp_path_factory):
-    from mega.data.synthetic_images import ensure_synthetic_images
+    from mega.data.images.synthetic import ensure_synthetic_images
 
     root = tmp_path_factory.mktemp("hmr") / "images"
     motion = {"root": str(root.parent / "motion"), "sequences": {"train": 3, "val": 2, "test": 2}}

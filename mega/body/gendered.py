@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from mega.body.model import BodyModel
 from mega.types import BodyOutput
 
-GENDERS = ("neutral", "male", "female")  # id = index (as mega.data.amass.GENDERS)
+GENDERS = ("neutral", "male", "female")  # id = index (as mega.data.motion.amass.GENDERS)
 PER_SEQUENCE = "per_sequence"
 
 

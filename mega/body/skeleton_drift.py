@@ -30,7 +30,7 @@ def _set(pose: Tensor, joint: str, axis: int, degrees: float) -> None:
 
 def bent_poses() -> dict[str, Tensor]:
     """Named single- and multi-joint bends, each ``body_pose`` (23, 3) axis-angle (SMPL signs, see
-    :mod:`mega.data.joint_limits`: elbow flexion = -y on the left, knee flexion = +x ...)."""
+    :mod:`mega.data.motion.joint_limits`: elbow flexion = -y on the left, knee flexion = +x ...)."""
     spec: dict[str, list[tuple[str, int, float]]] = {
         "elbow_86": [("left_elbow", 1, -86.0), ("right_elbow", 1, 86.0)],
         "elbow_130": [("left_elbow", 1, -130.0), ("right_elbow", 1, 130.0)],
@@ -72,9 +72,9 @@ def joint_drift(body: BodyModel, body_pose: Tensor, betas: Tensor | None = None)
 
 
 def procedural_poses(num_per_type: int = 2, seed: int = 990_001, stride: int = 4) -> Tensor:
-    """Held-out procedural motion (``mega.data.motion_synth``, a seed stream no split uses):
+    """Held-out procedural motion (``mega.data.motion.synth``, a seed stream no split uses):
     ``num_per_type`` sequences of every motion type, every ``stride``-th frame -> (N, 23, 3)."""
-    from mega.data.motion_synth import MOTION_TYPES, generate_motion
+    from mega.data.motion.synth import MOTION_TYPES, generate_motion
 
     poses = []
     for k, motion in enumerate(MOTION_TYPES):

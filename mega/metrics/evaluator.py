@@ -225,7 +225,7 @@ class Evaluator:
         """Score ``predictor`` on every sample of ``dataset``.
 
         Args:
-            dataset: a :class:`mega.data.benchmark.BenchmarkDataset` (or anything yielding its items).
+            dataset: a :class:`mega.data.benchmarks.index.BenchmarkDataset` (or anything yielding its items).
             predictor: ``batch -> PredictorOutput``.
             predictor_name: label for the summary.
         Returns:

@@ -1,7 +1,7 @@
 """What the evaluator scores, and the two built-in predictors that need no model.
 
 A predictor is any callable ``batch -> PredictorOutput``. ``batch`` is what
-:class:`mega.data.benchmark.BenchmarkDataset` yields, collated (ground-truth parameters included,
+:class:`mega.data.benchmarks.index.BenchmarkDataset` yields, collated (ground-truth parameters included,
 so the built-in predictors can use them; a model must not). The output holds either meshes or body
 parameters, for one hypothesis ``(B, ...)`` or Q hypotheses ``(B, Q, ...)`` per image.
 

@@ -12,7 +12,7 @@ The cache file name carries a key derived from
   checkpoint), so a retrained tokenizer gets a new file and the old ids are never reused;
 - the body model's content hash (its buffers: meshes depend on the template and blend shapes);
 - the data identity: dataset name, split and the dataset's own cache key (for
-  :class:`mega.data.motion.MotionDataset` the name of its motion cache, a digest of the file list with
+  :class:`mega.data.motion.dataset.MotionDataset` the name of its motion cache, a digest of the file list with
   sizes and mtimes and the reader options) and its length.
 
 Files are written atomically (temporary file + ``os.replace``) by rank 0 while the other ranks wait; an
@@ -111,7 +111,7 @@ class SequenceTokenDataset(Dataset):
 
 def sequence_layout(dataset: Dataset) -> tuple[Tensor, Tensor]:
     """(S,) first frame and (S,) frame count of each sequence of a motion dataset (frames grouped by
-    sequence, as :class:`mega.data.motion.MotionDataset` stores them)."""
+    sequence, as :class:`mega.data.motion.dataset.MotionDataset` stores them)."""
     seq_id = getattr(dataset, "tensors", {}).get("seq_id")
     if seq_id is None:
         raise ValueError(
@@ -170,7 +170,7 @@ def encode_motion(
     Args:
         tokenizer: frozen tokenizer (put in eval mode here).
         dataset: items with ``body_pose`` and ``betas``; ``dataset[list]`` may return a whole batch
-            (:class:`mega.data.motion.MotionDataset` does), otherwise items are collated.
+            (:class:`mega.data.motion.dataset.MotionDataset` does), otherwise items are collated.
         body: the body model, on ``device``.
         batch_size: frames per tokenizer call.
         device: where meshes are made and encoded (default: the tokenizer's device).

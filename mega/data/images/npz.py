@@ -16,7 +16,7 @@ One ``<split>.npz`` plus an image root (keys: ``/work/shared/coord/CONTRACTS.md`
   ``gender`` (str or bytes; ``m``/``f`` accepted); ``scale`` (N,) or (N, 2) in /200 units, or pixels
   with ``scale_in_pixels``.
 
-Used by :mod:`mega.data.image_dataset` (crops, augmentation, datasets) and :mod:`mega.data.image_shards`.
+Used by :mod:`mega.data.images.dataset` (crops, augmentation, datasets) and :mod:`mega.data.images.shards`.
 """
 
 from __future__ import annotations

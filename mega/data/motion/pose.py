@@ -1,6 +1,6 @@
 """Joint-angle helpers of the procedural motion activities: the :class:`Pose` accumulator and curves.
 
-Signs are those of :mod:`mega.data.joint_limits`: hip flexion -x, abduction +z, external rotation +y;
+Signs are those of :mod:`mega.data.motion.joint_limits`: hip flexion -x, abduction +z, external rotation +y;
 knee flexion +x; ankle plantar flexion +x; toes extension -x; spine / neck flexion +x, side bend +z
 (to the right), twist y; shoulder -z lowers the arm from the T-pose, then -x swings it forward;
 elbow flexion -y, pronation x; wrist flexion -z. With the pelvis pitched forward by ``a`` and the hips
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mega.data.joint_limits import BODY_JOINT_NAMES, EULER_ORDERS
+from mega.data.motion.joint_limits import BODY_JOINT_NAMES, EULER_ORDERS
 
 JOINT = {name: j for j, name in enumerate(BODY_JOINT_NAMES)}
 LOWER = ("hip", "knee", "ankle", "foot")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-IMAGE_BENCHMARKS = ("synthetic_images",)  # read through mega.data.image_dataset (crops + 2D keypoints)
+IMAGE_BENCHMARKS = ("synthetic_images",)  # read through mega.data.images.dataset (crops + 2D keypoints)
 
 
 def crop_transform(size: int):
@@ -38,11 +38,11 @@ def build_eval_dataset(
         root: overrides ``dataset.root``.
         limit: only the first ``limit`` samples.
     """
-    from mega.data.benchmark import BenchmarkDataset
+    from mega.data.benchmarks.index import BenchmarkDataset
 
     data = OmegaConf.to_container(dataset, resolve=True) if isinstance(dataset, DictConfig) else dict(dataset)
     if data["name"] in IMAGE_BENCHMARKS:
-        from mega.data.image_dataset import build_image_dataset
+        from mega.data.images.dataset import build_image_dataset
         from mega.model import ImageBenchmarkView
 
         cfg = {"name": data["name"], "root": root or data["root"], "generate": data.get("generate", {})}

@@ -9,7 +9,7 @@ camera; ``cam_intrinsics`` (3, 3); ``img_frame_ids`` (N,). Images are
 
 Frames kept (HMR literature: SPIN, ProHMR, PARE ...): every person and frame with
 ``campose_valid[p][t]``; one sample per person and frame. Ground truth is moved into the camera
-frame with SMPL's rest-pelvis pivot (:func:`mega.data.benchmark.world_to_camera`). The box is the
+frame with SMPL's rest-pelvis pivot (:func:`mega.data.benchmarks.index.world_to_camera`). The box is the
 extent of the detected keypoints (confidence > 0) times ``bbox_margin`` (SPIN's 1.2); a frame with
 no detection falls back to the projected ``jointPositions``.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mega.data.benchmark import (
+from mega.data.benchmarks.index import (
     BENCHMARKS,
     BenchmarkError,
     BenchmarkIndex,
@@ -103,7 +103,7 @@ def read_sequence(
     frames: tuple[int, int] | None = None,
     check_images: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Index columns of one 3DPW sequence file (see :mod:`mega.data.benchmark` for the fields).
+    """Index columns of one 3DPW sequence file (see :mod:`mega.data.benchmarks.index` for the fields).
 
     Args:
         path: ``sequenceFiles/<split>/<sequence>.pkl``.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mega.data.benchmark import (
+from mega.data.benchmarks.index import (
     BENCHMARKS,
     GENDERS,
     BenchmarkError,
@@ -47,7 +47,7 @@ def image_path(folder: str, frame: int) -> str:
 def read_sequence(
     path: Path, root: Path, margin: float, pelvis_fn, split: str = "emdb1", check_images: bool = True
 ) -> dict[str, np.ndarray]:
-    """Index columns of one EMDB sequence (see :mod:`mega.data.benchmark` for the fields).
+    """Index columns of one EMDB sequence (see :mod:`mega.data.benchmarks.index` for the fields).
 
     Args:
         path: ``P<k>/<sequence>/<P<k>_<sequence>>_data.pkl``.

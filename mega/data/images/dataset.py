@@ -1,11 +1,11 @@
 """Image datasets in the SPIN / BEDLAM-CLIFF npz format (real data and ``synthetic_images``).
 
 One ``<split>.npz`` plus an image root; the npz key variants accepted are listed in
-:mod:`mega.data.image_npz`.
+:mod:`mega.data.images.npz`.
 
 Each item is the sample dict of the contract (see :func:`make_sample`); samples without SMPL ground
 truth carry ``has_smpl = 0`` and zero parameters but still their 2D keypoints. With ``augment`` set,
-items are augmented (:mod:`mega.data.augment`) with randomness seeded by ``(seed, rank, epoch, index)``;
+items are augmented (:mod:`mega.data.images.augment`) with randomness seeded by ``(seed, rank, epoch, index)``;
 call :meth:`ImageNpzDataset.set_epoch` before each epoch's iterator is created (the epoch lives in
 shared memory, so persistent DataLoader workers see it too).
 
@@ -25,15 +25,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from mega.data.augment import (
-    Augmenter,
-    AugmentParams,
-    Geometry,
-    SharedEpoch,
-    augment_geometry,
-    augment_pixels,
-    sample_rng,
-)
 from mega.data.crop import (
     ImageDataError,
     MissingImageError,
@@ -46,7 +37,16 @@ from mega.data.crop import (
     reduction_for,
     warp_crop,
 )
-from mega.data.image_npz import (  # noqa: F401  (re-exported: one import place for callers)
+from mega.data.images.augment import (
+    Augmenter,
+    AugmentParams,
+    Geometry,
+    SharedEpoch,
+    augment_geometry,
+    augment_pixels,
+    sample_rng,
+)
+from mega.data.images.npz import (  # noqa: F401  (re-exported: one import place for callers)
     JOINTS_3D_ORDERS,
     OPENPOSE25_TO_COCO17,
     SPIN24_TO_COCO17,
@@ -315,14 +315,14 @@ def synthetic_images(
     split: str, root: str = "data/synthetic_images", generate: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> ImageNpzDataset:
     """The embedded image benchmark: ``<root>/<split>.npz`` with images under ``root``; written on first
-    use by :mod:`mega.data.synthetic_images` when that module is present (``generate`` = its kwargs)."""
+    use by :mod:`mega.data.images.synthetic` when that module is present (``generate`` = its kwargs)."""
     path = Path(root) / f"{split}.npz"
     if not path.is_file():
         try:
-            from mega.data import synthetic_images as gen  # noqa: PLC0415 (optional: written by another module)
+            from mega.data.images import synthetic as gen  # noqa: PLC0415 (optional: written by another module)
         except ImportError as err:
             raise MissingImageError(
-                f"{path} not found and the generator (mega.data.synthetic_images) is not available: run "
+                f"{path} not found and the generator (mega.data.images.synthetic) is not available: run "
                 "`python scripts/prepare_data.py dataset=synthetic_images`"
             ) from err
         gen.ensure_synthetic_images(root, **dict(generate or {}))
@@ -340,7 +340,7 @@ def build_image_dataset(cfg: Mapping[str, Any], split: str, **overrides: Any) ->
     import contextlib
     import importlib
 
-    for module in ("mega.data.image_shards", "mega.data.mixed"):  # register "shards" and "mix"
+    for module in ("mega.data.images.shards", "mega.data.images.mixed"):  # register "shards" and "mix"
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(module)
 
@@ -352,7 +352,7 @@ def build_image_dataset(cfg: Mapping[str, Any], split: str, **overrides: Any) ->
 
         if name in DATASETS or name in ("amass", "bedlam", "synthetic_motion"):
             raise KeyError(
-                f"data '{name}' is a motion dataset (mega.data.motion); image datasets: "
+                f"data '{name}' is a motion dataset (mega.data.motion.dataset); image datasets: "
                 f"{', '.join(IMAGE_DATASETS.names())}"
             )
     if split != "train" and "augment" not in overrides:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from mega.data.augment import SharedEpoch
-from mega.data.image_dataset import IMAGE_DATASETS
+from mega.data.images.augment import SharedEpoch
+from mega.data.images.dataset import IMAGE_DATASETS
 
 MAX_PASSES = 1000  # passes over one part in one epoch (folded into the part's augmentation epoch)
 
@@ -104,7 +104,7 @@ def mix(split: str, parts: Mapping[str, Mapping[str, Any]], ratios: Mapping[str,
 
     ``shared`` keys (crop size, augmentation, seed, rank ...) override every part's.
     """
-    from mega.data.image_dataset import build_image_dataset  # noqa: PLC0415
+    from mega.data.images.dataset import build_image_dataset  # noqa: PLC0415
 
     unknown = set(shared) - set(SHARED_KEYS)
     if unknown:

@@ -12,7 +12,7 @@ and a default-collated batch has the same keys with a leading (B,) dim (``gender
 ``DataLoader(ds, sampler=BatchSampler(RandomSampler(ds, generator=g), B, drop_last=True), batch_size=None)``.
 
 Three registered datasets (``DATASETS``, config group ``data``), all the same class over AMASS-format
-files (:mod:`mega.data.amass`), differing in their defaults:
+files (:mod:`mega.data.motion.amass`), differing in their defaults:
 
 - ``synthetic_motion``: the embedded default, generated on first use into ``data/synthetic_motion``
   (:func:`ensure_synthetic_motion`); splits are the folders ``train/``, ``val/``, ``test/``;
@@ -48,8 +48,8 @@ from torch.utils.data import Dataset
 
 from mega.atomic import read_json_object
 from mega.data import DATASETS
-from mega.data.amass import GENDERS, MotionFileError, list_motion_files, load_motion_npz
-from mega.data.motion_synth import (
+from mega.data.motion.amass import GENDERS, MotionFileError, list_motion_files, load_motion_npz
+from mega.data.motion.synth import (
     DEFAULT_SEQUENCES,
     GENERATOR_VERSION,
     MANIFEST,
@@ -191,7 +191,7 @@ def build_motion_arrays(
     skip_bad_files: bool = False,
     root: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Read ``files`` (see :func:`mega.data.amass.load_motion_npz` for ``options``) into flat arrays.
+    """Read ``files`` (see :func:`mega.data.motion.amass.load_motion_npz` for ``options``) into flat arrays.
 
     Returns:
         ``global_orient`` (M, 3), ``body_pose`` (M, 23, 3), ``betas`` (M, 10), ``transl`` (M, 3) float32,
@@ -238,7 +238,7 @@ class MotionDataset(Dataset):
         root: data folder. split: ``train``/``val``/``test``/``all``.
         split_protocol: see :func:`split_files`. val_fraction, test_fraction: for ``hash``.
         target_fps, trim, hand_joints, z_up, default_fps, fix_framerate: reader options
-            (:func:`mega.data.amass.load_motion_npz`).
+            (:func:`mega.data.motion.amass.load_motion_npz`).
         min_frames: drop sequences shorter than this after subsampling.
         cache_dir: where the cache goes (None: ``<root>/.cache``).
         num_workers: processes reading files when building the cache (0: this process).
@@ -419,8 +419,8 @@ def moyo(
     split_protocol: str = "folders",
     **kwargs: Any,
 ) -> MotionDataset:
-    """MOYO's AMASS-format release (``root/{train,val}/**/*.npz``, Z-up SMPL-X; see :mod:`mega.data.amass`)."""
-    from mega.data.amass import check_moyo_folder
+    """MOYO's AMASS-format release (``root/{train,val}/**/*.npz``, Z-up SMPL-X; see :mod:`mega.data.motion.amass`)."""
+    from mega.data.motion.amass import check_moyo_folder
 
     check_moyo_folder(root)
     return MotionDataset(root, split=split, split_protocol=split_protocol, **kwargs)

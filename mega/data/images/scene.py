@@ -1,7 +1,7 @@
 """The scenes of the embedded image benchmark: camera, placement, clothing and the renderer.
 
 One :class:`SceneRenderer` turns a batch of world-frame poses into labelled images under one
-:class:`SceneOptions` (the sampling ranges); :mod:`mega.data.synthetic_images` draws the poses, runs it
+:class:`SceneOptions` (the sampling ranges); :mod:`mega.data.images.synthetic` draws the poses, runs it
 in reproducible random streams and writes the files. What an image holds is listed there.
 """
 
@@ -17,7 +17,7 @@ from torch import Tensor
 from mega.body import load_body_model
 from mega.body.parts import HAIR, LEGS, REGIONS, SHOES, SKIN, TOP, TROUSERS, garment_labels
 from mega.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from mega.data.procedural import backgrounds, random_colors, shape_masks, textures
+from mega.data.images.procedural import backgrounds, random_colors, shape_masks, textures
 from mega.viz import composite, project_vertices, rasterize, shade
 
 SKIN_TONES = (

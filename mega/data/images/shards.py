@@ -9,7 +9,7 @@ global orientation first, ``betas`` (10,), ``has_body_pose``, ``has_betas``, ``e
 COCO-17 keypoints come from the OpenPose slots, falling back to the SPIN slots where OpenPose has no
 confidence. The 44-joint 3D keypoints are not SMPL joints, so ``joints_3d`` has conf 0 (as for SPIN
 files); there is no translation and no intrinsics (CLIFF's default camera). Items are the same sample
-dicts as :class:`mega.data.image_dataset.ImageNpzDataset` (one code path: :func:`make_sample`).
+dicts as :class:`mega.data.images.dataset.ImageNpzDataset` (one code path: :func:`make_sample`).
 
 Order and randomness: each epoch the shard list is shuffled by ``(seed, epoch)``, split over ranks
 (``webdataset.split_by_node``) and DataLoader workers, and samples pass a shuffle buffer seeded by
@@ -33,9 +33,9 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mega.data.augment import Augmenter, AugmentParams, SharedEpoch, sample_rng
 from mega.data.crop import ImageDataError, box_size, decode_image, reduction_for
-from mega.data.image_dataset import IMAGE_DATASETS, OPENPOSE25_TO_COCO17, SPIN24_TO_COCO17, make_sample
+from mega.data.images.augment import Augmenter, AugmentParams, SharedEpoch, sample_rng
+from mega.data.images.dataset import IMAGE_DATASETS, OPENPOSE25_TO_COCO17, SPIN24_TO_COCO17, make_sample
 from mega.safe_pickle import UnsafePickleError, load_pickle
 
 # COCO-17 keypoint k in the 44-joint layout: OpenPose slot, and the SPIN slot (25 + SPIN index) or -1.

@@ -1,6 +1,6 @@
 """Procedural human motion for the free body, written as AMASS files (the embedded default data).
 
-Each sequence is one *activity* (:mod:`mega.data.motion_activities`) with random parameters:
+Each sequence is one *activity* (:mod:`mega.data.motion.activities`) with random parameters:
 locomotion (``walk``, ``run``, ``turn``, ``step``: stairs up and down), upright work (``arm_swing``,
 ``reach`` forward / overhead / across / to the floor, ``bend``, ``squat`` shallow or deep), postures
 near or on the floor (``sit`` on a chair, ``sit_floor``, ``kneel``, ``crawl`` on hands and knees,
@@ -10,7 +10,7 @@ mixture (``activities``, :data:`DEFAULT_ACTIVITIES`): sequences are allotted in 
 weights (largest remainder) and shuffled with the seed.
 
 Slow random wobble is added to every joint, and every angle is clipped to the anatomical ranges of
-:mod:`mega.data.joint_limits` before it is turned into axis-angle, so poses stay within limits.
+:mod:`mega.data.motion.joint_limits` before it is turned into axis-angle, so poses stay within limits.
 Bodies get varied shapes (10 betas ~ N(0, 1) clipped to +-2.5), genders, headings and tilts.
 
 Ground contact: every frame is posed on the free body with the subject's betas and lifted so that
@@ -27,7 +27,7 @@ Files are written the way AMASS ships them, so the real reader is exercised: wor
 ``mocap_frame_rate``, a ``*_stagei.npz``). Everything is deterministic given the seed (and the free
 body file); the splits use disjoint seed streams and subjects. :data:`GENERATOR_VERSION` and
 :func:`generator_fingerprint` (a hash of probe poses) are stored in the manifest;
-:func:`mega.data.motion.ensure_synthetic_motion` refuses a folder made by another version or whose
+:func:`mega.data.motion.dataset.ensure_synthetic_motion` refuses a folder made by another version or whose
 poses differ, so stale motion is never read silently.
 """
 
@@ -43,15 +43,15 @@ import numpy as np
 import torch
 
 from mega.body.rotations import matrix_to_axis_angle
-from mega.data.amass import GENDERS, write_amass_npz, z_up_to_y_up
-from mega.data.joint_limits import (
+from mega.data.motion.activities import ACTIVITIES
+from mega.data.motion.amass import GENDERS, write_amass_npz, z_up_to_y_up
+from mega.data.motion.joint_limits import (
     BODY_JOINT_NAMES,
     clip_to_limits,
     euler_to_body_pose,
     euler_to_matrix,
 )
-from mega.data.motion_activities import ACTIVITIES
-from mega.data.motion_pose import JOINT, Pose
+from mega.data.motion.pose import JOINT, Pose
 from mega.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def write_synthetic_motion(
 ) -> dict:
     """Generate every split and write it as AMASS files under ``root/<split>/<subject>/``.
 
-    Not atomic by itself: :func:`mega.data.motion.ensure_synthetic_motion` writes into a temporary
+    Not atomic by itself: :func:`mega.data.motion.dataset.ensure_synthetic_motion` writes into a temporary
     folder and renames it. The manifest (``MANIFEST.json``) is written last.
 
     Args:

@@ -1,13 +1,13 @@
 """Low activities of the procedural motion generator: sitting (chair, floor), kneeling, crawling, lying.
 
-Same contract as :mod:`mega.data.motion_activities` (which lists them all in ``ACTIVITIES``).
+Same contract as :mod:`mega.data.motion.activities` (which lists them all in ``ACTIVITIES``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mega.data.motion_pose import Pose, cycle_curve, flat_ankle, hold_curve, pick_side, relaxed_arms, root
+from mega.data.motion.pose import Pose, cycle_curve, flat_ankle, hold_curve, pick_side, relaxed_arms, root
 
 
 def sit(rng, t, p):

@@ -8,7 +8,7 @@ dataset=synthetic_images``, deterministically from a seed, into ``root``::
     root/images/<split>/000123.jpg      256 x 256 RGB frames (``imgname`` is relative to ``root``)
 
 Splits follow the procedural motion data's own train / val / test sequences
-(:func:`mega.data.motion.synthetic_motion`), so test poses come from held-out sequences. Per image:
+(:func:`mega.data.motion.dataset.synthetic_motion`), so test poses come from held-out sequences. Per image:
 
 - a random frame of the split's motion, 10 random betas ~ N(0, 1) clipped to +-2.5, one neutral body;
 - a perspective camera: focal length ``focal * max(W, H)``, all-round yaw about the person (or within
@@ -17,7 +17,7 @@ Splits follow the procedural motion data's own train / val / test sequences
   fully inside it or (``truncated`` of the images) cut by a border by 15-50 % of the extent;
 - "clothing": per-region colours (skin, hair, top, trousers, shoes; sleeve and leg lengths vary;
   left and right always alike) under Lambert shading from a random light, with a colour tint;
-- a procedural background (:mod:`mega.data.procedural`), and in ``occluded`` of the images one or two
+- a procedural background (:mod:`mega.data.images.procedural`), and in ``occluded`` of the images one or two
   textured shapes over the body; pixel noise and JPEG compression.
 
 Labels (N images): ``imgname``; ``pose`` (N, 72) axis-angle with the global orientation in the
@@ -51,8 +51,8 @@ import numpy as np
 import torch
 
 from mega.atomic import read_json_object
-from mega.data.benchmark import BENCHMARKS, BenchmarkError, BenchmarkIndex, MissingFileError
-from mega.data.synthetic_scene import (  # noqa: F401  (re-exported: the scene is part of this benchmark)
+from mega.data.benchmarks.index import BENCHMARKS, BenchmarkError, BenchmarkIndex, MissingFileError
+from mega.data.images.scene import (  # noqa: F401  (re-exported: the scene is part of this benchmark)
     SceneOptions,
     SceneRenderer,
     camera_rotation,
@@ -78,15 +78,15 @@ def _seed(seed: int, split: str, stream: int) -> int:
 
 
 def _motion_split(motion: Mapping[str, Any], split: str, create: bool = False):
-    """The motion frames of ``split`` (a :class:`mega.data.motion.MotionDataset`).
+    """The motion frames of ``split`` (a :class:`mega.data.motion.dataset.MotionDataset`).
 
     With ``create``, a missing motion folder is generated first (``ensure_synthetic_motion``). An
     existing folder is read as it is, whatever version of the motion generator wrote it, as long as
     its seed and sequence counts are the ones asked for: the images depend on the motion files, and
     a motion-code change must not stop a running image generation (nor invalidate a finished set).
     """
-    from mega.data.motion import MotionDataset, ensure_synthetic_motion  # noqa: PLC0415
-    from mega.data.motion_synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
+    from mega.data.motion.dataset import MotionDataset, ensure_synthetic_motion  # noqa: PLC0415
+    from mega.data.motion.synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
 
     root = Path(motion["root"])
     wanted = {"seed": motion.get("seed", 0), "sequences": dict(motion.get("sequences") or {})}
@@ -102,7 +102,7 @@ def _motion_split(motion: Mapping[str, Any], split: str, create: bool = False):
 
 
 def _motion_version(motion: Mapping[str, Any]) -> Any:
-    from mega.data.motion_synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
+    from mega.data.motion.synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
 
     found = read_json_object(Path(motion["root"]) / MOTION_MANIFEST, BenchmarkError)
     return {k: found[k] for k in ("version", "fingerprint") if k in found}
@@ -260,7 +260,7 @@ def ensure_synthetic_images(
         root: target folder, or a config: a dataset / data config (its ``root`` and ``generate``
             sub-mapping are used, other keys ignored) or a flat mapping of ``root`` and the options below.
         seed: generator seed. sizes: images per split (default 20000 / 1000 / 1000).
-        motion: kwargs of :func:`mega.data.motion.synthetic_motion` (``root``, ``seed``, ``sequences``).
+        motion: kwargs of :func:`mega.data.motion.dataset.synthetic_motion` (``root``, ``seed``, ``sequences``).
         threads: torch threads per process while generating. progress: tqdm bars.
         workers: processes rendering in parallel (the images do not depend on it, nor on ``threads``).
         **scene: :class:`SceneOptions` fields (``width``, ``height``, ``box_px`` ...).

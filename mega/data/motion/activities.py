@@ -8,11 +8,11 @@ pelvis, deg: +90 lies prone, -90 lies supine), ``roll`` (deg, +90 lies on the ri
 of the left and right foot (stairs); ``level`` = (front part, back part), e.g. ``("hands", "knees")``
 crawling or ``("feet", "seat")`` sitting on the floor: the pelvis is pitched until both touch the
 floor together (``keep_trunk``: the spine takes back the extra lean). Feet are put on the ground afterwards
-(:mod:`mega.data.motion_synth` grounds every frame on the body's mesh), so activities set postures,
+(:mod:`mega.data.motion.synth` grounds every frame on the body's mesh), so activities set postures,
 not heights.
 
 The upright activities are here, the low ones (sitting, kneeling, crawling, lying) in
-:mod:`mega.data.motion_floor`; the angle helpers in :mod:`mega.data.motion_pose`.
+:mod:`mega.data.motion.floor`; the angle helpers in :mod:`mega.data.motion.pose`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mega.data.joint_limits import BODY_JOINT_NAMES
-from mega.data.motion_floor import crawl, kneel, lie, sit, sit_floor
-from mega.data.motion_pose import (
+from mega.data.motion.floor import crawl, kneel, lie, sit, sit_floor
+from mega.data.motion.joint_limits import BODY_JOINT_NAMES
+from mega.data.motion.pose import (
     JOINT,
     LOWER,
     Pose,

@@ -52,7 +52,9 @@ from mega.safe_pickle import UnsafePickleError, load_pickle
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-BENCHMARKS = Registry("benchmark")  # name -> index builder (mega.data.threedpw, mega.data.emdb)
+BENCHMARKS = Registry(
+    "benchmark"
+)  # name -> index builder (mega.data.benchmarks.threedpw, mega.data.benchmarks.emdb)
 
 # field -> (numpy dtype kind, trailing shape)
 FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -303,9 +305,9 @@ class BenchmarkIndex:
 
 def build_index(name: str, **kwargs: Any) -> BenchmarkIndex:
     """Read a benchmark's original files into an index (``3dpw`` or ``emdb``; kwargs: the reader's)."""
-    import mega.data.emdb  # noqa: F401  (registers the readers)
-    import mega.data.synthetic_images  # noqa: F401
-    import mega.data.threedpw  # noqa: F401
+    import mega.data.benchmarks.emdb  # noqa: F401  (registers the readers)
+    import mega.data.benchmarks.threedpw  # noqa: F401
+    import mega.data.images.synthetic  # noqa: F401
 
     return BENCHMARKS.build(name, **kwargs)
 
