@@ -144,7 +144,7 @@ def data_throughput(n: int = 64) -> dict:
     """Images/s of the CPU preset's data pipeline (synthetic_images, 128 px, augmented), one process."""
     from hydra import compose, initialize_config_dir
 
-    from mega.data.images.dataset import build_image_dataset
+    from mega.data.images import build_image_dataset
     from mega.engine import register_resolvers
 
     register_resolvers()

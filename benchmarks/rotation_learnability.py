@@ -29,7 +29,7 @@ from mega.backbones import build_backbone
 from mega.body import load_body_model
 from mega.body.camera import fit_weak_perspective
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.images.dataset import build_image_dataset
+from mega.data.images import build_image_dataset
 from mega.model import UPRIGHT, Heads
 
 

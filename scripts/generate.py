@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json, write_npz, write_obj
 from mega.body import load_body_model
-from mega.data.motion.dataset import build_motion_dataset
+from mega.data.motion import build_motion_dataset
 from mega.engine import load_checkpoint, stream_seed
 from mega.errors import entry_point
 from mega.metrics import apd

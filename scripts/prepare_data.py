@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim before anything else)
-from mega.data.benchmarks.index import build_index
+from mega.data.benchmarks import build_index
 from mega.errors import entry_point
 
 log = logging.getLogger("prepare_data")

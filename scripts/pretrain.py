@@ -32,7 +32,7 @@ from torch import Tensor, nn
 import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json
 from mega.body import load_body_model
-from mega.data.motion.dataset import build_motion_dataset
+from mega.data.motion import build_motion_dataset
 from mega.engine import (
     DistInfo,
     EngineConfig,

@@ -27,7 +27,7 @@ import mega  # noqa: F401
 from mega.atomic import write_json
 from mega.body import load_body_model
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.motion.dataset import MotionDataset, build_motion_dataset
+from mega.data.motion import MotionDataset, build_motion_dataset
 from mega.tokenizers import MeshConvVQVAE, load_tokenizer
 from mega.tokenizers.locality import token_locality
 from mega.tokenizers.mesh_hierarchy import build_hierarchy, level_sizes

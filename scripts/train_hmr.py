@@ -33,7 +33,8 @@ import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json
 from mega.backbones.feature_cache import FrozenFeatureDataset
 from mega.body import load_body_model
-from mega.data.images.dataset import build_image_dataset
+from mega.data.benchmarks.eval_views import ImageBenchmarkView
+from mega.data.images import build_image_dataset
 from mega.engine import (
     EngineConfig,
     WandbLogger,
@@ -52,7 +53,7 @@ from mega.losses import HMRObjective
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
-from mega.model import HMRModel, ImageBenchmarkView, load_pretrained_transformer
+from mega.model import HMRModel, load_pretrained_transformer
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.viz.views import save_png
 

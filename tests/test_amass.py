@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from mega.body.rotations import axis_angle_to_matrix
 from mega.data.motion import amass as amass_mod
+from mega.data.motion import build_motion_dataset
 from mega.data.motion.amass import (
     Z_UP_TO_Y_UP,
     MotionFileError,
@@ -20,7 +21,6 @@ from mega.data.motion.amass import (
 )
 from mega.data.motion.dataset import (
     MotionDataset,
-    build_motion_dataset,
     canonical_subset,
     split_files,
     subset_split,

@@ -12,15 +12,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from mega.body.rotations import axis_angle_to_matrix
+from mega.data.benchmarks import build_index
 from mega.data.benchmarks import threedpw as threedpw_reader
 from mega.data.benchmarks.emdb import build_emdb_index
-from mega.data.benchmarks.index import (
-    BenchmarkDataset,
-    BenchmarkError,
-    BenchmarkIndex,
-    MissingFileError,
-    build_index,
-)
+from mega.data.benchmarks.index import BenchmarkDataset, BenchmarkError, BenchmarkIndex, MissingFileError
 from mega.data.benchmarks.threedpw import build_3dpw_index
 
 # Fixtures threedpw, emdb, smpl_bodies, free_bodies. Imported by pytest (not above) so it is imported once.

@@ -16,7 +16,7 @@ import torch
 
 from mega.body.joints import H36M_TO_LSP14
 from mega.body.rotations import axis_angle_to_matrix
-from mega.data.benchmarks.index import BenchmarkDataset, BenchmarkIndex, build_index
+from mega.data.benchmarks import BenchmarkDataset, BenchmarkIndex, build_index
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import PredictorOutput, build_predictor
 from mega.metrics.protocols import METRIC_NAMES, build_protocol

@@ -229,7 +229,7 @@ def test_every_image_config_builds(root, tmp_path, name):
 
     from fixtures_images import write_shards
 
-    from mega.data.images.dataset import IMAGE_DATASETS, build_image_dataset
+    from mega.data.images import IMAGE_DATASETS, build_image_dataset
 
     folder, _ = root
     cfg = _config(name)
@@ -266,7 +266,7 @@ def test_every_image_config_builds(root, tmp_path, name):
 
 
 def test_builder_refuses_motion_data_and_skips_eval_augmentation(root):
-    from mega.data.images.dataset import build_image_dataset
+    from mega.data.images import build_image_dataset
 
     folder, _ = root
     with pytest.raises(KeyError, match="motion dataset"):

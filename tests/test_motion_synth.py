@@ -14,7 +14,7 @@ import torch
 from mega.body.joints import SMPL_PARENTS
 from mega.body.rotations import axis_angle_to_matrix
 from mega.body.synthetic import REST_JOINTS
-from mega.data import DATASETS
+from mega.data.motion import MOTION_DATASETS
 from mega.data.motion.amass import list_motion_files, load_motion_npz
 from mega.data.motion.dataset import ensure_synthetic_motion
 from mega.data.motion.joint_limits import (
@@ -373,7 +373,7 @@ def test_registered_default_dataset_builds_every_split(tmp_path):
         "seed": 0,
         "sequences": {"train": 4, "val": 2, "test": 2},
     }
-    sets = {s: DATASETS.build("synthetic_motion", split=s, **kw) for s in ("train", "val", "test")}
+    sets = {s: MOTION_DATASETS.build("synthetic_motion", split=s, **kw) for s in ("train", "val", "test")}
     assert all(len(d) > 0 for d in sets.values())
     assert all(all(n.startswith(f"{s}/{s}_subject") for n in d.seq_names) for s, d in sets.items())
     assert sets["train"][0]["body_pose"].shape == (23, 3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mega.data.motion import build_motion_dataset
 from mega.data.motion.amass import MotionFileError, check_moyo_folder, load_motion_npz, z_up_to_y_up
-from mega.data.motion.dataset import build_motion_dataset
 
 RNG = np.random.default_rng(7)
 

@@ -11,7 +11,7 @@ import torch
 
 from mega.body import load_body_model
 from mega.body.parts import HAIR, REGIONS, SHOES, SKIN, TOP, TROUSERS, garment_labels, region_labels
-from mega.data.benchmarks.index import BenchmarkDataset, build_index
+from mega.data.benchmarks import BenchmarkDataset, build_index
 from mega.data.images.synthetic import (
     SceneOptions,
     SceneRenderer,

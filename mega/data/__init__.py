@@ -1,13 +1,12 @@
-"""Data: files -> batches.
+"""Data: files -> samples, in three rooms, each with one registry and its own config group.
 
-``DATASETS`` is the registry of the ``data`` config group (group name == registry name). Modules
-register into it when imported; motion data (``synthetic_motion``, ``amass``, ``bedlam``) lives in
-:mod:`mega.data.motion.dataset`, so import that module (or call :func:`mega.data.motion.dataset.build_motion_dataset`)
-before building a motion dataset by name.
+- :mod:`mega.data.motion`: AMASS-format motion (per-frame SMPL parameters) for tokenizer training and
+  pre-training; ``MOTION_DATASETS``.
+- :mod:`mega.data.images`: image datasets (SPIN / BEDLAM-CLIFF npz, webdataset shards, mixtures, the
+  generated ``synthetic_images``) for HMR training; ``IMAGE_DATASETS``.
+- :mod:`mega.data.benchmarks`: evaluation indexes (3DPW, EMDB, the synthetic test split) and the views
+  the evaluator reads; ``BENCHMARKS``.
+
+:mod:`mega.data.crop` (square crops, image decoding) is shared by images, benchmarks and the demo.
+Rooms depend one way: benchmarks -> images -> motion; none imports the model.
 """
-
-from __future__ import annotations
-
-from mega.registry import Registry
-
-DATASETS = Registry("data")

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mega.data.benchmarks.index import BenchmarkError, MissingFileError
+from mega.data.errors import BenchmarkError, MissingFileError
 
 SPIN_SCALE = 200.0
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from mega.data.benchmarks.index import (
-    BENCHMARKS,
     GENDERS,
     BenchmarkError,
     BenchmarkIndex,
@@ -102,7 +101,6 @@ def read_sequence(
     }  # fmt: skip
 
 
-@BENCHMARKS.register("emdb")
 def build_emdb_index(
     root: str | Path,
     split: str = "emdb1",

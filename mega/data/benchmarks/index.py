@@ -46,15 +46,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mega.registry import Registry
+from mega.data.errors import BenchmarkError, MissingFileError
 from mega.safe_pickle import UnsafePickleError, load_pickle
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-BENCHMARKS = Registry(
-    "benchmark"
-)  # name -> index builder (mega.data.benchmarks.threedpw, mega.data.benchmarks.emdb)
 
 # field -> (numpy dtype kind, trailing shape)
 FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -73,14 +70,6 @@ FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "image_size": ("i", (2,)),
 }
 GENDERS = ("male", "female", "neutral")
-
-
-class BenchmarkError(ValueError):
-    """A benchmark file is missing, unreadable or malformed; the message names file and field."""
-
-
-class MissingFileError(BenchmarkError, FileNotFoundError):
-    """A benchmark root, annotation file, image or index does not exist."""
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
@@ -301,15 +290,6 @@ class BenchmarkIndex:
             if key not in meta:
                 raise BenchmarkError(f"{path}: index misses field 'meta_{key}'")
         return cls(meta["dataset"], meta["split"], meta["subset"], raw).validate(path)
-
-
-def build_index(name: str, **kwargs: Any) -> BenchmarkIndex:
-    """Read a benchmark's original files into an index (``3dpw`` or ``emdb``; kwargs: the reader's)."""
-    import mega.data.benchmarks.emdb  # noqa: F401  (registers the readers)
-    import mega.data.benchmarks.threedpw  # noqa: F401
-    import mega.data.images.synthetic  # noqa: F401
-
-    return BENCHMARKS.build(name, **kwargs)
 
 
 class BenchmarkDataset(Dataset):

@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 from mega.data.benchmarks.index import (
-    BENCHMARKS,
     BenchmarkError,
     BenchmarkIndex,
     MissingFileError,
@@ -214,7 +213,6 @@ def sequence_files(root: Path, split: str, subset: str) -> list[tuple[Path, tupl
     return [(f, None) for f in files]
 
 
-@BENCHMARKS.register("3dpw")
 def build_3dpw_index(
     root: str | Path,
     split: str = "test",

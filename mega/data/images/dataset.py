@@ -9,9 +9,7 @@ items are augmented (:mod:`mega.data.images.augment`) with randomness seeded by 
 call :meth:`ImageNpzDataset.set_epoch` before each epoch's iterator is created (the epoch lives in
 shared memory, so persistent DataLoader workers see it too).
 
-Registry: ``IMAGE_DATASETS`` (config group ``data``, image entries). Build with
-:func:`build_image_dataset`; motion entries of the same group (``amass``, ``bedlam``,
-``synthetic_motion``) live in :data:`mega.data.DATASETS` and are refused here with a clear message.
+Registered in :data:`mega.data.images.IMAGE_DATASETS`; build with :func:`mega.data.images.build_image_dataset`.
 """
 
 from __future__ import annotations
@@ -22,12 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from mega.data.crop import (
     ImageDataError,
-    MissingImageError,
     box_size,
     crop_matrix,
     decode_image,
@@ -52,10 +48,6 @@ from mega.data.images.npz import (  # noqa: F401  (re-exported: one import place
     SPIN24_TO_COCO17,
     read_image_npz,
 )
-from mega.registry import Registry
-
-IMAGE_DATASETS = Registry("image data")
-
 
 # ------------------------------------------------------------------------------------------ samples
 
@@ -306,56 +298,14 @@ def npz_dataset(
     return ImageNpzDataset(files, img_root, name=f"{name}/{split}", **kwargs)
 
 
-for _name in ("coco", "mpii", "h36m", "mpi_inf_3dhp", "bedlam_images", "npz"):
-    IMAGE_DATASETS.register(_name)(lambda split, _n=_name, **kw: npz_dataset(_n, split, **kw))
-
-
-@IMAGE_DATASETS.register("synthetic_images")
 def synthetic_images(
     split: str, root: str = "data/synthetic_images", generate: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> ImageNpzDataset:
     """The embedded image benchmark: ``<root>/<split>.npz`` with images under ``root``; written on first
-    use by :mod:`mega.data.images.synthetic` when that module is present (``generate`` = its kwargs)."""
+    use by :mod:`mega.data.images.synthetic` (``generate`` = its kwargs)."""
     path = Path(root) / f"{split}.npz"
     if not path.is_file():
-        try:
-            from mega.data.images import synthetic as gen  # noqa: PLC0415 (optional: written by another module)
-        except ImportError as err:
-            raise MissingImageError(
-                f"{path} not found and the generator (mega.data.images.synthetic) is not available: run "
-                "`python scripts/prepare_data.py dataset=synthetic_images`"
-            ) from err
-        gen.ensure_synthetic_images(root, **dict(generate or {}))
+        from mega.data.images.synthetic import ensure_synthetic_images  # noqa: PLC0415 (rendering: heavy)
+
+        ensure_synthetic_images(root, **dict(generate or {}))
     return ImageNpzDataset(path, root, name=f"synthetic_images/{split}", **kwargs)
-
-
-def build_image_dataset(cfg: Mapping[str, Any], split: str, **overrides: Any) -> Dataset:
-    """Build an image dataset from a ``data`` config (``name`` picks the entry; the rest are kwargs).
-
-    Augmentation is used for ``split == 'train'`` only, unless ``augment`` is passed in ``overrides``.
-
-    Example:
-        >>> train = build_image_dataset(cfg.data, "train", crop_size=128, seed=0, rank=rank)
-    """
-    import contextlib
-    import importlib
-
-    for module in ("mega.data.images.shards", "mega.data.images.mixed"):  # register "shards" and "mix"
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(module)
-
-    kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    name = kwargs.pop("name")
-    kwargs.pop("max_bad_fraction", None)  # read by the training loop (mega/engine/bad_samples.py)
-    if name not in IMAGE_DATASETS:
-        from mega.data import DATASETS  # noqa: PLC0415
-
-        if name in DATASETS or name in ("amass", "bedlam", "synthetic_motion"):
-            raise KeyError(
-                f"data '{name}' is a motion dataset (mega.data.motion.dataset); image datasets: "
-                f"{', '.join(IMAGE_DATASETS.names())}"
-            )
-    if split != "train" and "augment" not in overrides:
-        kwargs["augment"] = None
-    kwargs.update(overrides)
-    return IMAGE_DATASETS.build(name, split=split, **kwargs)

@@ -9,14 +9,13 @@ part is drawn more than once in an epoch). Parts are :class:`ImageNpzDataset`-li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from mega.data.images.augment import SharedEpoch
-from mega.data.images.dataset import IMAGE_DATASETS
 
 MAX_PASSES = 1000  # passes over one part in one epoch (folded into the part's augmentation epoch)
 
@@ -97,15 +96,19 @@ class MixedImageDataset(Dataset):
 SHARED_KEYS = ("crop_size", "bbox_aspect", "augment", "seed", "rank", "max_reduce", "pelvis_model")
 
 
-@IMAGE_DATASETS.register("mix")
-def mix(split: str, parts: Mapping[str, Mapping[str, Any]], ratios: Mapping[str, float], length: int | None = None,
-        **shared: Any) -> MixedImageDataset:  # fmt: skip
-    """Build each part from its own config (``parts.<name>``: a full ``data`` config), then mix.
+def mix(
+    split: str,
+    parts: Mapping[str, Mapping[str, Any]],
+    ratios: Mapping[str, float],
+    build: Callable[..., Any],
+    length: int | None = None,
+    **shared: Any,
+) -> MixedImageDataset:
+    """Build each part from its own config (``parts.<name>``: a full image data config) with ``build``
+    (:func:`mega.data.images.build_image_dataset`, bound at registration), then mix.
 
     ``shared`` keys (crop size, augmentation, seed, rank ...) override every part's.
     """
-    from mega.data.images.dataset import build_image_dataset  # noqa: PLC0415
-
     unknown = set(shared) - set(SHARED_KEYS)
     if unknown:
         raise TypeError(f"mix: unknown keys {sorted(unknown)}; shared keys are {SHARED_KEYS}")
@@ -113,7 +116,7 @@ def mix(split: str, parts: Mapping[str, Mapping[str, Any]], ratios: Mapping[str,
     for name, cfg in parts.items():
         if float(ratios.get(name, 0.0)) <= 0:
             continue
-        built[name] = build_image_dataset(cfg, split, **shared)
+        built[name] = build(cfg, split, **shared)
     return MixedImageDataset(
         built, {k: v for k, v in ratios.items() if k in built}, length, shared.get("seed", 0)
     )

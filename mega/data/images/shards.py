@@ -35,7 +35,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mega.data.crop import ImageDataError, box_size, decode_image, reduction_for
 from mega.data.images.augment import Augmenter, AugmentParams, SharedEpoch, sample_rng
-from mega.data.images.dataset import IMAGE_DATASETS, OPENPOSE25_TO_COCO17, SPIN24_TO_COCO17, make_sample
+from mega.data.images.dataset import OPENPOSE25_TO_COCO17, SPIN24_TO_COCO17, make_sample
 from mega.safe_pickle import UnsafePickleError, load_pickle
 
 # COCO-17 keypoint k in the 44-joint layout: OpenPose slot, and the SPIN slot (25 + SPIN index) or -1.
@@ -206,7 +206,6 @@ class ImageShardDataset(IterableDataset):
                     return
 
 
-@IMAGE_DATASETS.register("shards")
 def shards(split: str, splits: Mapping[str, Any], **kwargs: Any) -> ImageShardDataset:
     """Shards from a config: ``splits`` maps split names to shard patterns (or lists of them)."""
     urls = splits.get(split) if splits else None

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from mega.atomic import read_json_object
-from mega.data.benchmarks.index import BENCHMARKS, BenchmarkError, BenchmarkIndex, MissingFileError
+from mega.data.errors import BenchmarkError
 from mega.data.images.scene import (  # noqa: F401  (re-exported: the scene is part of this benchmark)
     SceneOptions,
     SceneRenderer,
@@ -236,7 +236,7 @@ def _options(kwargs: Mapping[str, Any]) -> SceneOptions:
     return SceneOptions(**{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in kwargs.items()})
 
 
-def _plain(value: Any) -> Any:
+def plain_options(value: Any) -> Any:
     from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: PLC0415
 
     if isinstance(value, DictConfig | ListConfig):
@@ -273,14 +273,14 @@ def ensure_synthetic_images(
     folder and renames it into place; a caller that finds another's lock file waits for it.
     """
     if isinstance(root, Mapping) or hasattr(root, "keys"):
-        cfg = dict(_plain(root))
+        cfg = dict(plain_options(root))
         if "generate" in cfg:  # a dataset / data config: its root and generator options, nothing else
             cfg = {"root": cfg.get("root", "data/synthetic_images"), **dict(cfg["generate"] or {})}
         return ensure_synthetic_images(**{"root": "data/synthetic_images", **cfg})
     root = Path(root)
-    opts = _options(_plain(scene))
-    sizes = dict(_plain(sizes) or DEFAULT_SIZES)
-    motion = {**DEFAULT_MOTION, **dict(_plain(motion) or {})}
+    opts = _options(plain_options(scene))
+    sizes = dict(plain_options(sizes) or DEFAULT_SIZES)
+    motion = {**DEFAULT_MOTION, **dict(plain_options(motion) or {})}
     # What the images depend on. The motion folder's location is not part of it (a copy elsewhere
     # holds the same motions); the motion generator's version is recorded but not compared.
     content = {k: v for k, v in motion.items() if k != "root"}
@@ -370,51 +370,3 @@ def _lock_alive_pid(pid: str) -> bool:
     except PermissionError:
         return True
     return int(pid) > 0
-
-
-@BENCHMARKS.register("synthetic_images")
-def build_synthetic_index(
-    root: str | Path = "data/synthetic_images",
-    split: str = "test",
-    subset: str = "all",
-    generate: Mapping[str, Any] | None = None,
-    body_model: str = "free",
-    body_model_path: str | None = None,
-) -> BenchmarkIndex:
-    """The benchmark index of one split (generated first if needed); ground truth is the free body's.
-
-    Args:
-        root: the image set's folder (image paths in the index are relative to it).
-        split: ``test`` (the benchmark), ``val`` or ``train``. subset: ``all``, ``occluded`` (occluder
-            over >= 10 % of the body's pixels) or ``truncated`` (>= 10 % of the vertices outside).
-        generate: :func:`ensure_synthetic_images` options. body_model, body_model_path: ignored (the
-            labels are already in the camera frame; score with ``body_model=free``).
-    """
-    if body_model != "free":
-        log.warning(
-            "synthetic_images ground truth is the free body; evaluate it with body_model=free, not %s",
-            body_model,
-        )
-    root = Path(root)
-    ensure_synthetic_images(root, **dict(_plain(generate) or {}))
-    path = root / f"{split}.npz"
-    if not path.is_file():
-        raise MissingFileError(f"{path} not found: the image set at {root} has no split '{split}'")
-    with np.load(path) as f:
-        a = {k: f[k] for k in f.files}
-    keep = {
-        "all": np.ones(len(a["imgname"]), bool),
-        "occluded": a["occlusion"] >= 0.1,
-        "truncated": a["truncation"] >= 0.1,
-    }
-    if subset not in keep:
-        raise ValueError(f"unknown synthetic_images subset '{subset}' (expected {sorted(keep)})")
-    m = keep[subset]
-    row = {
-        "image": a["imgname"][m], "sequence": a["sequence"][m], "frame": a["frame"][m],
-        "person": np.zeros(int(m.sum()), np.int64), "gender": a["gender"][m],
-        "global_orient": a["pose"][m, :3], "body_pose": a["pose"][m, 3:], "betas": a["shape"][m],
-        "transl": a["trans"][m], "bbox_center": a["center"][m], "bbox_size": a["scale"][m] * 200,
-        "cam_intrinsics": a["cam_int"][m], "image_size": a["img_size"][m],
-    }  # fmt: skip
-    return BenchmarkIndex.from_rows("synthetic_images", split, subset, [row])

@@ -1,1 +1,43 @@
-"""motion"""
+"""Motion data: AMASS-format files -> per-frame SMPL parameters (tokenizer training, pre-training).
+
+``MOTION_DATASETS`` is the one registry of this room: a config's ``name`` picks the entry, the rest are
+its keyword arguments (:func:`build_motion_dataset`). Every entry is :class:`MotionDataset` with other
+defaults: ``synthetic_motion`` (the embedded default, generated on first use by :mod:`.synth`),
+``amass``, ``moyo``, ``bedlam``. Readers of the files: :mod:`.amass`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mega.data.motion.dataset import (
+    MotionDataset,
+    amass,
+    bedlam,
+    ensure_synthetic_motion,
+    moyo,
+    synthetic_motion,
+)
+from mega.registry import Registry
+
+MOTION_DATASETS = Registry("motion data")
+MOTION_DATASETS.register("synthetic_motion")(synthetic_motion)
+MOTION_DATASETS.register("amass")(amass)
+MOTION_DATASETS.register("moyo")(moyo)
+MOTION_DATASETS.register("bedlam")(bedlam)
+
+
+def build_motion_dataset(cfg: Mapping[str, Any], split: str) -> MotionDataset:
+    """Build from a motion data config (its ``name`` picks the registered dataset; the rest are kwargs).
+
+    Example:
+        >>> train = build_motion_dataset(cfg.data, "train")  # cfg.data.name == "synthetic_motion"
+    """
+    kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return MOTION_DATASETS.build(kwargs.pop("name"), split=split, **kwargs)
+
+
+__all__ = ["MOTION_DATASETS", "MotionDataset", "build_motion_dataset", "ensure_synthetic_motion"]

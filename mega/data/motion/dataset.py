@@ -11,7 +11,7 @@ and a default-collated batch has the same keys with a leading (B,) dim (``gender
 ``dataset[list_of_B_indices]`` returns that batch directly (no per-item collation), for
 ``DataLoader(ds, sampler=BatchSampler(RandomSampler(ds, generator=g), B, drop_last=True), batch_size=None)``.
 
-Three registered datasets (``DATASETS``, config group ``data``), all the same class over AMASS-format
+Four registered datasets (:data:`mega.data.motion.MOTION_DATASETS`), all the same class over AMASS-format
 files (:mod:`mega.data.motion.amass`), differing in their defaults:
 
 - ``synthetic_motion``: the embedded default, generated on first use into ``data/synthetic_motion``
@@ -43,11 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from mega.atomic import read_json_object
-from mega.data import DATASETS
 from mega.data.motion.amass import GENDERS, MotionFileError, list_motion_files, load_motion_npz
 from mega.data.motion.synth import (
     DEFAULT_SEQUENCES,
@@ -386,7 +384,6 @@ def ensure_synthetic_motion(
     return root
 
 
-@DATASETS.register("synthetic_motion")
 def synthetic_motion(
     split: str = "train",
     root: str | Path = "data/synthetic_motion",
@@ -400,7 +397,6 @@ def synthetic_motion(
     return MotionDataset(root, split=split, split_protocol="folders", **kwargs)
 
 
-@DATASETS.register("amass")
 def amass(
     split: str = "train",
     root: str | Path = "data/datasets/amass",
@@ -412,7 +408,6 @@ def amass(
     return MotionDataset(root, split=split, split_protocol=split_protocol, **kwargs)
 
 
-@DATASETS.register("moyo")
 def moyo(
     split: str = "train",
     root: str | Path = "data/datasets/moyo",
@@ -426,7 +421,6 @@ def moyo(
     return MotionDataset(root, split=split, split_protocol=split_protocol, **kwargs)
 
 
-@DATASETS.register("bedlam")
 def bedlam(
     split: str = "train",
     root: str | Path = "data/datasets/bedlam_animations",
@@ -445,13 +439,3 @@ def bedlam(
 def _require(root: str | Path, what: str, where: str) -> None:
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{what} not found at {root}: download from {where}, or set data.root=PATH")
-
-
-def build_motion_dataset(cfg: Mapping[str, Any], split: str) -> MotionDataset:
-    """Build from a ``data`` config (its ``name`` picks the registered dataset; the rest are kwargs).
-
-    Example:
-        >>> train = build_motion_dataset(cfg.data, "train")  # cfg.data.name == "synthetic_motion"
-    """
-    kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return DATASETS.build(kwargs.pop("name"), split=split, **kwargs)
