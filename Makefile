@@ -52,8 +52,8 @@ test-app: app-setup chromium
 	MEGA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m browser tests/test_app_browser.py
 
 lint: setup
-	$(BIN)/ruff check mega scripts tests benchmarks
-	$(BIN)/ruff format --check mega scripts tests benchmarks
+	$(BIN)/ruff check mega scripts tools tests benchmarks
+	$(BIN)/ruff format --check mega scripts tools tests benchmarks
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -82,7 +82,7 @@ $(DETECTOR):
 	test -x .venv-detector/bin/python || $(PY) -m venv .venv-detector
 	.venv-detector/bin/pip install -q --no-deps mediapipe==0.10.21
 	.venv-detector/bin/pip install -q "numpy<2" "protobuf>=4.25.3,<5" absl-py attrs flatbuffers "opencv-python-headless<4.11" matplotlib
-	.venv-detector/bin/python scripts/build_pose_detector.py $(DETECTOR)
+	.venv-detector/bin/python tools/build_pose_detector.py $(DETECTOR)
 
 # Real footage for the demo: sports2d's demo video (BSD-3-Clause; two people walking), read out of its
 # wheel from the package registry (the package itself is not installed).

@@ -1,7 +1,7 @@
 """The committed free body file (mega/body/assets/free_body.npz), read with numpy and smplx only.
 
 Independent of mega.body and of anny (CI has no anny): these checks pin the file itself, as written
-by scripts/build_free_body.py.
+by tools/build_free_body.py.
 """
 
 from __future__ import annotations

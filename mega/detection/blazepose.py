@@ -2,7 +2,7 @@
 
 MediaPipe's Tasks API (``mediapipe`` 1.2.x, numpy 2) runs BlazePose GHUM *full* from a ``.task``
 bundle. The wheel does not ship one, so ``make detector`` builds it once from the two ``.tflite`` files
-that the 0.10.x wheels carry (``scripts/build_pose_detector.py``, Apache-2.0 models, see its NOTICE)
+that the 0.10.x wheels carry (``tools/build_pose_detector.py``, Apache-2.0 models, see its NOTICE)
 into ``data/detectors/pose_landmarker_full.task``, and installs the runtime into ``.venv``.
 
 The 33 landmarks of each person are mapped to COCO-17 (:data:`BLAZEPOSE33_TO_COCO17`) with their

@@ -1,6 +1,6 @@
 """How local are a mesh tokenizer's tokens? Change one token, decode, measure where the mesh moved.
 
-    python scripts/tokenizer_locality.py outputs/a/tokenizer.pt outputs/b/tokenizer.pt \
+    python tools/tokenizer_locality.py outputs/a/tokenizer.pt outputs/b/tokenizer.pt \
         [--data-root data/synthetic_motion] [--split val] [--meshes 32] [--out outputs/locality]
 
 For every token position and each of ``--meshes`` held-out meshes, one token is replaced by another

@@ -1,7 +1,7 @@
 """Contact sheet of an image set in the npz format, checked against its own SMPL labels.
 
-    python scripts/contact_sheet.py                                   # data/synthetic_images, train
-    python scripts/contact_sheet.py --root data/synthetic_images --split test --count 16 \\
+    python tools/contact_sheet.py                                   # data/synthetic_images, train
+    python tools/contact_sheet.py --root data/synthetic_images --split test --count 16 \\
         --out outputs/figures/synthetic_contact_sheet.png
 
 For every image of the split the labelled body (``pose``, ``shape``, ``trans`` through the free body)

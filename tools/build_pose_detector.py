@@ -6,7 +6,7 @@ none). The Tasks runtime of mediapipe 1.2.x, which works with numpy 2, needs the
 carry image-normalisation metadata (mean 0, std 255: the model takes RGB in [0, 1]); 0.10.21's metadata
 writer adds it. The bundle is a zip of ``pose_detector.tflite`` + ``pose_landmarks_detector.tflite``.
 
-    python scripts/build_pose_detector.py data/detectors/pose_landmarker_full.task
+    python tools/build_pose_detector.py data/detectors/pose_landmarker_full.task
 
 Nothing is downloaded here: the wheel was installed by pip from the package registry.
 """

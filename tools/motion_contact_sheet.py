@@ -1,7 +1,7 @@
 """Look at the procedural motion: a contact sheet per activity, ground contact and joint-angle coverage.
 
-    python scripts/motion_contact_sheet.py                         # outputs/motion/contact_sheet.png + stats
-    python scripts/motion_contact_sheet.py --coverage data/synthetic_motion --split train
+    python tools/motion_contact_sheet.py                         # outputs/motion/contact_sheet.png + stats
+    python tools/motion_contact_sheet.py --coverage data/synthetic_motion --split train
 
 The sheet has one row per activity (:data:`mega.data.motion.synth.ACTIVITY_NAMES`) and ``--columns``
 samples (frames spread over several sequences, subjects of random shape), each drawn with the free
