@@ -102,6 +102,7 @@ def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
     """Rebuild a trained model from its self-describing ``hmr.pt`` (eval mode, on ``device``).
 
     The tokenizer is loaded from the path recorded at training time and must have the same hash.
+    ``model.training_config`` is the training run's resolved config (None when the file has none).
 
     Raises:
         CheckpointError: the file is missing, not an ``hmr.pt``, or its tokenizer is missing or changed.
@@ -151,4 +152,5 @@ def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
             f"{path}: holds a model this code cannot rebuild ({type(err).__name__}: "
             f"{' '.join(line.strip() for line in first[:2])[:300]}); retrain it or use the code version that wrote it"
         ) from err
+    model.training_config = record.get("config")  # the training run's resolved config (its data), or None
     return model.to(device).eval()

@@ -165,6 +165,7 @@ class HMRModel(nn.Module):
         for p in body.parameters():
             p.requires_grad_(False)
         self._frozen = {"tokenizer": tokenizer.eval(), "body": body.eval()}  # not submodules (see module doc)
+        self.training_config: dict[str, Any] | None = None  # set by mega.hmr_checkpoint.load_hmr
         neck = getattr(backbone, "neck", None)
         if not conditioning.uses_pyramid and neck is not None and any(True for _ in neck.parameters()):
             # The pyramid feeds nothing: freeze it so that no trainable parameter is left without a

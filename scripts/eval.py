@@ -31,11 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 import mega  # noqa: F401  (torchvision shim before anything else)
 from mega.data.benchmarks.eval_views import build_eval_dataset
 from mega.data.benchmarks.index import make_body_factory
+from mega.data.images import IMAGE_DATASETS
 from mega.engine.dist import cleanup_dist, setup_dist
-from mega.errors import ConfigError, entry_point
+from mega.errors import entry_point
 from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
+from mega.stage_inputs import find_hmr
 
 log = logging.getLogger("eval")
 
@@ -75,6 +77,15 @@ def batch1_timing(
     }
 
 
+def eval_root(cfg: DictConfig, model: Any) -> str | None:
+    """``root``: as given, else, for the image benchmark the model was trained on, the images it was
+    trained with (after ``make quickstart``: its test split), else the dataset config's."""
+    if cfg.root or model is None or cfg.dataset.name not in IMAGE_DATASETS:
+        return cfg.root
+    data = (model.training_config or {}).get("data") or {}
+    return data.get("root") if data.get("name") == cfg.dataset.name else None
+
+
 def decoding_label(cfg: DictConfig) -> str:
     """The sampler preset's name (``configs/sampler/<preset>``), ``+ refiner`` when one runs."""
     from hydra.core.hydra_config import HydraConfig
@@ -91,18 +102,15 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
     dist = setup_dist(cfg.device)
     try:
-        name = cfg.predictor or ("model" if cfg.checkpoint else None)
-        if name is None:
-            raise ConfigError("give checkpoint=PATH/hmr.pt (a trained model) or predictor=oracle|mean_pose")
+        name = cfg.predictor or "model"
         model = sampler = refiner = None
         if name == "model":
             from mega.hmr_checkpoint import load_hmr
             from mega.inference import KeypointSource, build_sampler, model_predictor
             from mega.refiners import build_refiner
 
-            if not cfg.checkpoint:
-                raise ConfigError("predictor=model needs checkpoint=PATH/hmr.pt")
-            model = load_hmr(cfg.checkpoint, dist.device)
+            checkpoint = find_hmr(cfg.checkpoint)  # null: the quickstart's model, else the newest run's
+            model = load_hmr(checkpoint, dist.device)
             sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
             refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
             predictor = model_predictor(model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints),
@@ -111,7 +119,7 @@ def main(cfg: DictConfig) -> None:
         else:
             predictor, label = build_predictor(name), name
         crop = model.backbone.input_size if model is not None else None
-        dataset = build_eval_dataset(cfg.dataset, crop, root=cfg.root, limit=cfg.limit)
+        dataset = build_eval_dataset(cfg.dataset, crop, root=eval_root(cfg, model), limit=cfg.limit)
         bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
         protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
         evaluator = Evaluator(protocol, bodies, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
@@ -126,7 +134,7 @@ def main(cfg: DictConfig) -> None:
         t0 = time.perf_counter()
         result = evaluator.run(dataset, predictor, predictor_name=label)
         seconds = time.perf_counter() - t0
-        result.summary["run"] = {"checkpoint": cfg.checkpoint, "sampler": OmegaConf.to_container(cfg.sampler),
+        result.summary["run"] = {"checkpoint": str(checkpoint) if model is not None else None, "sampler": OmegaConf.to_container(cfg.sampler),
                                  "refiner": OmegaConf.to_container(cfg.refiner),
                                  "num_samples": cfg.num_samples, "rotation": cfg.rotation, "precision": cfg.precision, "keypoints": OmegaConf.to_container(cfg.keypoints),
                                  "seed": cfg.seed, "world_size": dist.world_size}  # fmt: skip

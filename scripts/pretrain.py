@@ -13,8 +13,9 @@ two baselines computed from the training ids: the single most frequent code, and
 of each position (and that position-wise unigram's NLL). The run directory gets ``pretrained.pt`` (weights,
 transformer kwargs, tokenizer path + hash, config: all ``scripts/generate.py`` needs) and ``metrics.json``.
 
-Tokenizer checkpoint rule (``tokenizer.checkpoint=null``): ``data/checkpoints/tokenizer_mesh.pt`` if it
-exists, else the newest ``outputs/train_tokenizer/*/tokenizer.pt``; otherwise the error says how to make one.
+Tokenizer checkpoint rule (``tokenizer.checkpoint=null``, :func:`mega.stage_inputs.find_tokenizer`):
+``data/checkpoints/tokenizer_mesh.pt`` if it exists, else the quickstart's, else the newest
+``outputs/train_tokenizer/*/tokenizer.pt``; otherwise a one-line error says how to make one.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from mega.engine import (
     train,
 )
 from mega.errors import entry_point
+from mega.stage_inputs import find_tokenizer
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.transformer import (
     GlobalBatchMasks,
@@ -66,28 +68,7 @@ from mega.transformer.token_cache import (
 
 log = logging.getLogger("pretrain")
 
-DEFAULT_TOKENIZER = Path("data/checkpoints/tokenizer_mesh.pt")
-TOKENIZER_RUNS = "outputs/train_tokenizer/*/tokenizer.pt"
-MAKE_TOKENIZER = "python scripts/train_tokenizer.py"  # its default: the mesh tokenizer, CPU preset
 PRETRAINED_FORMAT = "mega-pretrained/1"
-
-
-def find_tokenizer(checkpoint: str | None) -> Path:
-    """The tokenizer checkpoint to use (see the module docstring for the rule)."""
-    how = f"make one with `{MAKE_TOKENIZER}` (or copy one to {DEFAULT_TOKENIZER})"
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"tokenizer.checkpoint={checkpoint} does not exist; {how}")
-        return Path(checkpoint)
-    if DEFAULT_TOKENIZER.is_file():
-        return DEFAULT_TOKENIZER
-    runs = sorted(Path().glob(TOKENIZER_RUNS), key=lambda p: p.stat().st_mtime)
-    if runs:
-        return runs[-1]
-    raise FileNotFoundError(
-        f"no tokenizer checkpoint: tokenizer.checkpoint is unset, {DEFAULT_TOKENIZER} does not exist and there "
-        f"is no {TOKENIZER_RUNS}; {how}, then rerun (or pass tokenizer.checkpoint=PATH)"
-    )
 
 
 def masked_token_loss(masks: GlobalBatchMasks, world_size: int, frames: FramePicker | None = None):
@@ -174,7 +155,7 @@ def main(cfg: DictConfig) -> None:
     dist = setup_dist(engine.device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        tok_path = find_tokenizer(cfg.tokenizer.checkpoint)
+        tok_path = find_tokenizer(cfg.tokenizer.checkpoint, kind=None)
         tokenizer = load_tokenizer(tok_path, map_location=dist.device)
         body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
         token_ids, layout = {}, None

@@ -12,10 +12,11 @@ runs the evaluator in deterministic mode on the held-out split (PVE / MPJPE / PA
 test split is scored for the model and for the ``mean_pose`` floor and the ``oracle``; the run directory
 gets ``hmr.pt`` (weights, kwargs, tokenizer path + hash, config) and ``results.json``.
 
-Tokenizer rule (``tokenizer.checkpoint=null``): ``data/checkpoints/tokenizer_<kind>.pt`` if it exists, else
-the newest ``outputs/train_tokenizer/*/tokenizer.pt`` of that kind (mesh | pose). Pre-trained transformer
-(``transformer.init=auto``): the newest ``outputs/pretrain/*/pretrained.pt`` made with this tokenizer; a
-missing one is an error that prints the command making it (``transformer.init=null``: from scratch).
+Inputs (:mod:`mega.stage_inputs`): ``tokenizer.checkpoint=null`` takes ``data/checkpoints/tokenizer_<kind>.pt``,
+else the quickstart's, else the newest ``outputs/train_tokenizer/*/tokenizer.pt`` of that kind (mesh | pose);
+``transformer.init=auto`` the quickstart's or the newest ``outputs/pretrain/*/pretrained.pt`` made with this
+tokenizer. A missing one is a one-line error with the command that makes it (``transformer.init=null``:
+from scratch).
 """
 
 from __future__ import annotations
@@ -54,51 +55,11 @@ from mega.metrics.evaluator import Evaluator, format_table, write_results
 from mega.metrics.predictors import build_predictor
 from mega.metrics.protocols import build_protocol
 from mega.model import HMRModel, load_pretrained_transformer
+from mega.stage_inputs import find_pretrained, find_tokenizer
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.viz.views import save_png
 
 log = logging.getLogger("train_hmr")
-MAKE_TOKENIZER = {"mesh": "python scripts/train_tokenizer.py",
-                  "pose": "python scripts/train_tokenizer.py experiment=pose_tokenizer_cpu"}  # fmt: skip
-
-
-def _kind_of(path: Path) -> str:
-    name = str(torch.load(path, map_location="cpu", weights_only=True).get("name", ""))
-    return "pose" if name.startswith("pose") else "mesh"
-
-
-def find_tokenizer(checkpoint: str | None, kind: str) -> Path:
-    """The tokenizer checkpoint to use (see the module docstring for the rule)."""
-    how = f"make one with `{MAKE_TOKENIZER[kind]}` (or pass tokenizer.checkpoint=PATH)"
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"tokenizer.checkpoint={checkpoint} does not exist; {how}")
-        return Path(checkpoint)
-    default = Path(f"data/checkpoints/tokenizer_{kind}.pt")
-    if default.is_file():
-        return default
-    runs = sorted(Path().glob("outputs/train_tokenizer/*/tokenizer.pt"), key=lambda p: p.stat().st_mtime)
-    runs = [p for p in runs if _kind_of(p) == kind]
-    if runs:
-        return runs[-1]
-    raise FileNotFoundError(f"no {kind} tokenizer: {default} does not exist and no outputs/train_tokenizer run "
-                            f"holds one; {how}, then rerun")  # fmt: skip
-
-
-def find_pretrained(init: str | None, tok_path: Path, tok_sha: str) -> str | None:
-    """``transformer.init``: a path, null (scratch) or auto (newest pre-training run with this tokenizer)."""
-    if init in (None, "", "null", "none"):
-        return None
-    if init != "auto":
-        return init
-    for path in sorted(Path().glob("outputs/pretrain/*/pretrained.pt"), key=lambda p: -p.stat().st_mtime):
-        if load_checkpoint(path).get("tokenizer", {}).get("sha256") == tok_sha:
-            return str(path)
-    raise FileNotFoundError(
-        "transformer.init=auto: no outputs/pretrain/*/pretrained.pt was pre-trained with tokenizer "
-        f"{tok_path} ({tok_sha[:12]}); make one with\n    python scripts/pretrain.py tokenizer.checkpoint={tok_path}\n"
-        "then rerun (or pass transformer.init=PATH, or transformer.init=null to train from scratch)"
-    )
 
 
 def build_model(cfg: DictConfig, tokenizer, body) -> tuple[HMRModel, dict]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mega.engine import DistInfo, load_checkpoint
+from mega.stage_inputs import find_tokenizer
 from mega.tokenizers import build_tokenizer, save_tokenizer
 from mega.transformer import GlobalBatchMasks
 
@@ -99,20 +100,20 @@ def test_baselines_and_heldout_metrics_known_answers():
 def test_missing_tokenizer_names_the_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="scripts/train_tokenizer.py") as err:
-        pretrain.find_tokenizer(None)
+        find_tokenizer(None, kind=None)
     assert "tokenizer.checkpoint=PATH" in str(err.value)
     with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
-        pretrain.find_tokenizer("nope.pt")
+        find_tokenizer("nope.pt", kind=None)
     newest = tmp_path / "outputs/train_tokenizer/b/tokenizer.pt"
     for path in (tmp_path / "outputs/train_tokenizer/a/tokenizer.pt", newest):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
     os.utime(newest.parent.parent / "a" / "tokenizer.pt", (0, 0))
-    assert pretrain.find_tokenizer(None).resolve() == newest
+    assert find_tokenizer(None, kind=None).resolve() == newest
     default = tmp_path / "data/checkpoints/tokenizer_mesh.pt"
     default.parent.mkdir(parents=True)
     default.write_bytes(b"x")
-    assert pretrain.find_tokenizer(None) == Path("data/checkpoints/tokenizer_mesh.pt")
+    assert find_tokenizer(None, kind=None) == Path("data/checkpoints/tokenizer_mesh.pt")
 
 
 # --- end to end: torchrun DDP vs one process, then generate.py ---------------------------------------------

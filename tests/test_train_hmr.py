@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from mega.engine import load_checkpoint
+from mega.stage_inputs import find_pretrained, find_tokenizer
 from mega.tokenizers import build_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-import train_hmr  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,10 +56,10 @@ def test_presets_compose_with_the_papers_settings():
 def test_missing_tokenizer_and_pretrained_name_the_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="train_tokenizer.py experiment=pose_tokenizer_cpu"):
-        train_hmr.find_tokenizer(None, "pose")
+        find_tokenizer(None, "pose")
     with pytest.raises(FileNotFoundError, match="scripts/pretrain.py tokenizer.checkpoint=tok.pt"):
-        train_hmr.find_pretrained("auto", Path("tok.pt"), "0" * 64)
-    assert train_hmr.find_pretrained("null", Path("tok.pt"), "0") is None
+        find_pretrained("auto", Path("tok.pt"), "0" * 64)
+    assert find_pretrained("null", Path("tok.pt"), "0") is None
 
 
 # --- end to end --------------------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ import numpy as np
 from mega.data.crop import decode_image
 from mega.detection import Person, read_detections, whole_image
 from mega.errors import UserError
+from mega.stage_inputs import find_hmr
 
 log = logging.getLogger("demo")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-QUICKSTART_CHECKPOINT = Path("outputs/quickstart/train_hmr/hmr.pt")
 
 
 class DemoInputError(UserError, ValueError):
@@ -27,18 +27,9 @@ class DemoInputError(UserError, ValueError):
 
 
 def find_checkpoint(path: str | None) -> Path:
-    """``checkpoint``: the path given, else the quickstart's model, else the newest train_hmr run's."""
-    if path:
-        return Path(path)  # load_hmr names a missing file
-    if QUICKSTART_CHECKPOINT.is_file():
-        return QUICKSTART_CHECKPOINT
-    runs = sorted(Path().glob("outputs/train_hmr/*/hmr.pt"), key=lambda p: p.stat().st_mtime)
-    if runs:
-        return runs[-1]
-    raise DemoInputError(
-        "no trained model: pass checkpoint=PATH/hmr.pt, or train one with `make quickstart` "
-        "(or `python scripts/train_hmr.py`)"
-    )
+    """``checkpoint``: the path given, else the quickstart's model, else the newest train_hmr run's
+    (:func:`mega.stage_inputs.find_hmr`)."""
+    return find_hmr(path)
 
 
 def list_inputs(inputs: list[str]) -> list[tuple[str, Path]]:
