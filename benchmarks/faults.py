@@ -43,7 +43,7 @@ def run_job(folder: Path, args: argparse.Namespace, mode: str, kill: bool) -> di
     """One torchrun job in ``folder``; returns its outcome, timings and final model (or None)."""
     folder.mkdir(parents=True)
     overrides = [
-        f"data.root={args.work / 'motion'}", "data.sequences.train=4", "data.sequences.val=2", "data.sequences.test=2",
+        f"motion.root={args.work / 'motion'}", "motion.sequences.train=4", "motion.sequences.val=2", "motion.sequences.test=2",
         "tokenizer.hidden_dim=64", f"engine.max_steps={args.steps}", "engine.batch_size=16", "engine.warmup_steps=2",
         f"engine.ckpt_every={args.ckpt_every}", "engine.log_every=5", "engine.progress_bar=false", "engine.device=cpu",
         "logger=none", "threads=1", "eval_batch_size=64",

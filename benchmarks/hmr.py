@@ -150,7 +150,7 @@ def data_throughput(n: int = 64) -> dict:
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("train_hmr")
-    ds = build_image_dataset(cfg.data, "train", crop_size=cfg.backbone.input_size)
+    ds = build_image_dataset(cfg.images, "train", crop_size=cfg.backbone.input_size)
     ds[0]
     t = time.perf_counter()
     for i in range(1, n + 1):

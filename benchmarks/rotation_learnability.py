@@ -67,7 +67,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    data = OmegaConf.to_container(OmegaConf.load("configs/data/synthetic_images.yaml"), resolve=True)
+    data = OmegaConf.to_container(OmegaConf.load("configs/images/synthetic_images.yaml"), resolve=True)
     data.update(root=args.root, crop_size=args.crop, generate={})
     train, val = build_image_dataset(data, "train"), build_image_dataset(data, "val")
     cfg = OmegaConf.to_container(OmegaConf.load("configs/backbone/tiny_cnn.yaml"), resolve=True)

@@ -1,12 +1,12 @@
 """Score a trained model (any sampler) or a built-in predictor on a benchmark under a named protocol.
 
-    python scripts/eval.py dataset=synthetic_images protocol=smpl24 body_model=free checkpoint=outputs/train_hmr/<run>/hmr.pt
+    python scripts/eval.py benchmark=synthetic_images protocol=smpl24 body_model=free checkpoint=outputs/train_hmr/<run>/hmr.pt
     python scripts/eval.py ... checkpoint=... sampler=stochastic num_samples=10        # MEGA's stochastic mode
     python scripts/eval.py ... checkpoint=... sampler=uncertainty_guided sampler.steps=10
     python scripts/eval.py ... checkpoint=... sampler=uncertainty_guided refiner=pose_guided keypoints.noise_px=3 keypoints.drop=0.1
-    python scripts/prepare_data.py dataset=3dpw root=/path/to/3DPW     # once, then:
-    python scripts/eval.py dataset=3dpw protocol=3dpw_spin14 predictor=mean_pose
-    torchrun --nproc_per_node=8 scripts/eval.py dataset=3dpw protocol=3dpw_spin14 checkpoint=...
+    python scripts/prepare_data.py benchmark=3dpw root=/path/to/3DPW     # once, then:
+    python scripts/eval.py benchmark=3dpw protocol=3dpw_spin14 predictor=mean_pose
+    torchrun --nproc_per_node=8 scripts/eval.py benchmark=3dpw protocol=3dpw_spin14 checkpoint=...
 
 Writes ``per_sample.csv`` and ``summary.json`` into the run directory and prints a table; every result
 carries the protocol's name, and the summary records the checkpoint, sampler, Q and the speed (images/s
@@ -80,10 +80,11 @@ def batch1_timing(
 def eval_root(cfg: DictConfig, model: Any) -> str | None:
     """``root``: as given, else, for the image benchmark the model was trained on, the images it was
     trained with (after ``make quickstart``: its test split), else the dataset config's."""
-    if cfg.root or model is None or cfg.dataset.name not in IMAGE_DATASETS:
+    if cfg.root or model is None or cfg.benchmark.name not in IMAGE_DATASETS:
         return cfg.root
-    data = (model.training_config or {}).get("data") or {}
-    return data.get("root") if data.get("name") == cfg.dataset.name else None
+    trained = model.training_config or {}
+    data = trained.get("images") or trained.get("data") or {}  # "data": hmr.pt files before the rename
+    return data.get("root") if data.get("name") == cfg.benchmark.name else None
 
 
 def decoding_label(cfg: DictConfig) -> str:
@@ -119,7 +120,7 @@ def main(cfg: DictConfig) -> None:
         else:
             predictor, label = build_predictor(name), name
         crop = model.backbone.input_size if model is not None else None
-        dataset = build_eval_dataset(cfg.dataset, crop, root=eval_root(cfg, model), limit=cfg.limit)
+        dataset = build_eval_dataset(cfg.benchmark, crop, root=eval_root(cfg, model), limit=cfg.limit)
         bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
         protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
         evaluator = Evaluator(protocol, bodies, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
@@ -127,7 +128,7 @@ def main(cfg: DictConfig) -> None:
         log.info(
             "evaluating %s on %s (%d samples) under protocol %s",
             label,
-            cfg.dataset.name,
+            cfg.benchmark.name,
             len(dataset),
             protocol.name,
         )

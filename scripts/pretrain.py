@@ -2,7 +2,7 @@
 
     python scripts/pretrain.py                                    # embedded default: CPU preset, synthetic motion
     python scripts/pretrain.py tokenizer.checkpoint=PATH transformer=small engine.max_steps=5000 threads=1
-    torchrun --nproc_per_node=4 scripts/pretrain.py experiment=pretrain_paper data=amass tokenizer.checkpoint=PATH
+    torchrun --nproc_per_node=4 scripts/pretrain.py experiment=pretrain_paper motion=amass tokenizer.checkpoint=PATH
 
 The frozen tokenizer turns every frame of the motion set into ids once (``mega.transformer.token_cache``;
 with ``body_model.gender=per_sequence`` each frame meshed with its sequence's gender's model). An epoch is
@@ -160,9 +160,9 @@ def main(cfg: DictConfig) -> None:
         body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
         token_ids, layout = {}, None
         for role, split in cfg.splits.items():
-            motion = build_motion_dataset(cfg.data, split)
+            motion = build_motion_dataset(cfg.motion, split)
             token_ids[role] = load_or_build_token_ids(
-                tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.data.name, split=split,
+                tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.motion.name, split=split,
                 batch_size=cfg.encode_batch_size, device=dist.device,
             ).ids  # fmt: skip
             if role == "train" and cfg.sampling == "sequences":
@@ -205,7 +205,7 @@ def main(cfg: DictConfig) -> None:
                           codebook_size=model.codebook_size)  # fmt: skip
             record = {"format": PRETRAINED_FORMAT, "model": model.state_dict(), "transformer": kwargs,
                       "tokenizer": {"checkpoint": str(tok_path.resolve()), "sha256": tokenizer_hash(tokenizer)},
-                      "body_model": resolved["body_model"], "data": resolved["data"], "splits": resolved["splits"],
+                      "body_model": resolved["body_model"], "data": resolved["motion"], "splits": resolved["splits"],
                       "step": result.step, "metrics": result.metrics, "config": resolved}  # fmt: skip
             save_checkpoint(run_dir / "pretrained.pt", record)
             write_json(run_dir / "metrics.json", {"step": result.step, "final": result.metrics,

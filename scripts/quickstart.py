@@ -9,7 +9,7 @@ Stages (each one the project's own script, in a fixed run directory under ``run_
     motion         synthetic motion data (mega.data.motion.dataset)                 -> data/synthetic_motion/
     tokenizer      scripts/train_tokenizer.py                               -> tokenizer/tokenizer.pt
     pretrain       scripts/pretrain.py                                      -> pretrain/pretrained.pt
-    images         scripts/prepare_data.py dataset=synthetic_images         -> images + test benchmark index
+    images         scripts/prepare_data.py benchmark=synthetic_images         -> images + test benchmark index
     train_hmr      scripts/train_hmr.py experiment=hmr_cpu                  -> train_hmr/hmr.pt
     eval_<s>       scripts/eval.py with sampler s, or its eval.decoding arguments (and predictor=mean_pose)  -> eval/<s>/summary.json
     demo_*         scripts/demo.py on held-out images (+ the sports2d video) -> demo/<name>/*.png
@@ -84,14 +84,14 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     tok, pre, hmr = run / "tokenizer/tokenizer.pt", run / "pretrain/pretrained.pt", run / "train_hmr/hmr.pt"
     mo, im = cfg.motion, cfg.images
     seqs = f"{{train: {mo.sequences.train}, val: {mo.sequences.val}, test: {mo.sequences.test}}}"
-    motion_data = [f"data.root={mo.root}", f"data.seed={mo.seed}", f"data.sequences={seqs}"]
+    motion_data = [f"motion.root={mo.root}", f"motion.seed={mo.seed}", f"motion.sequences={seqs}"]
     motion_code = (
         "import mega; from mega.data.motion.dataset import ensure_synthetic_motion; "
         f"ensure_synthetic_motion({str(mo.root)!r}, seed={int(mo.seed)}, "
         f"sequences={dict(OmegaConf.to_container(mo.sequences))!r})"
     )
     sizes = f"{{train: {im.sizes.train}, val: {im.sizes.val}, test: {im.sizes.test}}}"
-    gen_motion = f"dataset.generate.motion={{root: {mo.root}, seed: {mo.seed}, sequences: {seqs}}}"
+    gen_motion = f"benchmark.generate.motion={{root: {mo.root}, seed: {mo.seed}, sequences: {seqs}}}"
     index = benchmark_index(cfg)
     stages = [
         Stage("motion", [_py(cfg), "-c", motion_code], Path(mo.root) / "MANIFEST.json"),
@@ -128,11 +128,11 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
                 cfg,
                 "prepare_data.py",
                 run / "images",
-                "dataset=synthetic_images",
-                f"dataset.root={im.root}",
-                f"dataset.generate.sizes={sizes}",
+                "benchmark=synthetic_images",
+                f"benchmark.root={im.root}",
+                f"benchmark.generate.sizes={sizes}",
                 gen_motion,
-                f"dataset.index={index}",
+                f"benchmark.index={index}",
                 *im.args,
             ),
             index,
@@ -147,14 +147,14 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
                 "logger=none",
                 f"tokenizer.checkpoint={tok}",
                 f"transformer.init={pre}",
-                f"data.root={im.root}",
+                f"images.root={im.root}",
                 f"threads={cfg.threads}",
                 *cfg.train_hmr.args,
             ),
             hmr,
         ),  # fmt: skip
     ]
-    bench = ["dataset=synthetic_images", f"dataset.root={im.root}", "dataset.split=test", "protocol=smpl24",
+    bench = ["benchmark=synthetic_images", f"benchmark.root={im.root}", "benchmark.split=test", "protocol=smpl24",
              "body_model=free", "progress=false"]  # fmt: skip
     stages.append(Stage("eval_mean_pose", _script(cfg, "eval.py", run / "eval/mean_pose", *bench, "predictor=mean_pose",
                                                   *cfg.eval.args), run / "eval/mean_pose/summary.json"))  # fmt: skip

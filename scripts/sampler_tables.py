@@ -72,7 +72,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = load_hmr(cfg.checkpoint)
-    dataset = build_eval_dataset(cfg.dataset, model.backbone.input_size, root=cfg.root, limit=cfg.limit)
+    dataset = build_eval_dataset(cfg.benchmark, model.backbone.input_size, root=cfg.root, limit=cfg.limit)
     evaluator = Evaluator(build_protocol(**OmegaConf.to_container(cfg.protocol)),
                           make_body_factory(cfg.body_model.name, cfg.body_model.path),
                           batch_size=cfg.batch_size, progress=False)  # fmt: skip

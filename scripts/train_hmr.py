@@ -130,7 +130,7 @@ def main(cfg: DictConfig) -> None:
         model.to(dist.device)
         size = model.backbone.input_size
         # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
-        train_set = build_image_dataset(cfg.data, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
+        train_set = build_image_dataset(cfg.images, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
         if cfg.feature_cache:  # the frozen trunk runs once per cached crop, not once per step
             if not model.backbone.trunk_frozen:
                 raise ConfigError("feature_cache=true needs backbone.freeze=true; or set feature_cache=false")
@@ -140,7 +140,7 @@ def main(cfg: DictConfig) -> None:
             log.info("frozen backbone outputs of %d crops cached in %.1f s", len(train_set),
                      time.perf_counter() - t_cache)  # fmt: skip
         val_set = ImageBenchmarkView(
-            build_image_dataset(cfg.data, cfg.splits.val, crop_size=size), cfg.eval_limit
+            build_image_dataset(cfg.images, cfg.splits.val, crop_size=size), cfg.eval_limit
         )
         per_epoch = max(1, len(train_set) // (engine.batch_size * dist.world_size) // engine.grad_accum)
         if cfg.warmup_epochs is not None:  # the papers' warm-up is in epochs; the engine counts updates
@@ -180,7 +180,7 @@ def main(cfg: DictConfig) -> None:
         seconds = time.perf_counter() - t0
         model.eval()
         test = ImageBenchmarkView(
-            build_image_dataset(cfg.data, cfg.splits.test, crop_size=size), cfg.test_limit
+            build_image_dataset(cfg.images, cfg.splits.test, crop_size=size), cfg.test_limit
         )
         results = {}
         for name in ("model", "mean_pose", "oracle"):

@@ -2,7 +2,7 @@
 
     python scripts/train_tokenizer.py                                   # mesh tokenizer, CPU preset, synthetic motion
     python scripts/train_tokenizer.py tokenizer=pose_vqvae experiment=pose_tokenizer_cpu
-    torchrun --nproc_per_node=8 scripts/train_tokenizer.py experiment=mesh_tokenizer_paper data=bedlam
+    torchrun --nproc_per_node=8 scripts/train_tokenizer.py experiment=mesh_tokenizer_paper motion=bedlam
 
 Meshes and joints are computed in the step, in batches, by the body model on the training device;
 with ``body_model=smpl body_model.gender=per_sequence`` each frame is meshed with its sequence's
@@ -116,8 +116,8 @@ def main(cfg: DictConfig) -> None:
     cfg.tokenizer = tok_cfg
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
-    train_set = build_motion_dataset(cfg.data, "train")
-    eval_set = build_motion_dataset(cfg.data, cfg.eval_split)
+    train_set = build_motion_dataset(cfg.motion, "train")
+    eval_set = build_motion_dataset(cfg.motion, cfg.eval_split)
     seed_everything(engine.seed)
     tokenizer = build_tokenizer(**tok_cfg)
     objective = TokenizerObjective(tokenizer, body)
@@ -148,7 +148,7 @@ def main(cfg: DictConfig) -> None:
             summary = {
                 "tokenizer": tok_cfg["name"],
                 "body_model": body.name,
-                "data": cfg.data.name,
+                "data": cfg.motion.name,
                 "eval_split": cfg.eval_split,
                 **final,
                 "train_code_usage": float(tokenizer.quantizer.usage()),

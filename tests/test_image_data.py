@@ -214,7 +214,7 @@ def _config(name: str):
 
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).parent.parent / "configs" / "data" / f"{name}.yaml")
+    cfg = OmegaConf.load(Path(__file__).parent.parent / "configs" / "images" / f"{name}.yaml")
     cfg.pop("defaults", None)
     return cfg
 
@@ -224,7 +224,7 @@ IMAGE_CONFIGS = ["coco", "mpii", "h36m", "mpi_inf_3dhp", "bedlam_images", "synth
 
 @pytest.mark.parametrize("name", IMAGE_CONFIGS)
 def test_every_image_config_builds(root, tmp_path, name):
-    """Each configs/data image entry: registered under its name, keys = constructor kwargs, builds."""
+    """Each configs/images entry: registered under its name, keys = constructor kwargs, builds."""
     import shutil
 
     from fixtures_images import write_shards

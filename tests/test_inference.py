@@ -208,7 +208,7 @@ def _eval(args: list[str], run_dir: Path) -> dict:
 
 
 def test_eval_script_every_sampler(tiny, tiny_images, tmp_path):
-    common = ["dataset=synthetic_images", f"dataset.root={tiny_images}", "protocol=smpl24", "body_model=free",
+    common = ["benchmark=synthetic_images", f"benchmark.root={tiny_images}", "protocol=smpl24", "body_model=free",
               "batch_size=4", "progress=false", "timing.images=2"]  # fmt: skip
     oracle = _eval([*common, "predictor=oracle"], tmp_path / "oracle")
     assert oracle["num_samples"] == 6 and max(oracle["metrics"].values()) < 1e-3

@@ -121,8 +121,8 @@ def test_missing_tokenizer_names_the_command(tmp_path, monkeypatch):
 
 def _overrides(tmp: Path, tokenizer: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
-        f"tokenizer.checkpoint={tokenizer}", f"data.root={tmp / 'motion'}", "data.sequences.train=3",
-        "data.sequences.val=2", "data.sequences.test=2", f"token_cache_dir={tmp / 'tokens'}",
+        f"tokenizer.checkpoint={tokenizer}", f"motion.root={tmp / 'motion'}", "motion.sequences.train=3",
+        "motion.sequences.val=2", "motion.sequences.test=2", f"token_cache_dir={tmp / 'tokens'}",
         "transformer.dim=16", "transformer.encoder_depth=1", "transformer.decoder_depth=1", "transformer.num_heads=2",
         "engine.max_steps=3", f"engine.batch_size={batch_size}", "engine.warmup_steps=1", "engine.log_every=1",
         "engine.eval_every=2", "engine.ckpt_every=0", "engine.progress_bar=false", "eval_batch_size=64",

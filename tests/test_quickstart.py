@@ -33,7 +33,7 @@ def tiny_overrides(tmp: Path) -> list[str]:
         *TINY_TR,
         *TINY_ENGINE,
     ]
-    hmr = ["engine.max_steps=2", "engine.eval_every=0", "data.augment=null", "feature_cache_views=1", "backbone=tiny_cnn", "backbone.freeze=true", "backbone.input_size=32",
+    hmr = ["engine.max_steps=2", "engine.eval_every=0", "images.augment=null", "feature_cache_views=1", "backbone=tiny_cnn", "backbone.freeze=true", "backbone.input_size=32",
            "backbone.widths=[8,16]", "backbone.depths=[1]", "heads.head_hidden=16", "eval_batch_size=4",
            "test_limit=4", "eval_limit=4", *TINY_TR, *TINY_ENGINE]  # fmt: skip
     arg = lambda xs: "[" + ",".join(f"'{x}'" for x in xs) + "]"  # noqa: E731  (quoted: items hold '=')

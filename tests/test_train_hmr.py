@@ -42,8 +42,8 @@ def test_presets_compose_with_the_papers_settings():
     mega, genhmr = cfgs["mega_hrnet"], cfgs["genhmr_vit"]
     assert (mega.engine.lr, tuple(mega.engine.betas), mega.engine.weight_decay, mega.engine.epochs) == (
         1e-3, (0.9, 0.99), 0.05, 100)  # fmt: skip
-    assert mega.warmup_epochs == 20 and mega.conditioning.name == "prefix" and mega.data.name == "coco"
-    assert cfgs["mega_hrnet_mix"].engine.epochs == 10 and cfgs["mega_hrnet_mix"].data.name == "mix"
+    assert mega.warmup_epochs == 20 and mega.conditioning.name == "prefix" and mega.images.name == "coco"
+    assert cfgs["mega_hrnet_mix"].engine.epochs == 10 and cfgs["mega_hrnet_mix"].images.name == "mix"
     assert cfgs["mega_vit"].backbone.freeze and cfgs["mega_vit_mix"].backbone.trainable_blocks == 10
     assert genhmr.conditioning.name == "deformable" and list(genhmr.backbone.pyramid_scales) == [8, 4, 1]
     assert (genhmr.engine.lr, genhmr.tokenizer.kind, genhmr.conditioning.num_layers) == (1e-5, "pose", 4)
@@ -75,7 +75,7 @@ def tiny_images(tmp_path_factory):
 
 def _overrides(images: Path, tokenizer: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
-        f"data.root={images}", "data.augment=null", "feature_cache_views=1", f"tokenizer.checkpoint={tokenizer}", "transformer.init=null",
+        f"images.root={images}", "images.augment=null", "feature_cache_views=1", f"tokenizer.checkpoint={tokenizer}", "transformer.init=null",
         "backbone=tiny_cnn", "backbone.input_size=32", "backbone.widths=[8,16]", "backbone.depths=[1]", "backbone.freeze=true",
         "transformer.dim=16", "transformer.encoder_depth=1", "transformer.decoder_depth=1", "transformer.num_heads=2",
         "heads.head_hidden=16", "engine.max_steps=3", f"engine.batch_size={batch_size}", "engine.warmup_steps=1",

@@ -25,7 +25,7 @@ def test_train_tokenizer_writes_a_loadable_tokenizer_and_metrics(tmp_path, prese
     run = tmp_path / "run"
     cmd = [
         sys.executable, str(ROOT / "scripts" / "train_tokenizer.py"), preset, *extra,
-        f"data.root={tmp_path / 'motion'}", "data.sequences.train=3", "data.sequences.val=2", "data.sequences.test=2",
+        f"motion.root={tmp_path / 'motion'}", "motion.sequences.train=3", "motion.sequences.val=2", "motion.sequences.test=2",
         "engine.max_steps=4", "engine.batch_size=16", "engine.warmup_steps=1", "engine.progress_bar=false",
         "logger=none", "threads=1", f"hydra.run.dir={run}",
     ]  # fmt: skip

@@ -86,7 +86,7 @@ def main() -> None:
     npz = root / f"{args.split}.npz"
     if not npz.is_file():
         raise SystemExit(
-            f"{npz} not found: generate it with `python scripts/prepare_data.py dataset=synthetic_images`"
+            f"{npz} not found: generate it with `python scripts/prepare_data.py benchmark=synthetic_images`"
         )
     with np.load(npz) as f:
         labels = {k: f[k] for k in f.files}

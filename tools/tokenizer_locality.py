@@ -44,7 +44,7 @@ def held_out_meshes(body, data_root: str | None, split: str, count: int, as_is: 
     ``as_is``: read the folder's files whatever generator state wrote them (no manifest check), e.g.
     to measure on the very data a tokenizer was trained on after the generator changed.
     """
-    cfg = OmegaConf.load(ROOT / "configs" / "data" / "synthetic_motion.yaml")
+    cfg = OmegaConf.load(ROOT / "configs" / "motion" / "synthetic_motion.yaml")
     if data_root:
         cfg.root = data_root
     if as_is:

@@ -34,9 +34,9 @@ def build_eval_dataset(
     """The benchmark's samples (a ``dataset`` config: 3dpw | emdb | synthetic_images).
 
     Args:
-        dataset: the config group ``dataset``.
+        dataset: the ``benchmark`` config (group ``configs/benchmark/``).
         crop_size: the model's input size; None (built-in predictors) reads no image where it can.
-        root: overrides ``dataset.root``.
+        root: overrides ``benchmark.root``.
         limit: only the first ``limit`` samples.
     """
     data = OmegaConf.to_container(dataset, resolve=True) if isinstance(dataset, DictConfig) else dict(dataset)
@@ -77,7 +77,7 @@ class ImageBenchmarkView(torch.utils.data.Dataset):
 
         name = str(getattr(dataset, "name", type(dataset).__name__))
         dataset_name, _, split = name.partition("/")
-        self.index = SimpleNamespace(dataset=dataset_name, split=split or None, subset="all",
+        self.index = SimpleNamespace(benchmark=dataset_name, split=split or None, subset="all",
                                      arrays={"sequence": (self.sequence or [])[: self.size]})  # fmt: skip
 
     def __len__(self) -> int:

@@ -31,7 +31,7 @@ def build_image_dataset(cfg: Mapping[str, Any], split: str, **overrides: Any) ->
     Augmentation is used for ``split == 'train'`` only, unless ``augment`` is passed in ``overrides``.
 
     Example:
-        >>> train = build_image_dataset(cfg.data, "train", crop_size=128, seed=0, rank=rank)
+        >>> train = build_image_dataset(cfg.images, "train", crop_size=128, seed=0, rank=rank)
     """
     kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     name = kwargs.pop("name")

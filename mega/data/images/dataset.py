@@ -249,7 +249,7 @@ def _split_file(name: str, splits: Mapping[str, Any], split: str) -> Any:
     if not path:
         have = ", ".join(k for k, v in (splits or {}).items() if v) or "none"
         raise KeyError(
-            f"image data '{name}' has no '{split}' split (configured splits: {have}); set data.splits.{split}=PATH"
+            f"image data '{name}' has no '{split}' split (configured splits: {have}); set images.splits.{split}=PATH"
         )
     return list(path) if isinstance(path, (list, tuple)) else Path(path)
 

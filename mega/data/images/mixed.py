@@ -1,4 +1,4 @@
-"""A mixture of image datasets drawn with named ratios (``data=mix``: COCO + H36M + MPI-INF-3DHP + MPII).
+"""A mixture of image datasets drawn with named ratios (``images=mix``: COCO + H36M + MPI-INF-3DHP + MPII).
 
 Each epoch has a fixed plan of ``length`` items: item ``i`` comes from part ``c_i``, drawn with
 probability ``ratios[c]`` by a generator seeded by ``(seed, epoch)``, and within a part items are

@@ -210,5 +210,5 @@ def shards(split: str, splits: Mapping[str, Any], **kwargs: Any) -> ImageShardDa
     """Shards from a config: ``splits`` maps split names to shard patterns (or lists of them)."""
     urls = splits.get(split) if splits else None
     if not urls:
-        raise KeyError(f"image data 'shards' has no '{split}' split; set data.splits.{split}=PATTERN")
+        raise KeyError(f"image data 'shards' has no '{split}' split; set images.splits.{split}=PATTERN")
     return ImageShardDataset(urls, name=f"shards/{split}", **kwargs)

@@ -1,7 +1,7 @@
 """The embedded image benchmark ``synthetic_images``: the free body rendered into full images with GT.
 
 Written on first use (:func:`ensure_synthetic_images`) or by ``python scripts/prepare_data.py
-dataset=synthetic_images``, deterministically from a seed, into ``root``::
+benchmark=synthetic_images``, deterministically from a seed, into ``root``::
 
     root/MANIFEST.json                  generator version and every option (checked on reuse)
     root/{train,val,test}.npz           labels in the SPIN / BEDLAM-CLIFF npz format (CONTRACTS.md)

@@ -34,7 +34,7 @@ def build_motion_dataset(cfg: Mapping[str, Any], split: str) -> MotionDataset:
     """Build from a motion data config (its ``name`` picks the registered dataset; the rest are kwargs).
 
     Example:
-        >>> train = build_motion_dataset(cfg.data, "train")  # cfg.data.name == "synthetic_motion"
+        >>> train = build_motion_dataset(cfg.motion, "train")  # cfg.motion.name == "synthetic_motion"
     """
     kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     return MOTION_DATASETS.build(kwargs.pop("name"), split=split, **kwargs)

@@ -404,7 +404,7 @@ def check_moyo_folder(root: str | Path) -> Path:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"MOYO not found at {root}. {MOYO_HELP}; or set data.root=PATH")
+        raise FileNotFoundError(f"MOYO not found at {root}. {MOYO_HELP}; or set motion.root=PATH")
     if list_motion_files(root):
         return root
     pickles = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.pkl"))[:3]

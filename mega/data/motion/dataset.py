@@ -266,7 +266,7 @@ class MotionDataset(Dataset):
         if not files:
             raise FileNotFoundError(
                 f"no motion files for split '{split}' (protocol '{split_protocol}') under {self.root}; "
-                "check data.root and data.split_protocol"
+                "check motion.root and motion.split_protocol"
             )
         options = {"target_fps": target_fps, "trim": trim, "hand_joints": hand_joints, "z_up": z_up,
                    "default_fps": default_fps, "fix_framerate": fix_framerate}  # fmt: skip
@@ -360,7 +360,7 @@ def ensure_synthetic_motion(
             made = {k: found.get(k) for k in wanted}
             raise MotionFileError(
                 f"{root} holds synthetic motion made with {made} (its {MANIFEST}), not {wanted}: delete the "
-                "folder or choose another data.root"
+                "folder or choose another motion.root"
             )
         return found
 
@@ -368,7 +368,7 @@ def ensure_synthetic_motion(
         return root
     if root.exists() and any(root.iterdir()):
         raise MotionFileError(f"{root} exists but has no {MANIFEST}: it is not generated motion; delete it or "
-                         "choose another data.root")  # fmt: skip
+                         "choose another motion.root")  # fmt: skip
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     log.info("generating the default synthetic motion data into %s (seed %d)", root, seed)
@@ -438,4 +438,4 @@ def bedlam(
 
 def _require(root: str | Path, what: str, where: str) -> None:
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"{what} not found at {root}: download from {where}, or set data.root=PATH")
+        raise FileNotFoundError(f"{what} not found at {root}: download from {where}, or set motion.root=PATH")

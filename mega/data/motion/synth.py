@@ -78,10 +78,10 @@ def activity_weights(activities: Mapping[str, float] | None = None) -> dict[str,
     given = dict(DEFAULT_ACTIVITIES if activities is None else activities)
     unknown = sorted(set(given) - set(ACTIVITY_NAMES))
     if unknown:
-        raise ConfigError(f"data.activities: unknown activities {unknown}; known: {list(ACTIVITY_NAMES)}")
+        raise ConfigError(f"motion.activities: unknown activities {unknown}; known: {list(ACTIVITY_NAMES)}")
     weights = {name: float(given.get(name, 0.0)) for name in ACTIVITY_NAMES}
     if any(w < 0 or not np.isfinite(w) for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ConfigError(f"data.activities: weights must be >= 0 with a positive sum, got {given}")
+        raise ConfigError(f"motion.activities: weights must be >= 0 with a positive sum, got {given}")
     total = sum(weights.values())
     return {name: w / total for name, w in weights.items()}
 
@@ -299,7 +299,7 @@ def write_synthetic_motion(
     frames = dict.fromkeys(sequences, 0)
     for split, count in sequences.items():
         if split not in SPLIT_IDS:
-            raise ConfigError(f"data.sequences: unknown split {split!r}; use {list(SPLIT_IDS)}")
+            raise ConfigError(f"motion.sequences: unknown split {split!r}; use {list(SPLIT_IDS)}")
         sid = SPLIT_IDS[split]
         plan = allot_activities(count, weights, np.random.default_rng([seed, sid, _ALLOT_STREAM]))
         for k in range(-(-count // SEQUENCES_PER_SUBJECT)):
