@@ -245,11 +245,7 @@ class HMRModel(nn.Module):
         The context of each image is repeated Q times (row b * Q + q), the samplers' row layout.
         """
         ctx = Conditioning.repeat_context(context, num_samples) if num_samples > 1 else context
-
-        def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
-            return self.transformer(ids, mask, ctx, conditioning=self.conditioning).float()
-
-        return logits_fn
+        return self.transformer.logits_fn(ctx, self.conditioning)
 
     # ------------------------------------------------------------------ tokens -> body
     #: Samples whose target ids are remembered (:class:`mega.tokenizers.target_cache.TargetIdCache`); 0: none

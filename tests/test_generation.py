@@ -16,7 +16,6 @@ from mega.samplers.generation import (
     motion_meshes,
     random_token_ids,
     regress_joints,
-    transformer_logits_fn,
 )
 from mega.tokenizers import build_tokenizer
 from mega.transformer import MaskedTokenTransformer
@@ -52,7 +51,7 @@ def test_generate_ids_shapes_seeding_and_chunks(mesh_tokenizer):
     greedy = generate_ids(model, MaskGITSampler(steps=1, temperature=0.0), 4, batch_size=4)
     all_masked = torch.ones(4, 6, dtype=torch.bool)
     with torch.no_grad():  # one greedy step = argmax of one fully masked pass
-        expected = transformer_logits_fn(model)(torch.full((4, 6), 16), all_masked).argmax(-1)
+        expected = model.logits_fn()(torch.full((4, 6), 16), all_masked).argmax(-1)
     assert torch.equal(greedy, expected)
 
 

@@ -267,12 +267,6 @@ def resume_candidates(resume: str | None, ckpt_dir: Path, keep: int = 1) -> list
     return [p for p in history + snapshots if p.is_file()]
 
 
-def find_resume_checkpoint(resume: str | None, ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint to resume from (see :func:`resume_candidates`), or None."""
-    candidates = resume_candidates(resume, ckpt_dir)
-    return candidates[0] if candidates else None
-
-
 def restore_newest_readable(
     candidates: Sequence[Path], ts: TrainingState, dist: DistInfo, config: Any, strict: bool = True
 ) -> tuple[Path, int, Any]:

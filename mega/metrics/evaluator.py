@@ -123,10 +123,6 @@ class Evaluator:
         self.progress = progress
         self.regressor = protocol.regressor_for(bodies("neutral")).to(self.device)
 
-    def _prediction_vertices(self, out: PredictorOutput, batch_size: int) -> Tensor:
-        """(B, Q, V, 3) predicted meshes (Q = 1 for a single prediction)."""
-        return self._prediction(out, batch_size)[0]
-
     def _prediction(self, out: PredictorOutput, batch_size: int) -> tuple[Tensor, Tensor | None]:
         """(B, Q, V, 3) predicted meshes and (B, Q, 24, 3) skeleton joints (None for vertex outputs)."""
         q = out.num_hypotheses()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from mega.samplers.deterministic import LogitsFn, SamplerResult
+from mega.samplers.deterministic import SamplerResult
 from mega.tokenizers import MeshTokenizer, PoseVQVAE, Tokenizer
 from mega.tokenizers.base import batch_betas, body_pose_matrices
 from mega.tokenizers.mesh_vqvae import canonical_mesh
@@ -40,20 +40,6 @@ class GeneratedMeshes:
 
     ids: Tensor
     vertices: Tensor
-
-
-def transformer_logits_fn(model: nn.Module, context: Tensor | None = None) -> LogitsFn:
-    """The network as a sampler's ``logits_fn``: (ids (R, L), mask (R, L)) -> float32 logits (R, L, K).
-
-    Args:
-        model: a :class:`mega.transformer.MaskedTokenTransformer` (or anything with its call signature).
-        context: (R, N, C) conditioning tokens, or None (unconditional generation).
-    """
-
-    def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
-        return model(ids, mask, context).float()
-
-    return logits_fn
 
 
 @torch.no_grad()
@@ -84,7 +70,7 @@ def generate_ids(
         raise ValueError(f"num and batch_size must be >= 1, got {num}, {batch_size}")
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    logits_fn = transformer_logits_fn(model)
+    logits_fn = model.logits_fn()  # unconditional
     chunks = []
     for start in range(0, num, batch_size):
         rows = min(batch_size, num - start)

@@ -150,6 +150,18 @@ class MaskedTokenTransformer(nn.Module):
         for param in (self.encoder_pos, self.decoder_pos, self.mask_embed):
             nn.init.trunc_normal_(param, std=0.02)
 
+    def logits_fn(self, context: Any = None, conditioning: nn.Module | None = None):
+        """The network as a sampler's ``logits_fn``: (ids (R, L), mask (R, L)) -> float32 logits (R, L, K).
+
+        ``context`` / ``conditioning`` as in :meth:`forward` (rows already laid out as the sampler's, R = B * Q);
+        None: unconditional generation.
+        """
+
+        def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
+            return self(ids, mask, context, conditioning=conditioning).float()
+
+        return logits_fn
+
     def forward(
         self, ids: Tensor, mask: Tensor, context: Any = None, conditioning: nn.Module | None = None
     ) -> Tensor:

@@ -6,7 +6,7 @@
 """
 
 from mega.viz.colormap import colorbar, scalar_to_colors
-from mega.viz.composite import composite, outline, paint, to_float_image, to_uint8
+from mega.viz.composite import composite, outline, to_float_image, to_uint8
 from mega.viz.keypoints import draw_keypoints
 from mega.viz.raster import Fragments, project_vertices, rasterize
 from mega.viz.shading import interpolate, shade, vertex_normals
@@ -18,7 +18,6 @@ __all__ = [
     "draw_keypoints",
     "interpolate",
     "outline",
-    "paint",
     "project_vertices",
     "rasterize",
     "scalar_to_colors",

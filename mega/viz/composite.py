@@ -57,10 +57,3 @@ def outline(mask: Tensor, width: int = 1) -> Tensor:
     if width > 0:
         inner[:, :width], inner[:, -width:], inner[:, :, :width], inner[:, :, -width:] = (False,) * 4
     return mask & ~inner
-
-
-def paint(image: Tensor, mask: Tensor, color: tuple[float, float, float]) -> Tensor:
-    """Set ``image`` (B, H, W, 3) float to ``color`` where ``mask`` (B, H, W) is true (a copy)."""
-    out = image.clone()
-    out[mask] = torch.tensor(color, dtype=out.dtype, device=out.device)
-    return out

@@ -210,16 +210,6 @@ def vstack(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(parts, 0)
 
 
-def fit_width(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Downscale so that the longer side is at most ``max_side``; returns the image and the factor (<= 1)."""
-    h, w = image.shape[:2]
-    k = min(1.0, max_side / max(h, w))
-    if k >= 1.0:
-        return image, 1.0
-    size = (max(1, round(w * k)), max(1, round(h * k)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), k
-
-
 def save_png(path: str | Path, image: np.ndarray) -> Path:
     """Write an RGB uint8 image as PNG atomically."""
     path = Path(path)
