@@ -34,16 +34,16 @@ from mega.body import load_body_model
 from mega.data.motion import build_motion_dataset
 from mega.engine import load_checkpoint, stream_seed
 from mega.errors import entry_point
-from mega.metrics import apd
-from mega.metrics.frechet import MeshPCAFeatures, feature_statistics, frechet_distance
-from mega.samplers import SAMPLERS
-from mega.samplers.generation import (
+from mega.generation import (
     decode_meshes,
     generate_meshes,
     motion_meshes,
     random_token_ids,
     regress_joints,
 )
+from mega.metrics import apd
+from mega.metrics.frechet import MeshPCAFeatures, feature_statistics, frechet_distance
+from mega.samplers import SAMPLERS
 from mega.tokenizers import load_tokenizer, tokenizer_hash
 from mega.transformer import MaskedTokenTransformer
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from mega.data.motion.dataset import synthetic_motion
-from mega.samplers import MaskGITSampler
-from mega.samplers.generation import (
+from mega.generation import (
     decode_meshes,
     generate_ids,
     generate_meshes,
@@ -17,6 +16,7 @@ from mega.samplers.generation import (
     random_token_ids,
     regress_joints,
 )
+from mega.samplers import MaskGITSampler
 from mega.tokenizers import build_tokenizer
 from mega.transformer import MaskedTokenTransformer
 

@@ -115,7 +115,7 @@ def test_genhmr_preset_tokenizes_the_orientation():
 
 
 def test_generation_decodes_oriented_tokens_to_canonical_meshes(free_body):
-    from mega.samplers.generation import decode_meshes
+    from mega.generation import decode_meshes
 
     ids = torch.randint(0, 32, (3, 8), generator=torch.Generator().manual_seed(0))
     plain, oriented = _tiny(), _tiny(include_global_orient=True)
