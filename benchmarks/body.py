@@ -56,8 +56,10 @@ def measure(body, b: int, device: str, repeats: int) -> str:
         mem = torch.cuda.max_memory_allocated() / 2**20
     else:
         mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    return (f"B={b:4d}  fwd {fwd:8.2f} ms  fwd+bwd {both:8.2f} ms  {b / fwd * 1000:9.0f} bodies/s  "
-            f"peak {mem:8.1f} MiB")  # fmt: skip
+    return (
+        f"B={b:4d}  fwd {fwd:8.2f} ms  fwd+bwd {both:8.2f} ms  {b / fwd * 1000:9.0f} bodies/s  "
+        f"peak {mem:8.1f} MiB"
+    )
 
 
 def bench(body, name: str, device: str, repeats: int) -> None:

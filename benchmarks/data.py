@@ -57,15 +57,29 @@ def write_dataset(root: Path, n: int, width: int = 640, height: int = 480, seed:
         [rng.uniform(0, width, (n, 17, 1)), rng.uniform(0, height, (n, 17, 1)), np.ones((n, 17, 1))], -1
     )
     path = root / "train.npz"
-    np.savez(path, imgname=np.array(names), center=np.array(centers), scale=np.array(scales), j2d_coco=kp,
-             pose=np.zeros((n, 72)), shape=np.zeros((n, 10)), has_smpl=np.ones(n))  # fmt: skip
+    np.savez(
+        path,
+        imgname=np.array(names),
+        center=np.array(centers),
+        scale=np.array(scales),
+        j2d_coco=kp,
+        pose=np.zeros((n, 72)),
+        shape=np.zeros((n, 10)),
+        has_smpl=np.ones(n),
+    )
     return path
 
 
 def loader_rate(ds, workers: int, batch: int, epochs: int) -> float:
     """Images/s of whole epochs after one warm-up epoch (worker start-up excluded)."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                         persistent_workers=workers > 0, drop_last=False)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=False,
+    )
     for _ in loader:  # warm-up: workers start, files enter the page cache
         pass
     t0 = time.perf_counter()

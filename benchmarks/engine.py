@@ -35,8 +35,16 @@ def loss_fn(model: nn.Module, batch, rng):
 def bench_engine(data: TensorDataset, steps: int, batch: int, precision: str) -> float:
     seed_everything(0)
     model = make_model()
-    engine = EngineConfig(max_steps=steps + 5, batch_size=batch, precision=precision, log_every=steps + 5,
-                          warmup_steps=1, ckpt_every=0, progress_bar=False, resume=None)  # fmt: skip
+    engine = EngineConfig(
+        max_steps=steps + 5,
+        batch_size=batch,
+        precision=precision,
+        log_every=steps + 5,
+        warmup_steps=1,
+        ckpt_every=0,
+        progress_bar=False,
+        resume=None,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(model, loss_fn, data, engine=engine, dist=DistInfo(), run_dir=tmp)

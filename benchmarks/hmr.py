@@ -97,8 +97,12 @@ def build(preset: str, device: str):
     tok = build_tokenizer(**tok_cfg).to(device).eval()
     model, _ = build_model(cfg, tok, body)
     model.to(device).train()
-    objective = HMRObjective(OmegaConf.to_container(cfg.loss.weights), total_steps=1000,
-                             gumbel=OmegaConf.to_container(cfg.loss.gumbel), keypoints=list(cfg.loss.keypoints))  # fmt: skip
+    objective = HMRObjective(
+        OmegaConf.to_container(cfg.loss.weights),
+        total_steps=1000,
+        gumbel=OmegaConf.to_container(cfg.loss.gumbel),
+        keypoints=list(cfg.loss.keypoints),
+    )
     return model, objective, cfg
 
 
@@ -130,14 +134,30 @@ def run_preset(preset: str, batch: int, steps: int, device: str, threads: int) -
         times.append(time.perf_counter() - t)
     sec = statistics.median(times)
     peak = matmul_peak(device)
-    mem = (torch.cuda.max_memory_allocated() if device == "cuda" else
-           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30  # fmt: skip
+    mem = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) / 2**30
     n_params = sum(p.numel() for p in params)
-    return {"preset": preset, "backbone": cfg.backbone.name, "conditioning": cfg.conditioning.name,
-            "tokenizer": cfg.tokenizer.kind, "batch": batch, "crop": size, "trainable_M": n_params / 1e6,
-            "step_s": sec, "images_per_s": batch / sec, "gflop_per_image": flops / batch / 1e9,
-            "achieved_gflops": flops / sec / 1e9, "peak_gflops": peak, "mfu": flops / sec / 1e9 / peak,
-            "peak_mem_gib": mem, "device": device, "threads": threads}  # fmt: skip
+    return {
+        "preset": preset,
+        "backbone": cfg.backbone.name,
+        "conditioning": cfg.conditioning.name,
+        "tokenizer": cfg.tokenizer.kind,
+        "batch": batch,
+        "crop": size,
+        "trainable_M": n_params / 1e6,
+        "step_s": sec,
+        "images_per_s": batch / sec,
+        "gflop_per_image": flops / batch / 1e9,
+        "achieved_gflops": flops / sec / 1e9,
+        "peak_gflops": peak,
+        "mfu": flops / sec / 1e9 / peak,
+        "peak_mem_gib": mem,
+        "device": device,
+        "threads": threads,
+    }
 
 
 def data_throughput(n: int = 64) -> dict:
@@ -201,10 +221,13 @@ def main() -> None:
             continue
         r = json.loads(line[7:])
         rows.append(r)
-        print(f"{r['preset']:<13} {r['backbone']:<9} {r['conditioning']:<15} {r['tokenizer']:<4} B={r['batch']:<3} "
-              f"{r['trainable_M']:7.1f} M  step {r['step_s'] * 1000:9.1f} ms  {r['images_per_s']:8.2f} img/s  "
-              f"{r['gflop_per_image']:7.2f} GFLOP/img  MFU {100 * r['mfu']:5.1f}% of {r['peak_gflops']:.0f} GFLOP/s  "
-              f"peak {r['peak_mem_gib']:6.2f} GiB", flush=True)  # fmt: skip
+        print(
+            f"{r['preset']:<13} {r['backbone']:<9} {r['conditioning']:<15} {r['tokenizer']:<4} B={r['batch']:<3} "
+            f"{r['trainable_M']:7.1f} M  step {r['step_s'] * 1000:9.1f} ms  {r['images_per_s']:8.2f} img/s  "
+            f"{r['gflop_per_image']:7.2f} GFLOP/img  MFU {100 * r['mfu']:5.1f}% of {r['peak_gflops']:.0f} GFLOP/s  "
+            f"peak {r['peak_mem_gib']:6.2f} GiB",
+            flush=True,
+        )
     if args.data:
         d = data_throughput()
         cpu = next((r for r in rows if r["preset"] == "hmr_cpu"), None)

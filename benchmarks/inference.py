@@ -44,9 +44,14 @@ def random_model(overrides: list[str]):
     tokenizer = build_tokenizer(**tok_kwargs)
     if hasattr(tokenizer, "attach"):  # the convolutional mesh tokenizer builds its hierarchy from the body
         tokenizer.attach(body)
-    model, _ = build_hmr_model(OmegaConf.to_container(cfg.backbone), OmegaConf.to_container(cfg.transformer),
-                               OmegaConf.to_container(cfg.conditioning), OmegaConf.to_container(cfg.heads),
-                               tokenizer, body)  # fmt: skip
+    model, _ = build_hmr_model(
+        OmegaConf.to_container(cfg.backbone),
+        OmegaConf.to_container(cfg.transformer),
+        OmegaConf.to_container(cfg.conditioning),
+        OmegaConf.to_container(cfg.heads),
+        tokenizer,
+        body,
+    )
     return model.eval()
 
 
@@ -94,8 +99,13 @@ def main() -> None:
     rows = []
     det = timed(run("deterministic"), args.repeats)
     rows.append(("deterministic (1 pass)", 1, det))
-    rows.append(("deterministic + kp rotation", 1, timed(run("deterministic", keypoints=kp, rotation="keypoints"),
-                                                                args.repeats)))  # fmt: skip
+    rows.append(
+        (
+            "deterministic + kp rotation",
+            1,
+            timed(run("deterministic", keypoints=kp, rotation="keypoints"), args.repeats),
+        )
+    )
     sto1 = timed(run("stochastic", 1), args.repeats)
     sto16 = timed(run("stochastic", 16), args.repeats)
     rows += [("stochastic T=5, Q=1", 1, sto1), ("stochastic T=5, Q=16", 16, sto16)]
@@ -125,8 +135,10 @@ def main() -> None:
     print(
         f"UGS per iteration: {ugs / 5 * 1e3:.2f} ms; backbone passes for one stochastic Q=16 call: {calls_q16}"
     )
-    print(f"deterministic throughput at batch {args.batch}: {args.batch / thr:.1f} images/s "
-          f"({args.batch / thr_kp:.1f} with rotation=keypoints)")  # fmt: skip
+    print(
+        f"deterministic throughput at batch {args.batch}: {args.batch / thr:.1f} images/s "
+        f"({args.batch / thr_kp:.1f} with rotation=keypoints)"
+    )
 
 
 if __name__ == "__main__":

@@ -95,8 +95,10 @@ def main() -> None:
         with torch.no_grad():
             figure(load_body_model("free"), args.figure)
     faces = body.faces
-    print(f"free body: {body.num_vertices} vertices, {faces.shape[0]} faces; device {args.device}, "
-          f"{args.threads} thread(s)")  # fmt: skip
+    print(
+        f"free body: {body.num_vertices} vertices, {faces.shape[0]} faces; device {args.device}, "
+        f"{args.threads} thread(s)"
+    )
     for size in (128, 256):
         for b in (1, 64):
             verts, K, colors, light = scene(body, b, size, args.device)  # noqa: N806
@@ -110,8 +112,10 @@ def main() -> None:
             with torch.no_grad():
                 r = frames_per_second(raster, b, args.device, args.seconds)
                 s = frames_per_second(raster_shade, b, args.device, args.seconds)
-            print(f"{size}x{size}  B={b:3d}  rasterize {r[0]:7.1f} frames/s ({r[1]:7.1f} per CPU-s)   "
-                  f"rasterize+shade {s[0]:7.1f} frames/s ({s[1]:7.1f} per CPU-s)")  # fmt: skip
+            print(
+                f"{size}x{size}  B={b:3d}  rasterize {r[0]:7.1f} frames/s ({r[1]:7.1f} per CPU-s)   "
+                f"rasterize+shade {s[0]:7.1f} frames/s ({s[1]:7.1f} per CPU-s)"
+            )
 
 
 if __name__ == "__main__":

@@ -81,8 +81,9 @@ def main() -> None:
         opt,
         lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
     )
-    loader = torch.utils.data.DataLoader(train, batch_size=args.batch, shuffle=True, num_workers=1,
-                                         drop_last=True, persistent_workers=True)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=args.batch, shuffle=True, num_workers=1, drop_last=True, persistent_workers=True
+    )
     step, t0 = 0, time.perf_counter()
     while step < args.steps:
         for batch in loader:
@@ -122,8 +123,10 @@ def main() -> None:
     pred, gt, fit = torch.cat(preds), torch.cat(gts), torch.cat(fits)
     U, _, Vh = torch.linalg.svd(gt.mean(0))
     mean = (U @ torch.diag(torch.tensor([1.0, 1.0, float(torch.det(U @ Vh))])) @ Vh).expand_as(gt)
-    print(f"\n{args.root}: {args.steps} steps of {args.batch} in {seconds:.0f} s ({args.threads} threads); "
-          f"{len(gt)} validation crops")  # fmt: skip
+    print(
+        f"\n{args.root}: {args.steps} steps of {args.batch} in {seconds:.0f} s ({args.threads} threads); "
+        f"{len(gt)} validation crops"
+    )
     print("| rotation | geodesic mean (deg) | median | ||R - R_gt||^2 |\n|---|---|---|---|")
     print(summary("upright, facing the camera", torch.tensor(UPRIGHT).expand_as(gt), gt))
     print(summary("mean rotation of the split", mean, gt))

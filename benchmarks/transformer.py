@@ -129,9 +129,14 @@ def bench_generation(model, decode, L, K, num_samples, device, precision, repeat
     def generate() -> torch.Tensor:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             res = sample_maskgit(
-                model, batch_size=1, num_tokens=L, codebook_size=K, num_samples=num_samples, generator=g,
+                model,
+                batch_size=1,
+                num_tokens=L,
+                codebook_size=K,
+                num_samples=num_samples,
+                generator=g,
                 device=device,
-            )  # fmt: skip
+            )
             return decode(res.ids.flatten(0, 1))
 
     return _median_seconds(generate, device, repeats, warmup=1)

@@ -192,8 +192,9 @@ def motion_meshes(dataset: Dataset, index: Tensor, body: nn.Module, *, batch_siz
     for chunk in index.split(batch_size):
         batch = default_collate([dataset[int(i)] for i in chunk])
         rotmats = body_pose_matrices({"body_pose": batch["body_pose"].to(device)})
-        betas = batch_betas({"betas": batch["betas"].to(device)}, len(chunk), getattr(body, "num_betas", 10),
-                            device)  # fmt: skip
+        betas = batch_betas(
+            {"betas": batch["betas"].to(device)}, len(chunk), getattr(body, "num_betas", 10), device
+        )
         chunks.append(canonical_mesh(body, rotmats, betas)[0].float().cpu())
     return torch.cat(chunks)
 

@@ -90,10 +90,20 @@ def save_hmr(
     missing = {"backbone", "transformer", "conditioning", "heads"} - set(parts)
     if missing:
         raise ValueError(f"save_hmr: parts lacks {sorted(missing)}")
-    tokenizer = {"checkpoint": str(Path(tokenizer_path).resolve()), "sha256": tokenizer_hash(model.tokenizer),
-                 "kind": model.kind}  # fmt: skip
-    record = {"format": HMR_FORMAT, "model": model.state_dict(), **parts, "sizes": sizes,
-              "body_model": body_model, "tokenizer": tokenizer, **extra}  # fmt: skip
+    tokenizer = {
+        "checkpoint": str(Path(tokenizer_path).resolve()),
+        "sha256": tokenizer_hash(model.tokenizer),
+        "kind": model.kind,
+    }
+    record = {
+        "format": HMR_FORMAT,
+        "model": model.state_dict(),
+        **parts,
+        "sizes": sizes,
+        "body_model": body_model,
+        "tokenizer": tokenizer,
+        **extra,
+    }
     save_checkpoint(path, record)
     return Path(path)
 

@@ -199,8 +199,11 @@ class HMRObjective:
         if w.kp2d_heads > 0 or not w.differentiable:  # else the Gumbel terms train the camera head
             head_ids = torch.where(has_smpl[:, None], gt_ids, out.logits.detach().argmax(-1))
             with torch.no_grad():
-                canonical = inner.decode_body(torch.eye(3, device=device).expand(B, 3, 3), ids=head_ids,
-                                              betas=None if out.betas is None else out.betas.detach())  # fmt: skip
+                canonical = inner.decode_body(
+                    torch.eye(3, device=device).expand(B, 3, 3),
+                    ids=head_ids,
+                    betas=None if out.betas is None else out.betas.detach(),
+                )
             heads_body = self._pose_detached(inner, canonical, out)
             terms["kp2d_heads"] = (
                 self._keypoints_2d(inner, heads_body, out.cam, batch, out.view_rot).sum() / n_all

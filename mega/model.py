@@ -172,8 +172,10 @@ class HMRModel(nn.Module):
             # gradient (DDP waits for all of them).
             for p in neck.parameters():
                 p.requires_grad_(False)
-            log.info("conditioning '%s' does not read the feature pyramid: the backbone neck is frozen",
-                     type(conditioning).__name__)  # fmt: skip
+            log.info(
+                "conditioning '%s' does not read the feature pyramid: the backbone neck is frozen",
+                type(conditioning).__name__,
+            )
 
     # ------------------------------------------------------------------ frozen parts
     @property
@@ -350,9 +352,12 @@ class HMRModel(nn.Module):
     def full_image_translation(cam: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """(B, 3) camera-frame translation of the body from the crop camera and the sample's box/intrinsics."""
         return weak_perspective_to_translation(
-            cam.float(), batch["bbox_center"].float(), batch["bbox_size"].float().reshape(-1),
-            batch["cam_int"][:, 0, 0].float(), batch["img_size"].float(),
-        )  # fmt: skip
+            cam.float(),
+            batch["bbox_center"].float(),
+            batch["bbox_size"].float().reshape(-1),
+            batch["cam_int"][:, 0, 0].float(),
+            batch["img_size"].float(),
+        )
 
 
 def load_pretrained_transformer(

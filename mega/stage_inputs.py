@@ -55,8 +55,10 @@ def find_tokenizer(checkpoint: str | None, kind: str | None = "mesh") -> Path:
     runs = [p for p in runs if p.is_file() and (kind is None or tokenizer_kind(p) == kind)]
     if runs:
         return runs[0]
-    raise StageInputError(f"no {kind or ''} tokenizer: {default} does not exist and neither "
-                          f"{QUICKSTART}/tokenizer nor an outputs/train_tokenizer run holds one; {how}, then rerun")  # fmt: skip
+    raise StageInputError(
+        f"no {kind or ''} tokenizer: {default} does not exist and neither "
+        f"{QUICKSTART}/tokenizer nor an outputs/train_tokenizer run holds one; {how}, then rerun"
+    )
 
 
 def find_pretrained(init: str | None, tok_path: Path, tok_sha: str) -> str | None:

@@ -89,8 +89,13 @@ def load_pretrained(path: Path, tokenizer_override: str | None, device: torch.de
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if cfg.device == "auto"
+        else cfg.device
+    )
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt = find_pretrained(cfg.checkpoint)
     model, tokenizer, record = load_pretrained(ckpt, cfg.tokenizer.checkpoint, device)
@@ -98,8 +103,10 @@ def main(cfg: DictConfig) -> None:
     sampler = SAMPLERS.build(**cfg.sampler)
     n = cfg.num_samples
     # One stream per role, so that the data subsets do not depend on how many draws the sampler makes.
-    g = {role: torch.Generator().manual_seed(stream_seed(cfg.seed, 0, f"generate/{role}"))
-         for role in ("sampler", "random_ids", "data")}  # fmt: skip
+    g = {
+        role: torch.Generator().manual_seed(stream_seed(cfg.seed, 0, f"generate/{role}"))
+        for role in ("sampler", "random_ids", "data")
+    }
     log.info("generating %d meshes with %s from %s", n, cfg.sampler.name, ckpt)
     t0 = time.perf_counter()
     generated = generate_meshes(
@@ -120,8 +127,11 @@ def main(cfg: DictConfig) -> None:
     fit = order[n : n + min(cfg.feature_fit_samples, len(training) - n)]
     features = MeshPCAFeatures.fit(motion_meshes(training, fit, body), cfg.feature_components)
     ref_stats = feature_statistics(features(reference))
-    sets = {"held-out": reference[torch.randperm(len(heldout), generator=g["data"])[:n]],
-            "training data": motion_meshes(training, order[:n], body), **sets}  # fmt: skip
+    sets = {
+        "held-out": reference[torch.randperm(len(heldout), generator=g["data"])[:n]],
+        "training data": motion_meshes(training, order[:n], body),
+        **sets,
+    }
 
     rows = {}
     for name, vertices in sets.items():
@@ -138,15 +148,30 @@ def main(cfg: DictConfig) -> None:
     (out_dir / "meshes").mkdir(parents=True, exist_ok=True)
     for i in range(min(cfg.num_obj, n)):
         write_obj(out_dir / "meshes" / f"generated_{i:03d}.obj", generated.vertices[i].numpy(), faces)
-    write_npz(out_dir / "generated.npz", ids=generated.ids.numpy(), vertices=generated.vertices.numpy(),
-              joints=regress_joints(generated.vertices, body.cpu()).numpy(), faces=faces)  # fmt: skip
+    write_npz(
+        out_dir / "generated.npz",
+        ids=generated.ids.numpy(),
+        vertices=generated.vertices.numpy(),
+        joints=regress_joints(generated.vertices, body.cpu()).numpy(),
+        faces=faces,
+    )
     results = {
-        "checkpoint": str(ckpt), "tokenizer": record["tokenizer"], "sampler": dict(cfg.sampler),
-        "num_samples": n, "seed": cfg.seed, "reference_split": cfg.reference_split, "rows": rows,
-        "apd_ratio_generated_to_heldout": apd_ratio, "generation_s": seconds,
-        "feature_space": {"kind": "pca", "components": cfg.feature_components, "fit_frames": len(fit),
-                          "explained_variance": float(features.explained_variance.sum())},
-    }  # fmt: skip
+        "checkpoint": str(ckpt),
+        "tokenizer": record["tokenizer"],
+        "sampler": dict(cfg.sampler),
+        "num_samples": n,
+        "seed": cfg.seed,
+        "reference_split": cfg.reference_split,
+        "rows": rows,
+        "apd_ratio_generated_to_heldout": apd_ratio,
+        "generation_s": seconds,
+        "feature_space": {
+            "kind": "pca",
+            "components": cfg.feature_components,
+            "fit_frames": len(fit),
+            "explained_variance": float(features.explained_variance.sum()),
+        },
+    }
     write_json(out_dir / "results.json", results)
 
     print(f"\n{'set':<14} {'N':>5} {'APD (cm)':>9} {'FD (cm^2)':>10}")

@@ -51,8 +51,9 @@ def score(
     refiner: dict | None = None,
 ) -> dict:
     """Summary of one decoding setting plus its seconds per image (whole split, evaluation batch)."""
-    predictor = model_predictor(model, build_sampler(sampler), q, KeypointSource(**(kp or {})), seed=0,
-                                refiner=build_refiner(refiner))  # fmt: skip
+    predictor = model_predictor(
+        model, build_sampler(sampler), q, KeypointSource(**(kp or {})), seed=0, refiner=build_refiner(refiner)
+    )
     t0 = time.perf_counter()
     summary = evaluator.run(dataset, predictor, predictor_name=str(sampler)).summary
     summary["seconds_per_image"] = (time.perf_counter() - t0) / len(dataset)
@@ -73,9 +74,12 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
     model = load_hmr(cfg.checkpoint)
     dataset = build_eval_dataset(cfg.benchmark, model.backbone.input_size, root=cfg.root, limit=cfg.limit)
-    evaluator = Evaluator(build_protocol(**OmegaConf.to_container(cfg.protocol)),
-                          make_body_factory(cfg.body_model.name, cfg.body_model.path),
-                          batch_size=cfg.batch_size, progress=False)  # fmt: skip
+    evaluator = Evaluator(
+        build_protocol(**OmegaConf.to_container(cfg.protocol)),
+        make_body_factory(cfg.body_model.name, cfg.body_model.path),
+        batch_size=cfg.batch_size,
+        progress=False,
+    )
     out: dict[str, Any] = {"checkpoint": cfg.checkpoint, "num_samples": len(dataset)}
     md = [
         f"# Decoding tables: {cfg.checkpoint} ({len(dataset)} test images, protocol {cfg.protocol.name})",
@@ -85,10 +89,13 @@ def main(cfg: DictConfig) -> None:
     out["deterministic"] = det
     head = "| setting | PVE | MPJPE | PA-MPJPE | ms/image |\n|---|---|---|---|---|"
     if "mega_q" in cfg.tables:
-        md += ["## MEGA supp. Table 4: stochastic mode, mean of Q samples", "",
-               "| setting | PVE | MPJPE | PA-MPJPE | dist. to det. (mm) | vertex SD (mm) | best-of-Q PVE | best-of-Q MPJPE | ms/image |",
-               "|---|---|---|---|---|---|---|---|---|",
-               f"| deterministic | {det['metrics']['pve']:.1f} | {det['metrics']['mpjpe']:.1f} | {det['metrics']['pa_mpjpe']:.1f} | 0 | 0 | - | - | {det['seconds_per_image'] * 1e3:.1f} |"]  # fmt: skip
+        md += [
+            "## MEGA supp. Table 4: stochastic mode, mean of Q samples",
+            "",
+            "| setting | PVE | MPJPE | PA-MPJPE | dist. to det. (mm) | vertex SD (mm) | best-of-Q PVE | best-of-Q MPJPE | ms/image |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| deterministic | {det['metrics']['pve']:.1f} | {det['metrics']['mpjpe']:.1f} | {det['metrics']['pa_mpjpe']:.1f} | 0 | 0 | - | - | {det['seconds_per_image'] * 1e3:.1f} |",
+        ]
         for q in cfg.q_values:
             s = score(evaluator, dataset, model, OmegaConf.to_container(cfg.stochastic, resolve=True), q)
             out[f"stochastic_q{q}"] = s
@@ -97,9 +104,11 @@ def main(cfg: DictConfig) -> None:
                 s.get("diversity", {}),
                 s.get("best_of_q", s["metrics"]),
             )
-            md.append(f"| Q = {q} | {m['pve']:.1f} | {m['mpjpe']:.1f} | {m['pa_mpjpe']:.1f} | "
-                      f"{d.get('dist_to_det_mm', float('nan')):.1f} | {d.get('vertex_std_mm', 0.0):.1f} | "
-                      f"{b['pve']:.1f} | {b['mpjpe']:.1f} | {s['seconds_per_image'] * 1e3:.1f} |")  # fmt: skip
+            md.append(
+                f"| Q = {q} | {m['pve']:.1f} | {m['mpjpe']:.1f} | {m['pa_mpjpe']:.1f} | "
+                f"{d.get('dist_to_det_mm', float('nan')):.1f} | {d.get('vertex_std_mm', 0.0):.1f} | "
+                f"{b['pve']:.1f} | {b['mpjpe']:.1f} | {s['seconds_per_image'] * 1e3:.1f} |"
+            )
         md.append("")
     if "ugs_iterations" in cfg.tables:
         md += ["## GenHMR Table 2: uncertainty-guided sampling, T iterations", "", head]
@@ -125,8 +134,10 @@ def main(cfg: DictConfig) -> None:
         md.append("")
     if "pgr_iterations" in cfg.tables:
         md += ["## GenHMR Table 3: 2D pose-guided refinement after UGS (T = 5), P iterations", "", head]
-        for label, kp in (("exact keypoints", {}), (f"noisy ({cfg.noise_px} px, drop {cfg.drop})",
-                                                    {"noise_px": cfg.noise_px, "drop": cfg.drop})):  # fmt: skip
+        for label, kp in (
+            ("exact keypoints", {}),
+            (f"noisy ({cfg.noise_px} px, drop {cfg.drop})", {"noise_px": cfg.noise_px, "drop": cfg.drop}),
+        ):
             for p in cfg.pgr_iterations:
                 refiner = {"name": "pose_guided", "iterations": p, "step_size": cfg.step_size}
                 s = score(evaluator, dataset, model, {"name": "uncertainty_guided"}, kp=kp, refiner=refiner)

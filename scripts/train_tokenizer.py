@@ -123,9 +123,15 @@ def main(cfg: DictConfig) -> None:
     objective = TokenizerObjective(tokenizer, body)
     if dist.is_main:
         n_params = sum(p.numel() for p in tokenizer.parameters())
-        log.info("%s: %d tokens x %d codes, %.2f M parameters; %d training / %d held-out frames",
-                 tok_cfg["name"], tokenizer.num_tokens, tokenizer.codebook_size, n_params / 1e6,
-                 len(train_set), len(eval_set))  # fmt: skip
+        log.info(
+            "%s: %d tokens x %d codes, %.2f M parameters; %d training / %d held-out frames",
+            tok_cfg["name"],
+            tokenizer.num_tokens,
+            tokenizer.codebook_size,
+            n_params / 1e6,
+            len(train_set),
+            len(eval_set),
+        )
 
     def loss_fn(model, batch, rng):
         return model(batch)
@@ -136,8 +142,17 @@ def main(cfg: DictConfig) -> None:
     logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
     try:
         start = time.perf_counter()
-        result = train(objective, loss_fn, train_set, engine=engine, dist=dist, run_dir=run_dir,
-                       config=resolved, eval_fn=eval_fn, logger=logger)  # fmt: skip
+        result = train(
+            objective,
+            loss_fn,
+            train_set,
+            engine=engine,
+            dist=dist,
+            run_dir=run_dir,
+            config=resolved,
+            eval_fn=eval_fn,
+            logger=logger,
+        )
         seconds = time.perf_counter() - start
         final = evaluate(tokenizer, body, eval_set, dist, cfg.eval_batch_size)
         if dist.is_main:
@@ -160,12 +175,23 @@ def main(cfg: DictConfig) -> None:
             digest = save_tokenizer(run_dir / "tokenizer.pt", tokenizer)
             summary["sha256"] = digest
             write_json(run_dir / "tokenizer_metrics.json", summary)
-            log.info("held-out (%s, %d frames): PVE %.2f mm, MPJPE %.2f mm, codes used %.1f %% (train window %.1f %%)",
-                     cfg.eval_split, int(final["num_samples"]), final["pve_mm"], final["mpjpe_mm"],
-                     100 * final["code_usage"], 100 * summary["train_code_usage"])  # fmt: skip
-            log.info("%d steps (%d in this run) in %.0f s (%.0f samples/s); tokenizer -> %s", result.step,
-                     summary["steps_this_run"], seconds, summary["train_samples_per_s"],
-                     run_dir / "tokenizer.pt")  # fmt: skip
+            log.info(
+                "held-out (%s, %d frames): PVE %.2f mm, MPJPE %.2f mm, codes used %.1f %% (train window %.1f %%)",
+                cfg.eval_split,
+                int(final["num_samples"]),
+                final["pve_mm"],
+                final["mpjpe_mm"],
+                100 * final["code_usage"],
+                100 * summary["train_code_usage"],
+            )
+            log.info(
+                "%d steps (%d in this run) in %.0f s (%.0f samples/s); tokenizer -> %s",
+                result.step,
+                summary["steps_this_run"],
+                seconds,
+                summary["train_samples_per_s"],
+                run_dir / "tokenizer.pt",
+            )
     finally:
         logger.finish()
         cleanup_dist()

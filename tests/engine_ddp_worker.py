@@ -144,8 +144,15 @@ def main(cfg: DictConfig) -> None:
         if cfg.get("model", "mlp") == "masked":
             from mega.transformer import MaskedTokenTransformer
 
-            model = MaskedTokenTransformer(num_tokens=6, codebook_size=16, dim=16, encoder_depth=1, decoder_depth=1,
-                                           num_heads=2, mlp_ratio=2.0)  # fmt: skip
+            model = MaskedTokenTransformer(
+                num_tokens=6,
+                codebook_size=16,
+                dim=16,
+                encoder_depth=1,
+                decoder_depth=1,
+                num_heads=2,
+                mlp_ratio=2.0,
+            )
             loss_fn, dataset = fully_masked_loss, make_token_dataset()
         else:
             model, loss_fn = make_model(), mse_loss

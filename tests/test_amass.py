@@ -33,17 +33,29 @@ def _classic(path, n=120, fps=120.0, gender="female", poses=None):
     """The classic SMPL+H release layout: poses (N, 156), str gender, ``mocap_framerate``."""
     poses = RNG.normal(0, 0.3, (n, 156)) if poses is None else poses
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, poses=poses, trans=RNG.normal(0, 1, (n, 3)), betas=RNG.normal(0, 1, 16),
-             gender=np.array(gender), mocap_framerate=np.array(fps), dmpls=np.zeros((n, 8)))  # fmt: skip
+    np.savez(
+        path,
+        poses=poses,
+        trans=RNG.normal(0, 1, (n, 3)),
+        betas=RNG.normal(0, 1, 16),
+        gender=np.array(gender),
+        mocap_framerate=np.array(fps),
+        dmpls=np.zeros((n, 8)),
+    )
     return poses
 
 
 def _split_keys(path, n=60, fps=60.0, gender=b"male"):
     """The newer "G" layout: root_orient / pose_body / pose_hand, bytes gender, ``mocap_frame_rate``."""
-    arrays = {"root_orient": RNG.normal(0, 0.3, (n, 3)), "pose_body": RNG.normal(0, 0.3, (n, 63)),
-              "pose_hand": RNG.normal(0, 0.3, (n, 90)), "trans": RNG.normal(0, 1, (n, 3)),
-              "betas": RNG.normal(0, 1, 16), "gender": np.array(gender),
-              "mocap_frame_rate": np.array(fps)}  # fmt: skip
+    arrays = {
+        "root_orient": RNG.normal(0, 0.3, (n, 3)),
+        "pose_body": RNG.normal(0, 0.3, (n, 63)),
+        "pose_hand": RNG.normal(0, 0.3, (n, 90)),
+        "trans": RNG.normal(0, 1, (n, 3)),
+        "betas": RNG.normal(0, 1, 16),
+        "gender": np.array(gender),
+        "mocap_frame_rate": np.array(fps),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return arrays
@@ -68,8 +80,14 @@ def test_classic_layout_smplh_to_smpl(tmp_path):
 
 def test_smplx_width_165_index1_columns(tmp_path):
     poses = RNG.normal(0, 0.3, (6, 165))  # root, 21 body, jaw, 2 eyes, 15 + 15 hand joints
-    np.savez(tmp_path / "x.npz", poses=poses, trans=np.zeros((6, 3)), betas=np.zeros(16),
-             mocap_frame_rate=np.array(30.0), surface_model_type=np.array("smplx"))  # fmt: skip
+    np.savez(
+        tmp_path / "x.npz",
+        poses=poses,
+        trans=np.zeros((6, 3)),
+        betas=np.zeros(16),
+        mocap_frame_rate=np.array(30.0),
+        surface_model_type=np.array("smplx"),
+    )
     seq = load_motion_npz(tmp_path / "x.npz", target_fps=None, z_up=False, hand_joints="index1")
     np.testing.assert_allclose(seq.body_pose[:, 21], poses[:, 75:78], atol=1e-6)  # SMPL-X joint 25
     np.testing.assert_allclose(seq.body_pose[:, 22], poses[:, 120:123], atol=1e-6)  # SMPL-X joint 40
@@ -88,8 +106,13 @@ def test_split_key_layout_bytes_gender_and_new_framerate_key(tmp_path):
 
 def test_bedlam_smpl_layout_keeps_hands_and_needs_a_frame_rate(tmp_path):
     poses = RNG.normal(0, 0.3, (40, 72))
-    np.savez(tmp_path / "motion_seq.npz", poses=poses, trans=np.zeros((40, 3)), betas=np.ones(11),
-             gender=np.array("neutral"))  # fmt: skip
+    np.savez(
+        tmp_path / "motion_seq.npz",
+        poses=poses,
+        trans=np.zeros((40, 3)),
+        betas=np.ones(11),
+        gender=np.array("neutral"),
+    )
     with pytest.raises(MotionFileError, match="mocap_framerate"):
         load_motion_npz(tmp_path / "motion_seq.npz")
     seq = load_motion_npz(tmp_path / "motion_seq.npz", target_fps=None, z_up=False, default_fps=30)
@@ -114,8 +137,9 @@ def test_z_up_known_answer_and_inverse():
     np.testing.assert_allclose(Z_UP_TO_Y_UP @ [0, 0, 1], [0, 1, 0])
     go = RNG.normal(0, 1, (8, 3))
     back = z_up_to_y_up(*z_up_to_y_up(go, np.ones((8, 3))), inverse=True)
-    np.testing.assert_allclose(axis_angle_to_matrix(torch.from_numpy(back[0])),
-                               axis_angle_to_matrix(torch.from_numpy(go)), atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        axis_angle_to_matrix(torch.from_numpy(back[0])), axis_angle_to_matrix(torch.from_numpy(go)), atol=1e-9
+    )
     np.testing.assert_allclose(back[1], 1.0)
 
 
@@ -169,8 +193,10 @@ def test_split_aliases_across_releases():
 def test_split_files_by_sub_dataset(tmp_path):
     for sub in ("CMU", "MPI_HDM05", "Transitions", "BMLrub", "Weird"):
         _classic(tmp_path / sub / "s1" / "x_poses.npz", n=4)
-    tops = {s: {p.relative_to(tmp_path).parts[0] for p in split_files(tmp_path, s, "tokenhmr")}
-            for s in ("train", "val", "test")}  # fmt: skip
+    tops = {
+        s: {p.relative_to(tmp_path).parts[0] for p in split_files(tmp_path, s, "tokenhmr")}
+        for s in ("train", "val", "test")
+    }
     assert tops == {"train": {"CMU", "BMLrub"}, "val": {"MPI_HDM05"}, "test": {"Transitions"}}
     assert len(split_files(tmp_path, "all", "tokenhmr")) == 5
     hashed = [set(split_files(tmp_path, s, "hash", 0.3, 0.3)) for s in ("train", "val", "test")]
@@ -192,7 +218,7 @@ def test_split_files_by_sub_dataset(tmp_path):
                 "betas": np.zeros(16),
                 "gender": np.array("robot"),
             },
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_fields_name_file_and_field(tmp_path, field, arrays):

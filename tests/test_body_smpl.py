@@ -15,8 +15,12 @@ from mega.body import BODY_MODELS, ModelFileError, load_body_model, read_model_f
 
 def _inputs(b=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, 3, generator=g) * 0.5, torch.randn(b, 23, 3, generator=g) * 0.3,
-            torch.randn(b, 10, generator=g), torch.randn(b, 3, generator=g))  # fmt: skip
+    return (
+        torch.randn(b, 3, generator=g) * 0.5,
+        torch.randn(b, 23, 3, generator=g) * 0.3,
+        torch.randn(b, 10, generator=g),
+        torch.randn(b, 3, generator=g),
+    )
 
 
 @pytest.mark.parametrize("ext", ["pkl", "npz"])
@@ -52,8 +56,12 @@ def test_chumpy_pickle_loads_without_chumpy(synthetic_smpl_dir):
         "import sys, mega.body as b; d = b.read_model_file(sys.argv[1]); "
         "assert 'chumpy' not in sys.modules; print(type(d['v_template']).__name__, d['J_regressor'].shape)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(synthetic_smpl_dir / "SMPL_NEUTRAL.pkl")],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(synthetic_smpl_dir / "SMPL_NEUTRAL.pkl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ndarray", "(24,", "6890)"]
     pkl = read_model_file(synthetic_smpl_dir / "SMPL_NEUTRAL.pkl")

@@ -20,11 +20,14 @@ from smplx.utils import Struct
 
 ASSET = Path(__file__).resolve().parents[1] / "mega" / "body" / "assets" / "free_body.npz"
 PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
-J = {name: i for i, name in enumerate(
-    "pelvis left_hip right_hip spine1 left_knee right_knee spine2 left_ankle right_ankle spine3 left_foot "
-    "right_foot neck left_collar right_collar head left_shoulder right_shoulder left_elbow right_elbow "
-    "left_wrist right_wrist left_hand right_hand".split()
-)}  # fmt: skip
+J = {
+    name: i
+    for i, name in enumerate(
+        "pelvis left_hip right_hip spine1 left_knee right_knee spine2 left_ankle right_ankle spine3 left_foot "
+        "right_foot neck left_collar right_collar head left_shoulder right_shoulder left_elbow right_elbow "
+        "left_wrist right_wrist left_hand right_hand".split()
+    )
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +56,15 @@ def test_keys_shapes_dtypes_and_size(data):
     v = data["v_template"].shape[0]
     assert 1000 <= v <= 7000
     expected = {
-        "v_template": ((v, 3), np.float32), "shapedirs": ((v, 3, 10), np.float32),
-        "posedirs": ((v, 3, 207), np.float32), "J_regressor": ((24, v), np.float32),
-        "weights": ((v, 24), np.float32), "kintree_table": ((2, 24), np.int64),
-        "rig_joints": ((24, 3), np.float32), "coco17_regressor": ((17, v), np.float32),
-    }  # fmt: skip
+        "v_template": ((v, 3), np.float32),
+        "shapedirs": ((v, 3, 10), np.float32),
+        "posedirs": ((v, 3, 207), np.float32),
+        "J_regressor": ((24, v), np.float32),
+        "weights": ((v, 24), np.float32),
+        "kintree_table": ((2, 24), np.int64),
+        "rig_joints": ((24, 3), np.float32),
+        "coco17_regressor": ((17, v), np.float32),
+    }
     for key, (shape, dtype) in expected.items():
         assert data[key].shape == shape and data[key].dtype == dtype, key
         assert np.isfinite(data[key]).all(), key
@@ -116,9 +123,14 @@ def test_canonical_frame_and_t_pose(data):
 def test_coco17_keypoints_sit_at_their_joints(data):
     j, coco = data["rig_joints"], data["coco17_regressor"] @ data["v_template"]
     names = data["coco17_names"].tolist()
-    for kp, joint, tol in [("left_wrist", "left_wrist", 0.03), ("right_elbow", "right_elbow", 0.04),
-                           ("left_knee", "left_knee", 0.05), ("right_ankle", "right_ankle", 0.05),
-                           ("left_shoulder", "left_shoulder", 0.06), ("left_hip", "left_hip", 0.06)]:  # fmt: skip
+    for kp, joint, tol in [
+        ("left_wrist", "left_wrist", 0.03),
+        ("right_elbow", "right_elbow", 0.04),
+        ("left_knee", "left_knee", 0.05),
+        ("right_ankle", "right_ankle", 0.05),
+        ("left_shoulder", "left_shoulder", 0.06),
+        ("left_hip", "left_hip", 0.06),
+    ]:
         assert np.linalg.norm(coco[names.index(kp)] - j[J[joint]]) < tol, kp
 
 

@@ -111,8 +111,11 @@ def test_token_cache_meshes_each_frame_with_its_gender(gendered, singles):
     ids = encode_motion(_VertexCodes(), Frames(), gendered, batch_size=4, device="cpu")
     for i, g in enumerate(Frames.genders):
         single = singles[g]
-        expected = _VertexCodes().encode(_VertexCodes().inputs({"body_pose": torch.zeros(1, 23, 3),
-                                                                "betas": torch.full((1, 10), 0.5)}, single))  # fmt: skip
+        expected = _VertexCodes().encode(
+            _VertexCodes().inputs(
+                {"body_pose": torch.zeros(1, 23, 3), "betas": torch.full((1, 10), 0.5)}, single
+            )
+        )
         assert torch.equal(ids[i], expected[0]), g
     assert not torch.equal(ids[0], ids[1])
 

@@ -26,8 +26,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one 
 @pytest.fixture(scope="module")
 def mesh_tokenizer(free_body):
     torch.manual_seed(0)
-    tok = build_tokenizer("mesh_vqvae", num_vertices=free_body.num_vertices, num_tokens=6, codebook_size=16,
-                          code_dim=3, hidden_dim=32, num_blocks=1)  # fmt: skip
+    tok = build_tokenizer(
+        "mesh_vqvae",
+        num_vertices=free_body.num_vertices,
+        num_tokens=6,
+        codebook_size=16,
+        code_dim=3,
+        hidden_dim=32,
+        num_blocks=1,
+    )
     with torch.no_grad():  # a non-trivial decoder (the untrained one outputs the mean mesh)
         tok.decoder[-1].weight.normal_(std=0.01)
     return tok.eval()
@@ -72,8 +79,11 @@ def test_decode_meshes_pose_tokenizer(free_body):
     ids = random_token_ids(4, 4, 8, torch.Generator().manual_seed(0))
     meshes = decode_meshes(tok, ids, free_body)
     with torch.no_grad():
-        out = free_body(global_orient=torch.zeros(4, 3), body_pose=tok.decode(ids, as_matrix=True),
-                        betas=torch.zeros(4, free_body.num_betas))  # fmt: skip
+        out = free_body(
+            global_orient=torch.zeros(4, 3),
+            body_pose=tok.decode(ids, as_matrix=True),
+            betas=torch.zeros(4, free_body.num_betas),
+        )
     assert torch.allclose(meshes, out.vertices - out.vertices.mean(1, keepdim=True), atol=1e-5)
     with pytest.raises(ValueError, match="body model"):
         decode_meshes(tok, ids)
@@ -81,12 +91,14 @@ def test_decode_meshes_pose_tokenizer(free_body):
 
 def test_generate_meshes_checks_the_tokenizer(mesh_tokenizer, free_body):
     model = _model(mesh_tokenizer)
-    out = generate_meshes(model, mesh_tokenizer, 5, MaskGITSampler(steps=3), generator=torch.Generator(),
-                          batch_size=2)  # fmt: skip
+    out = generate_meshes(
+        model, mesh_tokenizer, 5, MaskGITSampler(steps=3), generator=torch.Generator(), batch_size=2
+    )
     assert out.ids.shape == (5, 6) and out.vertices.shape == (5, free_body.num_vertices, 3)
     assert torch.allclose(out.vertices, decode_meshes(mesh_tokenizer, out.ids), atol=1e-6)
-    other = MaskedTokenTransformer(num_tokens=6, codebook_size=32, dim=16, encoder_depth=1, decoder_depth=1,
-                                   num_heads=2)  # fmt: skip
+    other = MaskedTokenTransformer(
+        num_tokens=6, codebook_size=32, dim=16, encoder_depth=1, decoder_depth=1, num_heads=2
+    )
     with pytest.raises(ValueError, match="does not match the tokenizer"):
         generate_meshes(other, mesh_tokenizer, 2, MaskGITSampler(steps=2))
 
@@ -95,8 +107,10 @@ def test_motion_meshes_match_the_tokenizer_inputs(free_body, mesh_tokenizer, tmp
     data = synthetic_motion(split="test", root=tmp_path / "m", sequences={"train": 1, "val": 1, "test": 1})
     index = torch.tensor([0, 5, 11, 17])
     meshes = motion_meshes(data, index, free_body, batch_size=3)  # a chunk of 3 (not (3, 3) axis-angles)
-    batch = {"body_pose": torch.stack([data[int(i)]["body_pose"] for i in index]),
-             "betas": torch.stack([data[int(i)]["betas"] for i in index])}  # fmt: skip
+    batch = {
+        "body_pose": torch.stack([data[int(i)]["body_pose"] for i in index]),
+        "betas": torch.stack([data[int(i)]["betas"] for i in index]),
+    }
     assert torch.allclose(meshes, mesh_tokenizer.inputs(batch, free_body), atol=1e-6)
     with torch.no_grad():  # independently: the body with a zero root, minus each mesh's centroid
         direct = free_body(torch.zeros(4, 3), batch["body_pose"], batch["betas"]).vertices

@@ -21,8 +21,14 @@ from mega.tokenizers import build_tokenizer, save_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BACKBONE = {"name": "tiny_cnn", "input_size": 32, "widths": [8, 16], "depths": [1], "pyramid_scales": [],
-            "pyramid_dim": 8}  # fmt: skip
+BACKBONE = {
+    "name": "tiny_cnn",
+    "input_size": 32,
+    "widths": [8, 16],
+    "depths": [1],
+    "pyramid_scales": [],
+    "pyramid_dim": 8,
+}
 TRANSFORMER = {"dim": 16, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 2}
 
 
@@ -30,8 +36,15 @@ def _checkpoint(tmp: Path, body, kind: str = "mesh") -> Path:
     """A tiny random model saved as a self-describing hmr.pt (what scripts/train_hmr.py writes)."""
     torch.manual_seed(0)
     if kind == "mesh":
-        tok = build_tokenizer("mesh_mlp", num_vertices=body.num_vertices, num_tokens=6, codebook_size=8, code_dim=2,
-                              hidden_dim=16, num_blocks=1)  # fmt: skip
+        tok = build_tokenizer(
+            "mesh_mlp",
+            num_vertices=body.num_vertices,
+            num_tokens=6,
+            codebook_size=8,
+            code_dim=2,
+            hidden_dim=16,
+            num_blocks=1,
+        )
     else:
         tok = build_tokenizer("pose_vqvae", num_tokens=8, codebook_size=16, code_dim=4, width=16)
     with torch.no_grad():
@@ -201,15 +214,28 @@ def test_keypoint_noise_is_per_sample_and_in_pixels():
 
 def _eval(args: list[str], run_dir: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "scripts/eval.py", *args, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "scripts/eval.py", *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((run_dir / "summary.json").read_text())
 
 
 def test_eval_script_every_sampler(tiny, tiny_images, tmp_path):
-    common = ["benchmark=synthetic_images", f"benchmark.root={tiny_images}", "protocol=smpl24", "body_model=free",
-              "batch_size=4", "progress=false", "timing.images=2"]  # fmt: skip
+    common = [
+        "benchmark=synthetic_images",
+        f"benchmark.root={tiny_images}",
+        "protocol=smpl24",
+        "body_model=free",
+        "batch_size=4",
+        "progress=false",
+        "timing.images=2",
+    ]
     oracle = _eval([*common, "predictor=oracle"], tmp_path / "oracle")
     assert oracle["num_samples"] == 6 and max(oracle["metrics"].values()) < 1e-3
     ck = f"checkpoint={tiny['mesh']}"
@@ -225,9 +251,16 @@ def test_eval_script_every_sampler(tiny, tiny_images, tmp_path):
     ugs = _eval([*common, ck, "sampler=uncertainty_guided", "sampler.steps=3"], tmp_path / "ugs")
     assert ugs["speed"]["iterations"] == 3
     pgr = _eval(
-        [*common, ck, "sampler=uncertainty_guided", "refiner=pose_guided", "refiner.iterations=2", "keypoints.noise_px=2"],
+        [
+            *common,
+            ck,
+            "sampler=uncertainty_guided",
+            "refiner=pose_guided",
+            "refiner.iterations=2",
+            "keypoints.noise_px=2",
+        ],
         tmp_path / "pgr",
-    )  # fmt: skip
+    )
     assert pgr["run"]["keypoints"]["noise_px"] == 2 and pgr["metrics"]["pve"] > 0
     fit = _eval([*common, ck, "rotation=keypoints"], tmp_path / "fit")
     assert fit["run"]["rotation"] == "keypoints"

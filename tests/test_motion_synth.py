@@ -317,8 +317,9 @@ def test_activity_mixture_is_proportional_and_validated(tmp_path):
         activity_weights({"jump": 1.0})
     with pytest.raises(ValueError, match="positive sum"):
         activity_weights({"walk": 0.0})
-    manifest = write_synthetic_motion(tmp_path / "m", seed=0, sequences={"train": 3, "val": 0, "test": 0},
-                                      activities={"kneel": 1.0})  # fmt: skip
+    manifest = write_synthetic_motion(
+        tmp_path / "m", seed=0, sequences={"train": 3, "val": 0, "test": 0}, activities={"kneel": 1.0}
+    )
     assert set(manifest["files"].values()) == {"kneel"} and manifest["version"] == GENERATOR_VERSION
 
 

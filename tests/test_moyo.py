@@ -15,12 +15,18 @@ def _moyo_smplx(path, n=40, fps=60.0, gender="neutral", layout="split"):
     """A MOYO-like SMPL-X file: split keys (root_orient, pose_body, pose_jaw, pose_eye, pose_hand, 16
     SMPL-X betas, surface_model_type 'smplx') or the flat (N, 165) ``poses`` layout."""
     arrays = {
-        "root_orient": RNG.normal(0, 0.5, (n, 3)), "pose_body": RNG.normal(0, 0.4, (n, 63)),
-        "pose_jaw": RNG.normal(0, 0.1, (n, 3)), "pose_eye": RNG.normal(0, 0.1, (n, 6)),
-        "pose_hand": RNG.normal(0, 0.3, (n, 90)), "trans": RNG.normal(0, 1, (n, 3)),
-        "betas": RNG.normal(0, 1, 16), "gender": np.array(gender), "mocap_frame_rate": np.array(fps),
-        "surface_model_type": np.array("smplx"), "num_betas": np.array(16),
-    }  # fmt: skip
+        "root_orient": RNG.normal(0, 0.5, (n, 3)),
+        "pose_body": RNG.normal(0, 0.4, (n, 63)),
+        "pose_jaw": RNG.normal(0, 0.1, (n, 3)),
+        "pose_eye": RNG.normal(0, 0.1, (n, 6)),
+        "pose_hand": RNG.normal(0, 0.3, (n, 90)),
+        "trans": RNG.normal(0, 1, (n, 3)),
+        "betas": RNG.normal(0, 1, 16),
+        "gender": np.array(gender),
+        "mocap_frame_rate": np.array(fps),
+        "surface_model_type": np.array("smplx"),
+        "num_betas": np.array(16),
+    }
     if layout == "flat":
         flat = np.concatenate(
             [arrays[k] for k in ("root_orient", "pose_body", "pose_jaw", "pose_eye", "pose_hand")], 1

@@ -121,13 +121,26 @@ def test_missing_tokenizer_names_the_command(tmp_path, monkeypatch):
 
 def _overrides(tmp: Path, tokenizer: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
-        f"tokenizer.checkpoint={tokenizer}", f"motion.root={tmp / 'motion'}", "motion.sequences.train=3",
-        "motion.sequences.val=2", "motion.sequences.test=2", f"token_cache_dir={tmp / 'tokens'}",
-        "transformer.dim=16", "transformer.encoder_depth=1", "transformer.decoder_depth=1", "transformer.num_heads=2",
-        "engine.max_steps=3", f"engine.batch_size={batch_size}", "engine.warmup_steps=1", "engine.log_every=1",
-        "engine.eval_every=2", "engine.ckpt_every=0", "engine.progress_bar=false", "eval_batch_size=64",
+        f"tokenizer.checkpoint={tokenizer}",
+        f"motion.root={tmp / 'motion'}",
+        "motion.sequences.train=3",
+        "motion.sequences.val=2",
+        "motion.sequences.test=2",
+        f"token_cache_dir={tmp / 'tokens'}",
+        "transformer.dim=16",
+        "transformer.encoder_depth=1",
+        "transformer.decoder_depth=1",
+        "transformer.num_heads=2",
+        "engine.max_steps=3",
+        f"engine.batch_size={batch_size}",
+        "engine.warmup_steps=1",
+        "engine.log_every=1",
+        "engine.eval_every=2",
+        "engine.ckpt_every=0",
+        "engine.progress_bar=false",
+        "eval_batch_size=64",
         f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+    ]
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -138,8 +151,15 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 def test_ddp_matches_one_process_and_generate_smoke(tmp_path, free_body):
     torch.manual_seed(0)
-    tok = build_tokenizer("mesh_vqvae", num_vertices=free_body.num_vertices, num_tokens=6, codebook_size=8,
-                          code_dim=2, hidden_dim=16, num_blocks=1)  # fmt: skip
+    tok = build_tokenizer(
+        "mesh_vqvae",
+        num_vertices=free_body.num_vertices,
+        num_tokens=6,
+        codebook_size=8,
+        code_dim=2,
+        hidden_dim=16,
+        num_blocks=1,
+    )
     with torch.no_grad():  # spread the codes over the latents so that several ids occur
         tok.quantizer.load_codebook(torch.randn(8, 2) * 0.02)
     tok_path = tmp_path / "tokenizer.pt"
@@ -164,9 +184,21 @@ def test_ddp_matches_one_process_and_generate_smoke(tmp_path, free_body):
     assert len(list((tmp_path / "tokens").glob("tokens_synthetic_motion_*.npz"))) == 2  # train + val, shared
 
     out = tmp_path / "gen"
-    _run([sys.executable, str(REPO / "scripts" / "generate.py"), f"checkpoint={tmp_path / 'one' / 'pretrained.pt'}",
-          "num_samples=12", "batch_size=5", "num_obj=2", "feature_components=4", "feature_fit_samples=40",
-          "sampler.steps=4", f"hydra.run.dir={out}"], tmp_path)  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "generate.py"),
+            f"checkpoint={tmp_path / 'one' / 'pretrained.pt'}",
+            "num_samples=12",
+            "batch_size=5",
+            "num_obj=2",
+            "feature_components=4",
+            "feature_fit_samples=40",
+            "sampler.steps=4",
+            f"hydra.run.dir={out}",
+        ],
+        tmp_path,
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["rows"]) == {"held-out", "training data", "generated", "random ids"}
     assert all(r["n"] == 12 and r["apd_cm"] >= 0 for r in results["rows"].values())

@@ -54,8 +54,14 @@ def test_find_tokenizer_takes_the_quickstart_one(tmp_path, monkeypatch):
 )
 def test_bare_command_without_inputs_says_what_to_run_in_one_line(tmp_path, script, needs):
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / script), f"hydra.run.dir={tmp_path / 'run'}"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needs in errors[0] and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -36,16 +36,25 @@ def _motion(root: Path, split: str = "val"):
 
 def _mesh_tokenizer(body, seed: int = 0):
     torch.manual_seed(seed)
-    tok = build_tokenizer("mesh_vqvae", num_vertices=body.num_vertices, num_tokens=6, codebook_size=16,
-                          code_dim=3, hidden_dim=32, num_blocks=1, seed=seed)  # fmt: skip
+    tok = build_tokenizer(
+        "mesh_vqvae",
+        num_vertices=body.num_vertices,
+        num_tokens=6,
+        codebook_size=16,
+        code_dim=3,
+        hidden_dim=32,
+        num_blocks=1,
+        seed=seed,
+    )
     return tok.eval()
 
 
 def test_ids_are_the_tokenizer_codes_of_canonical_meshes(free_body, motion_root, tmp_path):
     data = _motion(motion_root)
     tok = _mesh_tokenizer(free_body)
-    got = load_or_build_token_ids(tok, data, free_body, cache_dir=tmp_path, data_name="synthetic_motion",
-                                  split="val", batch_size=64)  # fmt: skip
+    got = load_or_build_token_ids(
+        tok, data, free_body, cache_dir=tmp_path, data_name="synthetic_motion", split="val", batch_size=64
+    )
     assert got.built and got.ids.shape == (len(data), 6) and got.ids.dtype == torch.long
     # Independent computation: zero global orientation, centred on the vertex centroid, then encode.
     index = torch.arange(0, len(data), 37)
@@ -117,8 +126,9 @@ def test_pose_tokenizer_inputs(free_body, motion_root, tmp_path):
     tok = build_tokenizer(
         "pose_vqvae", num_tokens=4, codebook_size=8, code_dim=4, width=8, num_blocks=1
     ).eval()
-    got = load_or_build_token_ids(tok, data, free_body, cache_dir=tmp_path, data_name="synthetic_motion",
-                                  split="val")  # fmt: skip
+    got = load_or_build_token_ids(
+        tok, data, free_body, cache_dir=tmp_path, data_name="synthetic_motion", split="val"
+    )
     pose6d = matrix_to_rot6d(axis_angle_to_matrix(torch.stack([data[i]["body_pose"] for i in range(5)])))
     with torch.no_grad():
         assert torch.equal(got.ids[:5], tok.encode(pose6d))

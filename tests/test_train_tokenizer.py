@@ -17,18 +17,37 @@ ROOT = Path(__file__).resolve().parents[1]
     "preset,extra",
     [  # the two CPU presets, made tiny
         ("experiment=mesh_tokenizer_cpu", ["tokenizer.hidden_dim=64"]),
-        ("experiment=pose_tokenizer_cpu", ["tokenizer.num_tokens=8", "tokenizer.codebook_size=16", "tokenizer.code_dim=8",
-                        "tokenizer.width=16", "tokenizer.num_blocks=1"]),
+        (
+            "experiment=pose_tokenizer_cpu",
+            [
+                "tokenizer.num_tokens=8",
+                "tokenizer.codebook_size=16",
+                "tokenizer.code_dim=8",
+                "tokenizer.width=16",
+                "tokenizer.num_blocks=1",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_train_tokenizer_writes_a_loadable_tokenizer_and_metrics(tmp_path, preset, extra):
     run = tmp_path / "run"
     cmd = [
-        sys.executable, str(ROOT / "scripts" / "train_tokenizer.py"), preset, *extra,
-        f"motion.root={tmp_path / 'motion'}", "motion.sequences.train=3", "motion.sequences.val=2", "motion.sequences.test=2",
-        "engine.max_steps=4", "engine.batch_size=16", "engine.warmup_steps=1", "engine.progress_bar=false",
-        "logger=none", "threads=1", f"hydra.run.dir={run}",
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "scripts" / "train_tokenizer.py"),
+        preset,
+        *extra,
+        f"motion.root={tmp_path / 'motion'}",
+        "motion.sequences.train=3",
+        "motion.sequences.val=2",
+        "motion.sequences.test=2",
+        "engine.max_steps=4",
+        "engine.batch_size=16",
+        "engine.warmup_steps=1",
+        "engine.progress_bar=false",
+        "logger=none",
+        "threads=1",
+        f"hydra.run.dir={run}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "tokenizer_metrics.json").read_text())

@@ -63,14 +63,32 @@ def test_ugs_keeps_the_most_confident_tokens_first() -> None:
 def test_top_k_draws_stay_in_the_top_k_and_top1_is_greedy() -> None:
     fn, table = _fixed_logits(2, 2)
     top3 = table.topk(3, dim=-1).indices  # (2, L, 3)
-    res = sample_maskgit(fn, batch_size=2, num_tokens=L, codebook_size=K, steps=3, temperature=5.0,
-                         temperature_schedule="constant", top_k=3, num_samples=8,
-                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    res = sample_maskgit(
+        fn,
+        batch_size=2,
+        num_tokens=L,
+        codebook_size=K,
+        steps=3,
+        temperature=5.0,
+        temperature_schedule="constant",
+        top_k=3,
+        num_samples=8,
+        generator=torch.Generator().manual_seed(0),
+    )
     inside = (res.ids.unsqueeze(-1) == top3.unsqueeze(1)).any(-1)
     assert bool(inside.all())
     assert len(torch.unique(res.ids.flatten(0, 1), dim=0)) > 1  # it does sample
-    greedy = sample_maskgit(fn, batch_size=2, num_tokens=L, codebook_size=K, steps=3, temperature=50.0,
-                            temperature_schedule="constant", top_k=1, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    greedy = sample_maskgit(
+        fn,
+        batch_size=2,
+        num_tokens=L,
+        codebook_size=K,
+        steps=3,
+        temperature=50.0,
+        temperature_schedule="constant",
+        top_k=1,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(greedy.ids[:, 0], table.argmax(-1))
 
 
@@ -82,9 +100,9 @@ def test_deterministic_equals_stochastic_at_zero_temperature_one_step() -> None:
         return net(ids) + net(ids).mean(1, keepdim=True)
 
     det = sample_deterministic(fn, batch_size=4, num_tokens=L, codebook_size=K)
-    sto = SAMPLERS.build("maskgit", steps=1, temperature=0.0, temperature_schedule="linear",
-                         confidence_noise=1.0)(fn, batch_size=4, num_tokens=L, codebook_size=K,
-                                               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    sto = SAMPLERS.build(
+        "maskgit", steps=1, temperature=0.0, temperature_schedule="linear", confidence_noise=1.0
+    )(fn, batch_size=4, num_tokens=L, codebook_size=K, generator=torch.Generator().manual_seed(0))
     assert torch.equal(det.ids, sto.ids)
 
 

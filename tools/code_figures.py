@@ -137,8 +137,9 @@ def main() -> None:
         if p.name != "registry.py"
     ]
     groups = sorted(d.name for d in (root / "configs").iterdir() if d.is_dir())
+    marker = "# fmt: " + "skip"  # (spelled in two so that this file does not count itself)
     skip = sum(
-        p.read_text().count("# fmt: skip")
+        p.read_text().count(marker)
         for d in ("mega", "scripts", "tools", "benchmarks", "tests")
         for p in (root / d).rglob("*.py")
     )

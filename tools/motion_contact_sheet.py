@@ -151,9 +151,13 @@ def contact_sheet(
             "frames_touching_floor": float(np.concatenate(contact).mean()),
             # share of frames in which each part is within 2 cm of the body's support
             "parts_on_support": {k: float(np.concatenate([t[k] for t in touching]).mean()) for k in parts},
-            "hip_flexion_max_deg": float(ang[:, 0].max()), "knee_flexion_max_deg": float(ang[:, 1].max()),
-            "pelvis_tilt_deg_p5_p95": [float(np.percentile(ang[:, 2], 5)), float(np.percentile(ang[:, 2], 95))],
-        }  # fmt: skip
+            "hip_flexion_max_deg": float(ang[:, 0].max()),
+            "knee_flexion_max_deg": float(ang[:, 1].max()),
+            "pelvis_tilt_deg_p5_p95": [
+                float(np.percentile(ang[:, 2], 5)),
+                float(np.percentile(ang[:, 2], 95)),
+            ],
+        }
     return sheet, stats
 
 
@@ -173,10 +177,12 @@ def coverage(root: Path, split: str, bin_deg: float = 5.0, min_share: float = 5e
             counts, _ = np.histogram(a, edges)
             out["joints"][f"{name}.{axis.lower()}"] = {
                 "limit": [float(lo), float(hi)],
-                "p1": float(np.percentile(a, 1)), "p99": float(np.percentile(a, 99)),
-                "min": float(a.min()), "max": float(a.max()),
+                "p1": float(np.percentile(a, 1)),
+                "p99": float(np.percentile(a, 99)),
+                "min": float(a.min()),
+                "max": float(a.max()),
                 "bins_covered": float((counts >= min_share * len(a)).mean()),
-            }  # fmt: skip
+            }
     out["mean_bins_covered"] = float(np.mean([v["bins_covered"] for v in out["joints"].values()]))
     return out
 

@@ -115,12 +115,21 @@ def main() -> None:
         res = token_locality(
             tok, meshes, regions, area, torch.Generator().manual_seed(args.seed), own_regions=own
         )
-        res.update(tokenizer=tok.registry_name, checkpoint=str(path),
-                   parameters=sum(p.numel() for p in tok.parameters()))  # fmt: skip
+        res.update(
+            tokenizer=tok.registry_name,
+            checkpoint=str(path),
+            parameters=sum(p.numel() for p in tok.parameters()),
+        )
         results[f"{tok.registry_name}:{path}"] = res
-        log.info("%s (%s): in_region %.3f  area90 %.3f  region area %.4f m^2 (%.1f %% of the body)",
-                 tok.registry_name, path, res["in_region"], res["area90"], res["region_area_m2"],
-                 100 * res["region_share"])  # fmt: skip
+        log.info(
+            "%s (%s): in_region %.3f  area90 %.3f  region area %.4f m^2 (%.1f %% of the body)",
+            tok.registry_name,
+            path,
+            res["in_region"],
+            res["area90"],
+            res["region_area_m2"],
+            100 * res["region_share"],
+        )
         # figure row: regions, then three tokens' displacement on the first mesh
         with torch.no_grad():
             ids = tok.encode(meshes[:1])

@@ -63,6 +63,11 @@ def load_body_model(name: str = "free", **kwargs) -> BodyModel:
 
 
 __all__ = [
-    "BODY_MODELS", "BodyModel", "GenderedBody", "ModelFileError", "load_body_model", "read_model_file",
+    "BODY_MODELS",
+    "BodyModel",
+    "GenderedBody",
+    "ModelFileError",
+    "load_body_model",
+    "read_model_file",
     "sample_genders",
-]  # fmt: skip
+]

@@ -20,10 +20,31 @@ SKIN, HAIR, TOP, TROUSERS, SHOES = range(len(REGIONS))
 
 # SMPL joint index -> region with short sleeves and long trousers (the segments that change are below)
 _JOINT_REGION = {
-    0: TROUSERS, 1: TROUSERS, 2: TROUSERS, 3: TOP, 4: TROUSERS, 5: TROUSERS, 6: TOP, 7: SHOES, 8: SHOES,
-    9: TOP, 10: SHOES, 11: SHOES, 12: SKIN, 13: TOP, 14: TOP, 15: SKIN, 16: TOP, 17: TOP, 18: SKIN,
-    19: SKIN, 20: SKIN, 21: SKIN, 22: SKIN, 23: SKIN,
-}  # fmt: skip
+    0: TROUSERS,
+    1: TROUSERS,
+    2: TROUSERS,
+    3: TOP,
+    4: TROUSERS,
+    5: TROUSERS,
+    6: TOP,
+    7: SHOES,
+    8: SHOES,
+    9: TOP,
+    10: SHOES,
+    11: SHOES,
+    12: SKIN,
+    13: TOP,
+    14: TOP,
+    15: SKIN,
+    16: TOP,
+    17: TOP,
+    18: SKIN,
+    19: SKIN,
+    20: SKIN,
+    21: SKIN,
+    22: SKIN,
+    23: SKIN,
+}
 _UPPER_ARMS, _FOREARMS, _SHINS, _HEAD = (16, 17), (18, 19), (4, 5), 15
 
 

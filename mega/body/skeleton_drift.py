@@ -45,10 +45,17 @@ def bent_poses() -> dict[str, Tensor]:
         "spine_bend_40": [("spine1", 0, 15.0), ("spine2", 0, 15.0), ("spine3", 0, 10.0)],
         "neck_40": [("neck", 0, 25.0), ("head", 0, 15.0)],
         "ankle_40": [("left_ankle", 0, 40.0), ("right_ankle", 0, -30.0)],
-        "sit": [("left_hip", 0, -90.0), ("right_hip", 0, -90.0), ("left_knee", 0, 90.0),
-                ("right_knee", 0, 90.0), ("left_shoulder", 2, -70.0), ("right_shoulder", 2, 70.0),
-                ("left_elbow", 1, -60.0), ("right_elbow", 1, 60.0)],
-    }  # fmt: skip
+        "sit": [
+            ("left_hip", 0, -90.0),
+            ("right_hip", 0, -90.0),
+            ("left_knee", 0, 90.0),
+            ("right_knee", 0, 90.0),
+            ("left_shoulder", 2, -70.0),
+            ("right_shoulder", 2, 70.0),
+            ("left_elbow", 1, -60.0),
+            ("right_elbow", 1, 60.0),
+        ],
+    }
     out = {}
     for name, bends in spec.items():
         pose = torch.zeros(23, 3)

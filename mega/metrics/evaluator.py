@@ -361,8 +361,11 @@ def format_table(summary: dict[str, Any]) -> str:
         f"predictor {summary['predictor']} | {summary['num_samples']} samples"
     )
     lines = [title, "-" * len(title)]
-    sections = [("", summary["metrics"]), ("best-of-Q ", summary.get("best_of_q", {})),
-                ("mean-of-Q ", summary.get("mean_of_q", {}))]  # fmt: skip
+    sections = [
+        ("", summary["metrics"]),
+        ("best-of-Q ", summary.get("best_of_q", {})),
+        ("mean-of-Q ", summary.get("mean_of_q", {})),
+    ]
     for prefix, metrics in sections:
         for name, value in metrics.items():
             lines.append(f"{prefix + name.upper().replace('_', '-'):<22}{value:>10.2f} mm")

@@ -110,13 +110,15 @@ class Protocol:
             "name": self.name,
             "joint_set": self.joint_set,
             "joints": "body skeleton (FK) joints; J @ V on both sides if a prediction has only vertices"
-            if self.uses_skeleton else "regressed from the posed vertices",
+            if self.uses_skeleton
+            else "regressed from the posed vertices",
             "root": self.root,
             "ground_truth_body": "gendered" if self.gendered_gt else "single neutral body",
             "pa_pve": "similarity solved on the joints, applied to the vertices (MVE_PA)"
-            if self.pa_vertices == "joints" else "Procrustes on vertices",
+            if self.pa_vertices == "joints"
+            else "Procrustes on vertices",
             "source": self.source,
-        }  # fmt: skip
+        }
 
     def gt_gender(self, gender: str) -> str:
         """Which body poses a sample's ground truth: its own gender, or ``neutral``."""
@@ -220,8 +222,15 @@ def spin14(h36m_regressor: str | Path | Tensor = DEFAULT_H36M_REGRESSOR) -> Prot
 def emdb24() -> Protocol:
     """EMDB's official protocol: 24 SMPL skeleton joints, mid-hip pelvis, gendered ground truth,
     MVE_PA with the joints' similarity (see the module docstring)."""
-    return Protocol("emdb24", "smpl24", "mid_hip", True, "eth-ait/emdb evaluation_metrics.py",
-                    joints_from="skeleton", pa_vertices="joints")  # fmt: skip
+    return Protocol(
+        "emdb24",
+        "smpl24",
+        "mid_hip",
+        True,
+        "eth-ait/emdb evaluation_metrics.py",
+        joints_from="skeleton",
+        pa_vertices="joints",
+    )
 
 
 @PROTOCOLS.register("emdb24_regressed")

@@ -211,8 +211,9 @@ class GlobalBatchMasks:
     ) -> tuple[Tensor, int]:
         """This rank's (B, L) bool mask and the number of masked tokens of the whole global batch."""
         self.draws += 1
-        full = sample_training_mask(batch_size * self.world_size, num_tokens, schedule=self.schedule,
-                                    generator=self.generator)  # fmt: skip
+        full = sample_training_mask(
+            batch_size * self.world_size, num_tokens, schedule=self.schedule, generator=self.generator
+        )
         return full[self.rank :: self.world_size].to(device if device is not None else "cpu"), int(full.sum())
 
     def state_dict(self) -> dict[str, Tensor]:

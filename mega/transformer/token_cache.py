@@ -260,8 +260,11 @@ def _read(path: Path, meta: Mapping[str, Any]) -> Tensor | None:
         return None
     expected = (meta["data"]["frames"], meta["num_tokens"])
     if stored != dict(meta) or tuple(ids.shape) != expected:
-        log.warning("token cache %s does not match this tokenizer/data (shape %s); rebuilding it", path,
-                    tuple(ids.shape))  # fmt: skip
+        log.warning(
+            "token cache %s does not match this tokenizer/data (shape %s); rebuilding it",
+            path,
+            tuple(ids.shape),
+        )
         return None
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= meta["codebook_size"]):
         log.warning("token cache %s holds ids outside [0, %d); rebuilding it", path, meta["codebook_size"])
@@ -320,8 +323,14 @@ def load_or_build_token_ids(
     if rank == 0:
         ids = _read(path, meta) if path.is_file() else None
         if ids is None:
-            log.info("encoding %d frames of %s/%s with tokenizer %s into %s", len(dataset), data_name, split,
-                     meta["tokenizer_sha256"][:12], path)  # fmt: skip
+            log.info(
+                "encoding %d frames of %s/%s with tokenizer %s into %s",
+                len(dataset),
+                data_name,
+                split,
+                meta["tokenizer_sha256"][:12],
+                path,
+            )
             ids = encode_motion(tokenizer, dataset, body, batch_size=batch_size, device=device)
             _write(path, ids, meta)
             built = True

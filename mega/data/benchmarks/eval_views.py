@@ -77,8 +77,12 @@ class ImageBenchmarkView(torch.utils.data.Dataset):
 
         name = str(getattr(dataset, "name", type(dataset).__name__))
         dataset_name, _, split = name.partition("/")
-        self.index = SimpleNamespace(benchmark=dataset_name, split=split or None, subset="all",
-                                     arrays={"sequence": (self.sequence or [])[: self.size]})  # fmt: skip
+        self.index = SimpleNamespace(
+            benchmark=dataset_name,
+            split=split or None,
+            subset="all",
+            arrays={"sequence": (self.sequence or [])[: self.size]},
+        )
 
     def __len__(self) -> int:
         return self.size

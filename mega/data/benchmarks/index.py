@@ -256,8 +256,12 @@ class BenchmarkIndex:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, format_version=np.int64(FORMAT_VERSION), **{f"meta_{k}": np.str_(v) for k, v in meta.items()},
-                         **self.arrays)  # fmt: skip
+                np.savez(
+                    f,
+                    format_version=np.int64(FORMAT_VERSION),
+                    **{f"meta_{k}": np.str_(v) for k, v in meta.items()},
+                    **self.arrays,
+                )
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -58,10 +58,18 @@ def build_synthetic_index(
         raise ValueError(f"unknown synthetic_images subset '{subset}' (expected {sorted(keep)})")
     m = keep[subset]
     row = {
-        "image": a["imgname"][m], "sequence": a["sequence"][m], "frame": a["frame"][m],
-        "person": np.zeros(int(m.sum()), np.int64), "gender": a["gender"][m],
-        "global_orient": a["pose"][m, :3], "body_pose": a["pose"][m, 3:], "betas": a["shape"][m],
-        "transl": a["trans"][m], "bbox_center": a["center"][m], "bbox_size": a["scale"][m] * 200,
-        "cam_intrinsics": a["cam_int"][m], "image_size": a["img_size"][m],
-    }  # fmt: skip
+        "image": a["imgname"][m],
+        "sequence": a["sequence"][m],
+        "frame": a["frame"][m],
+        "person": np.zeros(int(m.sum()), np.int64),
+        "gender": a["gender"][m],
+        "global_orient": a["pose"][m, :3],
+        "body_pose": a["pose"][m, 3:],
+        "betas": a["shape"][m],
+        "transl": a["trans"][m],
+        "bbox_center": a["center"][m],
+        "bbox_size": a["scale"][m] * 200,
+        "cam_intrinsics": a["cam_int"][m],
+        "image_size": a["img_size"][m],
+    }
     return BenchmarkIndex.from_rows("synthetic_images", split, subset, [row])

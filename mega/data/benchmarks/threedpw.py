@@ -47,11 +47,24 @@ SPLITS = ("train", "validation", "test")
 GENDER_CODES = {"m": "male", "f": "female", "male": "male", "female": "female"}
 
 OCC_SEQUENCES = (
-    "courtyard_backpack", "courtyard_basketball", "courtyard_bodyScannerMotions", "courtyard_box",
-    "courtyard_golf", "courtyard_jacket", "courtyard_laceShoe", "downtown_stairs", "flat_guitar",
-    "flat_packBags", "outdoors_climbing", "outdoors_crosscountry", "outdoors_fencing", "outdoors_freestyle",
-    "outdoors_golf", "outdoors_parcours", "outdoors_slalom",
-)  # fmt: skip
+    "courtyard_backpack",
+    "courtyard_basketball",
+    "courtyard_bodyScannerMotions",
+    "courtyard_box",
+    "courtyard_golf",
+    "courtyard_jacket",
+    "courtyard_laceShoe",
+    "downtown_stairs",
+    "flat_guitar",
+    "flat_packBags",
+    "outdoors_climbing",
+    "outdoors_crosscountry",
+    "outdoors_fencing",
+    "outdoors_freestyle",
+    "outdoors_golf",
+    "outdoors_parcours",
+    "outdoors_slalom",
+)
 PC_FRAME_RANGES = {
     "courtyard_basketball_00": (200, 280),
     "courtyard_captureSelfies_00": (500, 600),
@@ -79,8 +92,10 @@ def _bbox(
     missing = ~visible.any(axis=1)
     if missing.any():
         if joints_2d is None:
-            raise BenchmarkError(f"{path}: {missing.sum()} kept frames have no detected keypoint in 'poses2d' "
-                                 "and field 'jointPositions' is missing, so no box can be computed")  # fmt: skip
+            raise BenchmarkError(
+                f"{path}: {missing.sum()} kept frames have no detected keypoint in 'poses2d' "
+                "and field 'jointPositions' is missing, so no box can be computed"
+            )
         lo[missing] = joints_2d[missing].min(axis=1)
         hi[missing] = joints_2d[missing].max(axis=1)
     center, size = square_bbox(lo, hi, margin)
@@ -165,10 +180,17 @@ def read_sequence(
                 fallbacks,
             )
         for name, value in {
-            "frame": t, "person": np.full(len(t), p), "gender": np.full(len(t), gender),
-            "global_orient": orient, "body_pose": poses[:, 3:], "betas": betas, "transl": transl,
-            "bbox_center": center, "bbox_size": size, "cam_intrinsics": np.repeat(intr[None], len(t), axis=0),
-        }.items():  # fmt: skip
+            "frame": t,
+            "person": np.full(len(t), p),
+            "gender": np.full(len(t), gender),
+            "global_orient": orient,
+            "body_pose": poses[:, 3:],
+            "betas": betas,
+            "transl": transl,
+            "bbox_center": center,
+            "bbox_size": size,
+            "cam_intrinsics": np.repeat(intr[None], len(t), axis=0),
+        }.items():
             cols.setdefault(name, []).append(value)
     if not cols:
         return {}

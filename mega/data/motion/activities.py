@@ -52,8 +52,17 @@ def _gait(rng, t, p, period, hip_amp, hip_off, knee_amp, knee_base, arm_amp) -> 
 # ---------------------------------------------------------------------------------------- upright
 def walk(rng, t, p):
     relaxed_arms(rng, p)
-    phi = _gait(rng, t, p, rng.uniform(0.95, 1.25), rng.uniform(18, 30), rng.uniform(0, 6),
-                rng.uniform(40, 65), rng.uniform(3, 8), rng.uniform(10, 30))  # fmt: skip
+    phi = _gait(
+        rng,
+        t,
+        p,
+        rng.uniform(0.95, 1.25),
+        rng.uniform(18, 30),
+        rng.uniform(0, 6),
+        rng.uniform(40, 65),
+        rng.uniform(3, 8),
+        rng.uniform(10, 30),
+    )
     yaw = rng.uniform(-25, 25) * t - 4 * np.sin(phi)
     return root(len(t), rng.uniform(1.0, 1.6), yaw, pitch=rng.uniform(-3, 6))
 
@@ -62,8 +71,17 @@ def run(rng, t, p):
     p.pair("shoulder", "z", -rng.uniform(60, 75))
     p.pair("elbow", "y", -rng.uniform(75, 110))
     p.spine("x", rng.uniform(2, 6))
-    phi = _gait(rng, t, p, rng.uniform(0.62, 0.78), rng.uniform(30, 45), rng.uniform(8, 16),
-                rng.uniform(70, 110), rng.uniform(15, 25), rng.uniform(25, 45))  # fmt: skip
+    phi = _gait(
+        rng,
+        t,
+        p,
+        rng.uniform(0.62, 0.78),
+        rng.uniform(30, 45),
+        rng.uniform(8, 16),
+        rng.uniform(70, 110),
+        rng.uniform(15, 25),
+        rng.uniform(25, 45),
+    )
     yaw = rng.uniform(-20, 20) * t - 6 * np.sin(phi)
     flight = rng.uniform(0.03, 0.08) * np.clip((np.abs(np.sin(phi)) - 0.7) / 0.3, 0, 1)
     return root(len(t), rng.uniform(2.5, 4.0), yaw, pitch=rng.uniform(4, 12), lift=flight)
@@ -71,8 +89,17 @@ def run(rng, t, p):
 
 def turn(rng, t, p):
     relaxed_arms(rng, p)
-    _gait(rng, t, p, rng.uniform(0.8, 1.1), rng.uniform(6, 12), rng.uniform(5, 10), rng.uniform(20, 35), 5.0,
-          rng.uniform(3, 8))  # fmt: skip
+    _gait(
+        rng,
+        t,
+        p,
+        rng.uniform(0.8, 1.1),
+        rng.uniform(6, 12),
+        rng.uniform(5, 10),
+        rng.uniform(20, 35),
+        5.0,
+        rng.uniform(3, 8),
+    )
     turn_deg = rng.choice([-1, 1]) * rng.uniform(90, 270) * smoothstep(t / max(t[-1], 1e-6))
     return root(len(t), rng.uniform(0.0, 0.2), turn_deg)
 
@@ -283,7 +310,18 @@ def mixture(rng, t, p):
 
 
 ACTIVITIES: dict[str, Callable] = {
-    "walk": walk, "run": run, "turn": turn, "arm_swing": arm_swing, "bend": bend, "squat": squat,
-    "reach": reach, "step": step, "sit": sit, "sit_floor": sit_floor, "kneel": kneel, "crawl": crawl,
-    "lie": lie, "mixture": mixture,
-}  # fmt: skip
+    "walk": walk,
+    "run": run,
+    "turn": turn,
+    "arm_swing": arm_swing,
+    "bend": bend,
+    "squat": squat,
+    "reach": reach,
+    "step": step,
+    "sit": sit,
+    "sit_floor": sit_floor,
+    "kneel": kneel,
+    "crawl": crawl,
+    "lie": lie,
+    "mixture": mixture,
+}

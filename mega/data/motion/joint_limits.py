@@ -28,11 +28,30 @@ import numpy as np
 
 # SMPL body_pose order: body_pose[j] is SMPL joint j + 1 (joint 0, the pelvis, is global_orient).
 BODY_JOINT_NAMES: tuple[str, ...] = (
-    "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
-    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)  # fmt: skip
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
+)
 
 # name -> (Euler order, (lo, hi) in degrees for each of the three angles in that order).
 # Ranges follow published active ranges of motion (AAOS "Joint Motion: Method of Measuring and

@@ -51,8 +51,10 @@ class Pose:
 
 def root(n: int, speed=0.0, yaw=0.0, pitch=0.0, roll=0.0, lift=0.0, **extra) -> dict[str, np.ndarray]:
     """Root motion dict, every value broadcast to (N,) (extra keys kept as they are)."""
-    out = {k: np.broadcast_to(np.asarray(v, float), (n,)).copy()
-           for k, v in (("speed", speed), ("yaw", yaw), ("pitch", pitch), ("roll", roll), ("lift", lift))}  # fmt: skip
+    out = {
+        k: np.broadcast_to(np.asarray(v, float), (n,)).copy()
+        for k, v in (("speed", speed), ("yaw", yaw), ("pitch", pitch), ("roll", roll), ("lift", lift))
+    }
     out.update(extra)
     return out
 
