@@ -69,7 +69,7 @@ def batch1_timing(
         if i:  # the first call warms up
             times.append(time.perf_counter() - t0)
     sec = float(np.median(times)) if times else float("nan")
-    steps = getattr(sampler, "steps", 1) + (refiner.iterations if refiner is not None else 0)
+    steps = sampler.steps + (refiner.iterations if refiner is not None else 0)
     return {
         "seconds_per_image_batch1": sec,
         "iterations": steps,

@@ -152,6 +152,8 @@ def sample_deterministic(
 class DeterministicSampler:
     """Registry entry ``deterministic``: ``sample_deterministic`` with no knobs of its own."""
 
+    steps = 1  #: network passes per decoding (every sampler states its T)
+
     def __call__(
         self,
         logits_fn: LogitsFn,
