@@ -40,6 +40,21 @@ def build_sampler(cfg: str | dict[str, Any] | None) -> Any:
     return SAMPLERS.build(**({"name": cfg} if isinstance(cfg, str) else dict(cfg)))
 
 
+def decoding_label(sampler_cfg: Any, refiner_cfg: Any = None) -> str:
+    """A decoding setting's name for tables and pictures: the sampler preset's name (Hydra's choice of
+    ``configs/sampler/`` when a Hydra app runs; else the registry name, or the name given), with
+    ``+ <refiner>`` when a refiner runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if isinstance(sampler_cfg, str):
+        label = sampler_cfg
+    else:
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+        label = choices.get("sampler") or sampler_cfg.get("name", "sampler")
+    refiner = (refiner_cfg or {}).get("name", "none")
+    return label if refiner == "none" else f"{label} + {refiner}"
+
+
 @dataclass
 class Recovery:
     """Bodies recovered from a batch of crops; Q hypotheses per image.

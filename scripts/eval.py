@@ -87,15 +87,6 @@ def eval_root(cfg: DictConfig, model: Any) -> str | None:
     return data.get("root") if data.get("name") == cfg.benchmark.name else None
 
 
-def decoding_label(cfg: DictConfig) -> str:
-    """The sampler preset's name (``configs/sampler/<preset>``), ``+ refiner`` when one runs."""
-    from hydra.core.hydra_config import HydraConfig
-
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    label = choices.get("sampler") or cfg.sampler.name
-    return label if cfg.refiner.name == "none" else f"{label} + {cfg.refiner.name}"
-
-
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
@@ -107,7 +98,7 @@ def main(cfg: DictConfig) -> None:
         model = sampler = refiner = None
         if name == "model":
             from mega.hmr_checkpoint import load_hmr
-            from mega.inference import KeypointSource, build_sampler, model_predictor
+            from mega.inference import KeypointSource, build_sampler, decoding_label, model_predictor
             from mega.refiners import build_refiner
 
             checkpoint = find_hmr(cfg.checkpoint)  # null: the quickstart's model, else the newest run's
@@ -116,7 +107,7 @@ def main(cfg: DictConfig) -> None:
             refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
             predictor = model_predictor(model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints),
                                         cfg.seed, cfg.rotation, refiner=refiner, precision=cfg.precision)  # fmt: skip
-            label = f"model[{decoding_label(cfg)}, Q={cfg.num_samples}]"
+            label = f"model[{decoding_label(cfg.sampler, cfg.refiner)}, Q={cfg.num_samples}]"
         else:
             predictor, label = build_predictor(name), name
         crop = model.backbone.input_size if model is not None else None

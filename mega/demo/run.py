@@ -24,7 +24,7 @@ from mega.demo.inputs import DemoInputError
 from mega.demo.pictures import picture
 from mega.detection import Person
 from mega.export import export_person
-from mega.inference import build_sampler, recover
+from mega.inference import build_sampler, decoding_label, recover
 from mega.refiners import build_refiner, coco17_keypoints
 from mega.viz import scalar_to_colors
 from mega.viz.views import save_png
@@ -69,20 +69,6 @@ def reprojection_px(model, rec_vertices, rec_joints, cam, batch, people) -> list
         err = (px[i] - target[:, :2]).norm(dim=-1)
         out.append(float((w * err).sum() / w.sum()) if float(w.sum()) > 0 else None)
     return out
-
-
-def decoding_label(sampler_cfg: Any, refiner_cfg: Any = None) -> str:
-    """The sampler preset's name (Hydra's choice when a Hydra app runs, else the registry name), with
-    ``+ refiner`` when one runs."""
-    from hydra.core.hydra_config import HydraConfig
-
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    if isinstance(sampler_cfg, str):
-        label = sampler_cfg
-    else:
-        label = choices.get("sampler") or sampler_cfg.get("name", "sampler")
-    refiner = (refiner_cfg or {}).get("name", "none")
-    return label if refiner == "none" else f"{label} + {refiner}"
 
 
 def _plain(cfg: Any) -> Any:
