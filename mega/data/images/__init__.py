@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from mega.data.images.dataset import ImageNpzDataset, npz_dataset, synthetic_images
 from mega.data.images.mixed import mix
-from mega.data.images.shards import shards
+from mega.data.images.shards import shard_dataset
 from mega.registry import Registry
 
 #: npz image sets (SPIN / BEDLAM-CLIFF format): ``splits`` + ``img_root`` in their configs.
@@ -54,7 +54,7 @@ IMAGE_DATASETS = Registry("image data")
 for _name in NPZ_DATASETS:
     IMAGE_DATASETS.register(_name)(partial(npz_dataset, _name))
 IMAGE_DATASETS.register("synthetic_images")(synthetic_images)
-IMAGE_DATASETS.register("shards")(shards)
+IMAGE_DATASETS.register("shards")(shard_dataset)
 IMAGE_DATASETS.register("mix")(partial(mix, build=build_image_dataset))
 
 __all__ = ["IMAGE_DATASETS", "NPZ_DATASETS", "ImageNpzDataset", "build_image_dataset"]

@@ -206,7 +206,7 @@ class ImageShardDataset(IterableDataset):
                     return
 
 
-def shards(split: str, splits: Mapping[str, Any], **kwargs: Any) -> ImageShardDataset:
+def shard_dataset(split: str, splits: Mapping[str, Any], **kwargs: Any) -> ImageShardDataset:
     """Shards from a config: ``splits`` maps split names to shard patterns (or lists of them)."""
     urls = splits.get(split) if splits else None
     if not urls:

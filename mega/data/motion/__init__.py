@@ -13,21 +13,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mega.data.motion.dataset import (
-    MotionDataset,
-    amass,
-    bedlam,
-    ensure_synthetic_motion,
-    moyo,
-    synthetic_motion,
-)
+from mega.data.motion import dataset as _datasets  # (not `from ... import amass`: that name is the submodule)
+from mega.data.motion.dataset import MotionDataset, ensure_synthetic_motion
 from mega.registry import Registry
 
 MOTION_DATASETS = Registry("motion data")
-MOTION_DATASETS.register("synthetic_motion")(synthetic_motion)
-MOTION_DATASETS.register("amass")(amass)
-MOTION_DATASETS.register("moyo")(moyo)
-MOTION_DATASETS.register("bedlam")(bedlam)
+for _name in ("synthetic_motion", "amass", "moyo", "bedlam"):
+    MOTION_DATASETS.register(_name)(getattr(_datasets, _name))
 
 
 def build_motion_dataset(cfg: Mapping[str, Any], split: str) -> MotionDataset:
