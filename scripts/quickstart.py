@@ -86,7 +86,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     seqs = f"{{train: {mo.sequences.train}, val: {mo.sequences.val}, test: {mo.sequences.test}}}"
     motion_data = [f"motion.root={mo.root}", f"motion.seed={mo.seed}", f"motion.sequences={seqs}"]
     motion_code = (
-        "import mega; from mega.data.motion.dataset import ensure_synthetic_motion; "
+        "import mega; from mega.data.motion import ensure_synthetic_motion; "
         f"ensure_synthetic_motion({str(mo.root)!r}, seed={int(mo.seed)}, "
         f"sequences={dict(OmegaConf.to_container(mo.sequences))!r})"
     )

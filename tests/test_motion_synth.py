@@ -14,9 +14,8 @@ import torch
 from mega.body.joints import SMPL_PARENTS
 from mega.body.rotations import axis_angle_to_matrix
 from mega.body.synthetic import REST_JOINTS
-from mega.data.motion import MOTION_DATASETS
+from mega.data.motion import MOTION_DATASETS, ensure_synthetic_motion
 from mega.data.motion.amass import list_motion_files, load_motion_npz
-from mega.data.motion.dataset import ensure_synthetic_motion
 from mega.data.motion.joint_limits import (
     EULER_LIMITS,
     EULER_ORDERS,

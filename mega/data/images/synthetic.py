@@ -85,7 +85,7 @@ def _motion_split(motion: Mapping[str, Any], split: str, create: bool = False):
     its seed and sequence counts are the ones asked for: the images depend on the motion files, and
     a motion-code change must not stop a running image generation (nor invalidate a finished set).
     """
-    from mega.data.motion.dataset import MotionDataset, ensure_synthetic_motion  # noqa: PLC0415
+    from mega.data.motion import MotionDataset, ensure_synthetic_motion  # noqa: PLC0415
     from mega.data.motion.synth import MANIFEST as MOTION_MANIFEST  # noqa: PLC0415
 
     root = Path(motion["root"])

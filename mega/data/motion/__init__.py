@@ -14,7 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mega.data.motion import dataset as _datasets  # (not `from ... import amass`: that name is the submodule)
-from mega.data.motion.dataset import MotionDataset, ensure_synthetic_motion
+from mega.data.motion.dataset import MotionDataset
+from mega.data.motion.synth import ensure_synthetic_motion
 from mega.registry import Registry
 
 MOTION_DATASETS = Registry("motion data")

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -45,16 +44,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from mega.atomic import read_json_object
 from mega.data.motion.amass import GENDERS, MotionFileError, list_motion_files, load_motion_npz
-from mega.data.motion.synth import (
-    DEFAULT_SEQUENCES,
-    GENERATOR_VERSION,
-    MANIFEST,
-    activity_weights,
-    generator_fingerprint,
-    write_synthetic_motion,
-)
+from mega.data.motion.synth import ensure_synthetic_motion
 
 log = logging.getLogger(__name__)
 
@@ -326,62 +317,6 @@ class MotionDataset(Dataset):
         )
         item["seq_id"] = seq_id
         return item
-
-
-def ensure_synthetic_motion(
-    root: str | Path = "data/synthetic_motion",
-    seed: int = 0,
-    sequences: Mapping[str, int] | None = None,
-    activities: Mapping[str, float] | None = None,
-) -> Path:
-    """Generate the embedded default motion data into ``root`` unless it is already there.
-
-    Idempotent and safe under concurrent callers (DDP ranks): each writes into its own temporary
-    sibling folder and renames it into place; the first rename wins, the others discard theirs.
-
-    Args:
-        root: target folder. seed: generator seed. sequences: per-split counts (default 200/20/20).
-        activities: activity mixture weights (default ``motion_synth.DEFAULT_ACTIVITIES``).
-    Returns:
-        ``root``.
-    Raises:
-        ValueError: ``root`` holds data generated with another seed, size, activity mixture or
-            generator version (stale motion is never read silently).
-    """
-    root = Path(root)
-    wanted = {"version": GENERATOR_VERSION, "fingerprint": generator_fingerprint(), "seed": seed,
-              "sequences": dict(sequences or DEFAULT_SEQUENCES), "activities": activity_weights(activities)}  # fmt: skip
-
-    def existing() -> dict | None:
-        if not (root / MANIFEST).is_file():
-            return None
-        found = read_json_object(root / MANIFEST, MotionFileError)
-        if {k: found.get(k) for k in wanted} != wanted:
-            made = {k: found.get(k) for k in wanted}
-            raise MotionFileError(
-                f"{root} holds synthetic motion made with {made} (its {MANIFEST}), not {wanted}: delete the "
-                "folder or choose another motion.root"
-            )
-        return found
-
-    if existing() is not None:
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise MotionFileError(f"{root} exists but has no {MANIFEST}: it is not generated motion; delete it or "
-                         "choose another motion.root")  # fmt: skip
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    log.info("generating the default synthetic motion data into %s (seed %d)", root, seed)
-    write_synthetic_motion(tmp, seed=seed, sequences=wanted["sequences"], activities=activities)
-    try:
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
-        os.rename(tmp, root)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if existing() is None:  # nobody else finished it either
-            raise
-    return root
 
 
 def synthetic_motion(

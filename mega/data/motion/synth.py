@@ -35,6 +35,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import uuid
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -42,9 +45,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mega.atomic import read_json_object
 from mega.body.rotations import matrix_to_axis_angle
 from mega.data.motion.activities import ACTIVITIES
-from mega.data.motion.amass import GENDERS, write_amass_npz, z_up_to_y_up
+from mega.data.motion.amass import GENDERS, MotionFileError, write_amass_npz, z_up_to_y_up
 from mega.data.motion.joint_limits import (
     BODY_JOINT_NAMES,
     clip_to_limits,
@@ -328,3 +332,59 @@ def write_synthetic_motion(
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
     log.info("wrote %s synthetic sequences (%s frames) to %s", sequences, frames, root)
     return manifest
+
+
+def ensure_synthetic_motion(
+    root: str | Path = "data/synthetic_motion",
+    seed: int = 0,
+    sequences: Mapping[str, int] | None = None,
+    activities: Mapping[str, float] | None = None,
+) -> Path:
+    """Generate the embedded default motion data into ``root`` unless it is already there.
+
+    Idempotent and safe under concurrent callers (DDP ranks): each writes into its own temporary
+    sibling folder and renames it into place; the first rename wins, the others discard theirs.
+
+    Args:
+        root: target folder. seed: generator seed. sequences: per-split counts (default 200/20/20).
+        activities: activity mixture weights (default ``motion_synth.DEFAULT_ACTIVITIES``).
+    Returns:
+        ``root``.
+    Raises:
+        ValueError: ``root`` holds data generated with another seed, size, activity mixture or
+            generator version (stale motion is never read silently).
+    """
+    root = Path(root)
+    wanted = {"version": GENERATOR_VERSION, "fingerprint": generator_fingerprint(), "seed": seed,
+              "sequences": dict(sequences or DEFAULT_SEQUENCES), "activities": activity_weights(activities)}  # fmt: skip
+
+    def existing() -> dict | None:
+        if not (root / MANIFEST).is_file():
+            return None
+        found = read_json_object(root / MANIFEST, MotionFileError)
+        if {k: found.get(k) for k in wanted} != wanted:
+            made = {k: found.get(k) for k in wanted}
+            raise MotionFileError(
+                f"{root} holds synthetic motion made with {made} (its {MANIFEST}), not {wanted}: delete the "
+                "folder or choose another motion.root"
+            )
+        return found
+
+    if existing() is not None:
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise MotionFileError(f"{root} exists but has no {MANIFEST}: it is not generated motion; delete it or "
+                         "choose another motion.root")  # fmt: skip
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    log.info("generating the default synthetic motion data into %s (seed %d)", root, seed)
+    write_synthetic_motion(tmp, seed=seed, sequences=wanted["sequences"], activities=activities)
+    try:
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        os.rename(tmp, root)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if existing() is None:  # nobody else finished it either
+            raise
+    return root
