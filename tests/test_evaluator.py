@@ -208,7 +208,7 @@ def test_scripts_prepare_and_evaluate(threedpw, synthetic_smpl_dir, tmp_path: Pa
     assert "10 samples from 2 sequences" in prep.stdout and BenchmarkIndex.load(index).split == "test"
     run_dir = tmp_path / "run"
     ev = subprocess.run(
-        [sys.executable, "scripts/eval.py", *common, f"benchmark.index={index}", "protocol=smpl24",
+        [sys.executable, "scripts/eval.py", "benchmark=3dpw", "body_model=smpl", *common, f"benchmark.index={index}", "protocol=smpl24",
          "predictor=mean_pose", "batch_size=3", "progress=false", f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -221,7 +221,7 @@ def test_scripts_prepare_and_evaluate(threedpw, synthetic_smpl_dir, tmp_path: Pa
     ddp_dir = tmp_path / "ddp"
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2"]
     ev2 = subprocess.run(
-        [*torchrun, "scripts/eval.py", *common, f"benchmark.index={index}", "protocol=smpl24",
+        [*torchrun, "scripts/eval.py", "benchmark=3dpw", "body_model=smpl", *common, f"benchmark.index={index}", "protocol=smpl24",
          "predictor=mean_pose", "batch_size=2", "progress=false", f"hydra.run.dir={ddp_dir}"],
         cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
