@@ -66,6 +66,15 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def sampler_preset(name: str):
+    """The sampler of the preset ``configs/sampler/<name>.yaml``."""
+    from omegaconf import OmegaConf
+
+    return build_sampler(
+        OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "sampler" / f"{name}.yaml"))
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -87,13 +96,7 @@ def main() -> None:
     model.backbone.register_forward_hook(lambda *a: backbone_calls.append(1))
 
     def run(preset, q: int = 1, keypoints=None, img=one, rotation="head", refiner=None):
-        """A timed call of recover with the sampler preset configs/sampler/<preset>.yaml."""
-        from omegaconf import OmegaConf
-
-        sampler = build_sampler(
-            OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "sampler" / f"{preset}.yaml"))
-        )
-        refine = build_refiner(refiner)
+        sampler, refine = sampler_preset(preset), build_refiner(refiner)
         return lambda: recover(model, img, sampler, q, refiner=refine, keypoints=keypoints, rotation=rotation)
 
     rows = []
