@@ -130,7 +130,9 @@ def main(cfg: DictConfig) -> None:
         model.to(dist.device)
         size = model.backbone.input_size
         # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
-        train_set = build_image_dataset(cfg.images, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
+        train_set = build_image_dataset(
+            cfg.images, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0
+        )
         if cfg.feature_cache:  # the frozen trunk runs once per cached crop, not once per step
             if not model.backbone.trunk_frozen:
                 raise ConfigError("feature_cache=true needs backbone.freeze=true; or set feature_cache=false")
