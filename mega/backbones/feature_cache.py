@@ -7,7 +7,7 @@ under ``"frozen"`` and an empty ``img`` (0,), and :meth:`mega.model.HMRModel.for
 features from them with the backbone's trainable rest (``backbone.from_frozen``: neck, landmark
 embedding). The results equal an uncached forward on the same crops (tests/test_feature_cache.py).
 
-Without augmentation (``data.augment=null``) every crop is cached once. With augmentation an augmented
+Without augmentation (``images.augment=null``) every crop is cached once. With augmentation an augmented
 crop differs every epoch, so the cache holds ``views`` augmented versions of each sample (the dataset's
 epochs 0 .. views - 1) and training cycles over them: fewer distinct crops than on-line augmentation,
 far more than none. ``feature_cache: true`` (+ ``feature_cache_views``) in scripts/train_hmr.py's config
