@@ -176,7 +176,7 @@ def main(cfg: DictConfig) -> None:
         try:
             result = train(model, objective, train_set, engine=engine, dist=dist, run_dir=run_dir, config=resolved,
                            eval_fn=eval_fn, logger=logger, extra_state={"objective": objective},
-                           max_bad_fraction=cfg.data.get("max_bad_fraction"))  # fmt: skip
+                           max_bad_fraction=cfg.images.get("max_bad_fraction"))  # fmt: skip
         finally:
             logger.finish()
         seconds = time.perf_counter() - t0

@@ -82,15 +82,15 @@ def read_with_project_reader(kind: str, path: Path) -> None:
 
         read_model_file(path)
     elif kind == "3DPW .pkl":
-        from mega.data.threedpw import read_sequence
+        from mega.data.benchmarks.threedpw import read_sequence
 
         read_sequence(path, path.parents[2], margin=1.2, pelvis_fn=None)
     elif kind == "shard data.pyd":
-        from mega.data.image_shards import ImageShardDataset
+        from mega.data.images.shards import ImageShardDataset
 
         next(iter(ImageShardDataset([str(path)], shuffle_buffer=0, shuffle_shards=False)))
     elif kind == "npz object array":
-        from mega.data.image_npz import read_image_npz
+        from mega.data.images.npz import read_image_npz
 
         read_image_npz(path)
     else:

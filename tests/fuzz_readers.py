@@ -196,13 +196,13 @@ def _image_npz(folder: Path) -> Path:
 
 
 def _read_image_npz(path: Path) -> None:
-    from mega.data.image_npz import read_image_npz
+    from mega.data.images.npz import read_image_npz
 
     read_image_npz(path)
 
 
 def _amass(folder: Path) -> Path:
-    from mega.data.amass import write_amass_npz
+    from mega.data.motion.amass import write_amass_npz
 
     rng = np.random.default_rng(0)
     n = 12
@@ -213,7 +213,7 @@ def _amass(folder: Path) -> Path:
 
 
 def _read_amass(path: Path) -> None:
-    from mega.data.amass import load_motion_npz
+    from mega.data.motion.amass import load_motion_npz
 
     load_motion_npz(path)
 
@@ -303,7 +303,7 @@ def _read_tokenizer(path: Path) -> None:
 
 
 def _motion_manifest(folder: Path) -> Path:
-    from mega.data.motion_synth import GENERATOR_VERSION, MANIFEST, activity_weights, generator_fingerprint
+    from mega.data.motion.synth import GENERATOR_VERSION, MANIFEST, activity_weights, generator_fingerprint
 
     wanted = {"version": GENERATOR_VERSION, "fingerprint": generator_fingerprint(), "seed": 0,
               "sequences": {"train": 2, "val": 1, "test": 1}, "activities": activity_weights(None)}  # fmt: skip
@@ -320,7 +320,7 @@ def _read_motion_manifest(path: Path) -> None:
 
 
 def _image_manifest(folder: Path) -> Path:
-    from mega.data.synthetic_images import MANIFEST
+    from mega.data.images.synthetic import MANIFEST
 
     root = folder / "images"
     root.mkdir()
@@ -331,7 +331,7 @@ def _image_manifest(folder: Path) -> Path:
 
 
 def _read_image_manifest(path: Path) -> None:
-    from mega.data.synthetic_images import ensure_synthetic_images
+    from mega.data.images.synthetic import ensure_synthetic_images
 
     ensure_synthetic_images(path.parent, sizes={"train": 1, "val": 1, "test": 1}, progress=False)
 

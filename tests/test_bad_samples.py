@@ -73,7 +73,8 @@ def test_budget_plus_one_stops_with_the_list(tmp_path):
         _train(tmp_path / "run", folder)
     message = str(err.value)
     assert (
-        "3 of 40 training samples are unreadable, more than data.max_bad_fraction=0.05 allows (2)" in message
+        "3 of 40 training samples are unreadable, more than images.max_bad_fraction=0.05 allows (2)"
+        in message
     )
     assert str(tmp_path / "run" / LIST_NAME) in message and isinstance(err.value, UserError)
     assert len((tmp_path / "run" / LIST_NAME).read_text().splitlines()) == 4
@@ -109,7 +110,7 @@ def test_exact_resume_across_a_skipped_sample(tmp_path):
 def test_skipping_images_names_the_file_and_keeps_bugs(tmp_path):
     from fixtures_images import write_npz_dataset
 
-    from mega.data.image_dataset import ImageNpzDataset
+    from mega.data.images.dataset import ImageNpzDataset
 
     write_npz_dataset(tmp_path, n=6, ext=".jpg")
     images = tmp_path / "images"
@@ -139,7 +140,7 @@ def test_evaluation_never_skips_a_bad_sample(tmp_path, free_body):
     from fixtures_images import write_npz_dataset
 
     from mega.data.crop import ImageDataError
-    from mega.data.image_dataset import ImageNpzDataset
+    from mega.data.images.dataset import ImageNpzDataset
     from mega.metrics.evaluator import Evaluator
     from mega.metrics.predictors import build_predictor
     from mega.metrics.protocols import build_protocol

@@ -88,7 +88,7 @@ def test_refused_globals_name_the_class(payload):
 def test_object_array_npz_loads_and_string_npz_needs_no_pickle(tmp_path):
     from fixtures_images import write_npz_dataset
 
-    from mega.data.image_npz import read_image_npz
+    from mega.data.images.npz import read_image_npz
 
     write_npz_dataset(tmp_path, n=3)
     plain = read_image_npz(tmp_path / "ours.npz")

@@ -1,6 +1,6 @@
 """Bad training samples are skipped within a budget, so one broken file does not end a long run.
 
-With ``train(..., max_bad_fraction=f)`` (scripts: ``data.max_bad_fraction``) the training set is read
+With ``train(..., max_bad_fraction=f)`` (scripts: ``images.max_bad_fraction``) the training set is read
 through :class:`SkippingDataset`. An item whose reading raises a *user* error (a corrupt or missing
 image, a bad label row: the readers' one-line errors, see :func:`mega.errors.is_user_error`) is
 replaced by another index drawn from ``(seed, index, attempt)`` only, so the replacement is the same on
@@ -38,7 +38,7 @@ Report = tuple[int, int, str]  # (bad index, the index read instead (-1: none ye
 
 
 class BadSampleBudgetError(UserError):
-    """More training samples were unreadable than ``data.max_bad_fraction`` allows."""
+    """More training samples were unreadable than ``images.max_bad_fraction`` allows."""
 
     collective = True
 
@@ -111,7 +111,7 @@ class BadSampleGuard:
         self, dataset: Dataset, max_bad_fraction: float, run_dir: str | Path, dist: DistInfo, seed: int
     ) -> None:
         if not 0 <= float(max_bad_fraction) < 1:
-            raise UserError(f"data.max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
+            raise UserError(f"images.max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
         self.fraction, self.dist = float(max_bad_fraction), dist
         self.dataset = SkippingDataset(dataset, seed)
         self.budget = math.floor(self.fraction * len(dataset))
@@ -161,9 +161,9 @@ class BadSampleGuard:
             write_text(self.path, "\n".join(rows) + "\n")
         if count > self.budget:
             raise BadSampleBudgetError(
-                f"{count} of {len(self.dataset)} training samples are unreadable, more than data.max_bad_fraction="
+                f"{count} of {len(self.dataset)} training samples are unreadable, more than images.max_bad_fraction="
                 f"{self.fraction:g} allows ({self.budget}); they are listed in {self.path} (the files were left as "
-                "they are). Repair or remove them, or raise data.max_bad_fraction, then run the same command to "
+                "they are). Repair or remove them, or raise images.max_bad_fraction, then run the same command to "
                 "resume"
             )
         return count
