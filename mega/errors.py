@@ -35,7 +35,7 @@ EXIT_USER_ERROR = 1
 KNOWN_USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("mega.body.model_files", "ModelFileError"),
     ("mega.data.motion.amass", "MotionFileError"),
-    ("mega.data.benchmarks.index", "BenchmarkError"),
+    ("mega.data.errors", "BenchmarkError"),
 )
 
 

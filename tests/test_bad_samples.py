@@ -144,7 +144,7 @@ def test_evaluation_never_skips_a_bad_sample(tmp_path, free_body):
     from mega.metrics.evaluator import Evaluator
     from mega.metrics.predictors import build_predictor
     from mega.metrics.protocols import build_protocol
-    from mega.model import ImageBenchmarkView
+    from mega.data.benchmarks.eval_views import ImageBenchmarkView
 
     write_npz_dataset(tmp_path, n=4, ext=".jpg")
     broken = tmp_path / "images" / "ours_002.jpg"
