@@ -139,12 +139,12 @@ def test_evaluation_never_skips_a_bad_sample(tmp_path, free_body):
     """Benchmarks are not training sets: a broken image stops the evaluation with its name."""
     from fixtures_images import write_npz_dataset
 
+    from mega.data.benchmarks.eval_views import ImageBenchmarkView
     from mega.data.crop import ImageDataError
     from mega.data.images.dataset import ImageNpzDataset
     from mega.metrics.evaluator import Evaluator
     from mega.metrics.predictors import build_predictor
     from mega.metrics.protocols import build_protocol
-    from mega.data.benchmarks.eval_views import ImageBenchmarkView
 
     write_npz_dataset(tmp_path, n=4, ext=".jpg")
     broken = tmp_path / "images" / "ours_002.jpg"
