@@ -42,7 +42,7 @@ def save_tiny_hmr(folder: Path, body) -> Path:
 
 def heldout_set(root: Path) -> Path:
     """A small synthetic image set with only a held-out test split (3 images of 128 x 112 px)."""
-    from mega.data.synthetic_images import ensure_synthetic_images
+    from mega.data.images.synthetic import ensure_synthetic_images
 
     motion = {"root": str(root / "motion"), "seed": 0, "sequences": {"train": 2, "val": 1, "test": 2}}
     return ensure_synthetic_images(root / "images", sizes={"test": 3}, motion=motion, progress=False,

@@ -166,6 +166,7 @@ def test_mismatched_transformer_is_refused(free_body):
 def test_target_ids_are_cached_by_content_with_flips(free_body, kind):
     """Cached ids equal fresh ones; a repeated sample costs no encode; a flipped one is encoded anew."""
     import numpy as np
+
     from mega.data.images.augment import flip_pose
 
     model = make_model(free_body, kind, **({"include_global_orient": True} if kind == "pose" else {}))
