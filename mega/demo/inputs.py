@@ -15,7 +15,7 @@ import numpy as np
 from mega.data.crop import decode_image
 from mega.detection import Person, read_detections, whole_image
 from mega.errors import UserError
-from mega.stage_inputs import find_hmr
+from mega.stage_inputs import QUICKSTART, StageInputError, find_hmr
 
 log = logging.getLogger("demo")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -26,10 +26,16 @@ class DemoInputError(UserError, ValueError):
     """An input path, detections file, checkpoint or option of the demo is unusable."""
 
 
+QUICKSTART_CHECKPOINT = QUICKSTART / "train_hmr/hmr.pt"  # what the web page names when no model exists
+
+
 def find_checkpoint(path: str | None) -> Path:
     """``checkpoint``: the path given, else the quickstart's model, else the newest train_hmr run's
-    (:func:`mega.stage_inputs.find_hmr`)."""
-    return find_hmr(path)
+    (:func:`mega.stage_inputs.find_hmr`); none is a :class:`DemoInputError`."""
+    try:
+        return find_hmr(path)
+    except StageInputError as err:
+        raise DemoInputError(str(err)) from err
 
 
 def list_inputs(inputs: list[str]) -> list[tuple[str, Path]]:
