@@ -4,7 +4,7 @@
     python scripts/pretrain.py tokenizer.checkpoint=PATH transformer=small engine.max_steps=5000 threads=1
     torchrun --nproc_per_node=4 scripts/pretrain.py experiment=pretrain_paper motion=amass tokenizer.checkpoint=PATH
 
-The frozen tokenizer turns every frame of the motion set into ids once (``mega.transformer.token_cache``;
+The frozen tokenizer turns every frame of the motion set into ids once (``mega.data.motion.token_cache``;
 with ``body_model.gender=per_sequence`` each frame meshed with its sequence's gender's model). An epoch is
 ``sampling=frames``: every frame once, or ``sampling=sequences``: one random frame of each sequence
 (sequences weighted equally, what MEGA's data loader does and so what its "500 epochs" count). Training predicts randomly masked ids (per-sample cosine ratio) from the visible ones with cross-entropy on
@@ -58,7 +58,7 @@ from mega.transformer import (
     masked_token_stats,
     random_mask,
 )
-from mega.transformer.token_cache import (
+from mega.data.motion.token_cache import (
     FramePicker,
     SequenceTokenDataset,
     TokenDataset,

@@ -13,7 +13,7 @@ from torch import nn
 
 from mega.body import BodyModel, GenderedBody, load_body_model, sample_genders
 from mega.body.gendered import gender_ids
-from mega.transformer.token_cache import FramePicker, SequenceTokenDataset, encode_motion, sequence_layout
+from mega.data.motion.token_cache import FramePicker, SequenceTokenDataset, encode_motion, sequence_layout
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import torch
 from mega.body.rotations import axis_angle_to_matrix, matrix_to_rot6d
 from mega.data.motion.dataset import synthetic_motion
 from mega.tokenizers import build_tokenizer
-from mega.transformer.token_cache import (
+from mega.data.motion.token_cache import (
     TokenDataset,
     data_identity,
     encode_motion,
