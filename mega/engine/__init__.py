@@ -29,7 +29,8 @@ Modules: ``dist`` (ranks, device, precision), ``rundir`` (one run directory for 
 (generator streams), ``batches`` (resumable epoch order), ``checkpoint`` (atomic, self-checking files,
 history, training state), ``faults`` (fault injection), ``preemption`` (SIGTERM / SIGUSR1: checkpoint, exit 75),
 ``bad_samples`` (unreadable training samples skipped within a budget), ``optim`` (AdamW, warm-up + cosine),
-``logging`` (wandb/none, metric windows), ``loop`` (train).
+``logging`` (wandb/none, metric windows), ``config`` (EngineConfig), ``step`` (one optimiser update),
+``loop`` (train).
 """
 
 from mega.engine.bad_samples import BadSampleBudgetError
@@ -42,6 +43,7 @@ from mega.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from mega.engine.config import EngineConfig
 from mega.engine.dist import (
     DistInfo,
     DistStartupError,
@@ -54,11 +56,12 @@ from mega.engine.dist import (
 )
 from mega.engine.faults import FaultConfig
 from mega.engine.logging import LOGGERS, Logger, NullLogger, WandbLogger, build_logger
-from mega.engine.loop import EngineConfig, NonFiniteLossError, TrainResult, train
+from mega.engine.loop import TrainResult, train
 from mega.engine.optim import build_optimizer, build_scheduler, lr_at
 from mega.engine.preemption import EXIT_PREEMPTED, Preempted
 from mega.engine.rng import RngStreams, seed_everything, stream_seed
 from mega.engine.rundir import register_resolvers, run_id
+from mega.engine.step import NonFiniteLossError
 
 __all__ = [
     "EXIT_PREEMPTED",
