@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from mega.body.camera import fit_crop_camera, fit_weak_perspective, solve_rotation
-from mega.body.rotations import matrix_to_axis_angle
+from mega.body.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from mega.engine.dist import resolve_precision
 from mega.errors import ConfigError, UserError
 
@@ -124,7 +124,26 @@ def recover(
             CUDA GPUs with bf16, CPUs with AMX / AVX512-BF16): autocast of the backbone, heads and
             transformer passes; the tokenizer's decoder, the body model and refinement stay float32.
     """
-    sampler = sampler if sampler is not None else DeterministicSampler()
+    _check_decoding(model, refiner, keypoints, rotation)
+    B, Q = img.shape[0], num_samples
+    dtype = resolve_precision(precision, img.device)
+    amp = lambda: torch.autocast(img.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)  # noqa: E731
+    with amp():
+        features, context = model.encode_image(img)  # once per image
+        rot, cam, betas = model.heads(features)
+        sampler = DeterministicSampler() if sampler is None else sampler
+        ids = _sample(model, context, sampler, (B, Q), seed, img.device)  # (B, Q, L)
+    betas = None if betas is None else betas.float()
+    rec = _decode(model, ids, rot.float(), cam.float(), betas, refiner, keypoints, rotation)
+    if with_deterministic and Q > 1:
+        with amp():
+            det_ids = _sample(model, context, DeterministicSampler(), (B, 1), seed, img.device)[:, 0]
+        rec.deterministic_vertices = model.decode_body(rec.global_rot, ids=det_ids, betas=betas).vertices
+    return _to_camera_frame(rec, view_rot) if view_rot is not None and model.crop_relative else rec
+
+
+def _check_decoding(model: HMRModel, refiner: Any, keypoints: Tensor | None, rotation: str) -> None:
+    """:func:`recover`'s arguments that do not go together: one clear error each."""
     if refiner is not None and keypoints is None:
         raise ValueError(
             "the pose_guided refiner needs 2D keypoints (B, 17, 3) in normalised crop coordinates"
@@ -135,59 +154,93 @@ def recover(
         raise ConfigError("rotation=keypoints needs 2D keypoints (B, 17, 3) in normalised crop coordinates")
     if rotation == "keypoints" and getattr(model.tokenizer, "include_global_orient", False):
         raise ConfigError("rotation=keypoints: this tokenizer decodes the global orientation from its tokens")
-    B, Q, dev = img.shape[0], num_samples, img.device
-    dtype = resolve_precision(precision, dev)
-    amp = lambda: torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None)  # noqa: E731
-    tr = model.transformer
+
+
+def _sample(
+    model: HMRModel, context: Any, sampler: Any, shape: tuple[int, int], seed: int, dev: torch.device
+) -> Tensor:
+    """(B, Q, L) token ids, ``shape`` = (B, Q): ``sampler`` on the transformer's logits for an image ``context``."""
+    (batch, num_samples), tr = shape, model.transformer
     gen = torch.Generator(device=dev).manual_seed(seed)
-    with amp():
-        features, context = model.encode_image(img)  # once per image
-        rot, cam, betas = model.heads(features)
-        res = sampler(model.logits_fn(context, Q), batch_size=B, num_tokens=tr.num_tokens,
-                      codebook_size=tr.codebook_size, num_samples=Q, generator=gen, device=dev)  # fmt: skip
-    rot, cam, betas = rot.float(), cam.float(), None if betas is None else betas.float()
+    res = sampler(
+        model.logits_fn(context, num_samples),
+        batch_size=batch,
+        num_tokens=tr.num_tokens,
+        codebook_size=tr.codebook_size,
+        num_samples=num_samples,
+        generator=gen,
+        device=dev,
+    )
+    return res.ids
+
+
+def _decode(
+    model: HMRModel,
+    ids: Tensor,
+    rot: Tensor,
+    cam: Tensor,
+    betas: Tensor | None,
+    refiner: PoseGuidedRefiner | None,
+    keypoints: Tensor | None,
+    rotation: str,
+) -> Recovery:
+    """Token ids (B, Q, L) -> [``rotation=keypoints`` solve] -> [refiner] -> bodies, in the crop's frame.
+
+    ``rot`` (B, 3, 3), ``cam`` (B, 3), ``betas`` (B, 10) or None: the heads' outputs (float32).
+    """
+    B, Q = ids.shape[:2]
     rep = lambda t: None if t is None else t.repeat_interleave(Q, dim=0)  # noqa: E731  (B, ...) -> (B*Q, ...)
-    ids = res.ids.reshape(B * Q, -1)
-    codes = model.tokenizer.quantizer.lookup(ids)  # (B*Q, L, D)
+    codes = model.tokenizer.quantizer.lookup(ids.reshape(B * Q, -1))  # (B*Q, L, D)
+    kp = None if keypoints is None else keypoints.to(codes.device).float()
     if rotation == "keypoints":
-        rot, cam = rotation_from_keypoints(model, codes, betas, keypoints.to(dev).float(), Q, rot)
+        rot, cam = rotation_from_keypoints(model, codes, betas, kp, Q, rot)
     initial, reprojection = None, None
     if refiner is not None:
         start = model.decode_body(rep(rot), codes=codes, betas=rep(betas))
         initial = start.vertices.reshape(B, Q, *start.vertices.shape[1:])
-        codes, trace = refiner(model, codes, rep(rot), rep(cam), rep(betas), rep(keypoints.to(dev).float()))
+        codes, trace = refiner(model, codes, rep(rot), rep(cam), rep(betas), rep(kp))
         reprojection = {
             "before": trace.reprojection[0].view(B, Q),
             "after": trace.reprojection[-1].view(B, Q),
         }
     out = model.decode_body(rep(rot), codes=codes, betas=rep(betas))
-    body_pose = None
-    if model.kind == "pose":
-        pose = model.tokenizer.decode_embeddings(codes)  # (B*Q, J, 6)
-        from mega.body.rotations import rot6d_to_matrix
-
-        mats = rot6d_to_matrix(pose)[:, -23:]  # the 23 body joints (a global orientation token comes first)
-        body_pose = matrix_to_axis_angle(mats).reshape(B, Q, 23, 3)
-    det = None
-    if with_deterministic and Q > 1:
-        with amp():
-            det_ids = DeterministicSampler()(model.logits_fn(context, 1), batch_size=B, num_tokens=tr.num_tokens,
-                                             codebook_size=tr.codebook_size, device=dev).ids[:, 0]  # fmt: skip
-        det = model.decode_body(rot, ids=det_ids, betas=betas).vertices
-    vertices, joints = out.vertices, out.joints
-    if view_rot is not None and model.crop_relative:  # crop frame -> camera frame
-        to_cam = view_rot.to(rot)
-        rot = to_cam @ rot
-        vertices, joints = vertices @ rep(to_cam).transpose(1, 2), joints @ rep(to_cam).transpose(1, 2)
-        det = None if det is None else det @ to_cam.transpose(1, 2)
-        if initial is not None:
-            initial = (initial.flatten(0, 1) @ rep(to_cam).transpose(1, 2)).view(initial.shape)
     return Recovery(
-        vertices=vertices.reshape(B, Q, *vertices.shape[1:]),
-        joints=joints.reshape(B, Q, *joints.shape[1:]),
-        global_rot=rot, cam=cam, betas=betas, ids=res.ids, body_pose=body_pose,
-        deterministic_vertices=det, initial_vertices=initial, reprojection=reprojection,
-    )  # fmt: skip
+        vertices=out.vertices.reshape(B, Q, *out.vertices.shape[1:]),
+        joints=out.joints.reshape(B, Q, *out.joints.shape[1:]),
+        global_rot=rot,
+        cam=cam,
+        betas=betas,
+        ids=ids,
+        body_pose=_body_pose(model, codes, B, Q),
+        initial_vertices=initial,
+        reprojection=reprojection,
+    )
+
+
+def _body_pose(model: HMRModel, codes: Tensor, batch: int, num_samples: int) -> Tensor | None:
+    """(B, Q, 23, 3) axis-angle body pose decoded from (B*Q, L, D) code vectors of a pose tokenizer; else None."""
+    if model.kind != "pose":
+        return None
+    pose = model.tokenizer.decode_embeddings(codes)  # (B*Q, J, 6)
+    mats = rot6d_to_matrix(pose)[:, -23:]  # the 23 body joints (a global orientation token comes first)
+    return matrix_to_axis_angle(mats).reshape(batch, num_samples, 23, 3)
+
+
+def _to_camera_frame(rec: Recovery, view_rot: Tensor) -> Recovery:
+    """A crop-relative model's bodies (crop frame) turned by the crops' viewing-ray rotations (B, 3, 3)."""
+    B, Q = rec.vertices.shape[:2]
+    to_cam = view_rot.to(rec.global_rot)
+    per_row = to_cam.repeat_interleave(Q, dim=0).transpose(1, 2)  # (B*Q, 3, 3)
+    turn = lambda t: None if t is None else (t.flatten(0, 1) @ per_row).view(t.shape)  # noqa: E731
+    rec.global_rot = to_cam @ rec.global_rot
+    rec.vertices, rec.joints, rec.initial_vertices = (
+        turn(rec.vertices),
+        turn(rec.joints),
+        turn(rec.initial_vertices),
+    )
+    if rec.deterministic_vertices is not None:
+        rec.deterministic_vertices = rec.deterministic_vertices @ to_cam.transpose(1, 2)
+    return rec
 
 
 #: COCO-17 keypoints of the trunk: nose, eyes, ears, shoulders, hips (the rotation is solved on these).
