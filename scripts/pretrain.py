@@ -34,6 +34,13 @@ import mega  # noqa: F401  (torchvision shim first)
 from mega.atomic import write_json
 from mega.body import load_body_model
 from mega.data.motion import build_motion_dataset
+from mega.data.motion.token_cache import (
+    FramePicker,
+    SequenceTokenDataset,
+    TokenDataset,
+    load_or_build_token_ids,
+    sequence_layout,
+)
 from mega.engine import (
     DistInfo,
     EngineConfig,
@@ -57,13 +64,6 @@ from mega.transformer import (
     masked_cross_entropy,
     masked_token_stats,
     random_mask,
-)
-from mega.data.motion.token_cache import (
-    FramePicker,
-    SequenceTokenDataset,
-    TokenDataset,
-    load_or_build_token_ids,
-    sequence_layout,
 )
 
 log = logging.getLogger("pretrain")
