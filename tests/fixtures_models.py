@@ -11,11 +11,21 @@ from mega.hmr_checkpoint import build_hmr_model, save_hmr
 from mega.tokenizers import build_tokenizer, save_tokenizer
 
 
+def tiny_mesh_tokenizer(
+    body, codebook_size: int = 8, code_dim: int = 2, hidden_dim: int = 16, name: str = "mesh_mlp", **kwargs
+):
+    """An untrained MLP mesh tokenizer of 6 tokens over ``body``'s vertices, one residual block (seed torch
+    first); ``name`` ``mesh_vqvae`` is the same class under the default variant's name."""
+    sizes = dict(
+        num_tokens=6, codebook_size=codebook_size, code_dim=code_dim, hidden_dim=hidden_dim, num_blocks=1
+    )
+    return build_tokenizer(name, num_vertices=body.num_vertices, **sizes, **kwargs)
+
+
 def save_tiny_hmr(folder: Path, body) -> Path:
     """A tiny random HMR model (mesh tokenizer, 48 px tiny CNN) as a self-describing hmr.pt."""
     torch.manual_seed(0)
-    tok = build_tokenizer("mesh_mlp", num_vertices=body.num_vertices, num_tokens=6, codebook_size=8,
-                          code_dim=2, hidden_dim=16, num_blocks=1)  # fmt: skip
+    tok = tiny_mesh_tokenizer(body)
     with torch.no_grad():
         tok.quantizer.load_codebook(torch.randn(tok.codebook_size, tok.code_dim) * 0.5)
         for p in tok.decoder_parameters() if hasattr(tok, "decoder_parameters") else tok.parameters():

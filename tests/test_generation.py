@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_models import tiny_mesh_tokenizer
 
 from mega.data.motion.dataset import synthetic_motion
 from mega.generation import (
@@ -26,15 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one 
 @pytest.fixture(scope="module")
 def mesh_tokenizer(free_body):
     torch.manual_seed(0)
-    tok = build_tokenizer(
-        "mesh_vqvae",
-        num_vertices=free_body.num_vertices,
-        num_tokens=6,
-        codebook_size=16,
-        code_dim=3,
-        hidden_dim=32,
-        num_blocks=1,
-    )
+    tok = tiny_mesh_tokenizer(free_body, 16, 3, 32, name="mesh_vqvae")
     with torch.no_grad():  # a non-trivial decoder (the untrained one outputs the mean mesh)
         tok.decoder[-1].weight.normal_(std=0.01)
     return tok.eval()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_models import tiny_mesh_tokenizer
 from omegaconf import OmegaConf
 
 from mega.hmr_checkpoint import build_hmr_model, load_hmr, save_hmr
@@ -36,15 +37,7 @@ def _checkpoint(tmp: Path, body, kind: str = "mesh") -> Path:
     """A tiny random model saved as a self-describing hmr.pt (what scripts/train_hmr.py writes)."""
     torch.manual_seed(0)
     if kind == "mesh":
-        tok = build_tokenizer(
-            "mesh_mlp",
-            num_vertices=body.num_vertices,
-            num_tokens=6,
-            codebook_size=8,
-            code_dim=2,
-            hidden_dim=16,
-            num_blocks=1,
-        )
+        tok = tiny_mesh_tokenizer(body)
     else:
         tok = build_tokenizer("pose_vqvae", num_tokens=8, codebook_size=16, code_dim=4, width=16)
     with torch.no_grad():

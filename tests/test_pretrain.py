@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_models import tiny_mesh_tokenizer
 from torch import nn
 
 from mega.engine import DistInfo, load_checkpoint
 from mega.stage_inputs import find_tokenizer
-from mega.tokenizers import build_tokenizer, save_tokenizer
+from mega.tokenizers import save_tokenizer
 from mega.transformer import GlobalBatchMasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,15 +152,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 def test_ddp_matches_one_process_and_generate_smoke(tmp_path, free_body):
     torch.manual_seed(0)
-    tok = build_tokenizer(
-        "mesh_vqvae",
-        num_vertices=free_body.num_vertices,
-        num_tokens=6,
-        codebook_size=8,
-        code_dim=2,
-        hidden_dim=16,
-        num_blocks=1,
-    )
+    tok = tiny_mesh_tokenizer(free_body, name="mesh_vqvae")
     with torch.no_grad():  # spread the codes over the latents so that several ids occur
         tok.quantizer.load_codebook(torch.randn(8, 2) * 0.02)
     tok_path = tmp_path / "tokenizer.pt"

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_models import tiny_mesh_tokenizer
 
 from mega.body.rotations import axis_angle_to_matrix, matrix_to_rot6d
 from mega.data.motion.dataset import synthetic_motion
-from mega.tokenizers import build_tokenizer
 from mega.data.motion.token_cache import (
     TokenDataset,
     data_identity,
     encode_motion,
     load_or_build_token_ids,
 )
+from mega.tokenizers import build_tokenizer
 
 SMALL = {"train": 3, "val": 2, "test": 2}
 
@@ -36,17 +37,7 @@ def _motion(root: Path, split: str = "val"):
 
 def _mesh_tokenizer(body, seed: int = 0):
     torch.manual_seed(seed)
-    tok = build_tokenizer(
-        "mesh_vqvae",
-        num_vertices=body.num_vertices,
-        num_tokens=6,
-        codebook_size=16,
-        code_dim=3,
-        hidden_dim=32,
-        num_blocks=1,
-        seed=seed,
-    )
-    return tok.eval()
+    return tiny_mesh_tokenizer(body, 16, 3, 32, name="mesh_vqvae", seed=seed).eval()
 
 
 def test_ids_are_the_tokenizer_codes_of_canonical_meshes(free_body, motion_root, tmp_path):

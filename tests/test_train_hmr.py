@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_models import tiny_mesh_tokenizer
 
 from mega.engine import load_checkpoint
 from mega.stage_inputs import find_pretrained, find_tokenizer
-from mega.tokenizers import build_tokenizer, save_tokenizer
+from mega.tokenizers import save_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -92,8 +93,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 def test_ddp_matches_one_process_and_writes_results(tmp_path, free_body, tiny_images):
     torch.manual_seed(0)
-    tok = build_tokenizer("mesh_mlp", num_vertices=free_body.num_vertices, num_tokens=6, codebook_size=8, code_dim=2,
-                          hidden_dim=16, num_blocks=1)  # fmt: skip
+    tok = tiny_mesh_tokenizer(free_body)
     with torch.no_grad():
         tok.quantizer.load_codebook(torch.randn(8, 2) * 0.02)
     tok_path = tmp_path / "tokenizer.pt"
