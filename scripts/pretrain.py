@@ -21,12 +21,10 @@ Tokenizer checkpoint rule (``tokenizer.checkpoint=null``, :func:`mega.stage_inpu
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import torch
 import torch.distributed as tdist
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -43,14 +41,13 @@ from mega.data.motion.token_cache import (
 )
 from mega.engine import (
     DistInfo,
-    EngineConfig,
     RngStreams,
     build_logger,
     cleanup_dist,
     register_resolvers,
     save_checkpoint,
     seed_everything,
-    setup_dist,
+    start_run,
     stream_seed,
     train,
 )
@@ -146,27 +143,30 @@ def heldout_eval(
     return eval_fn
 
 
+def load_token_ids(cfg: DictConfig, tokenizer, body, device) -> tuple[dict[str, Tensor], tuple | None]:
+    """Token ids (M, L) of each split role (``cfg.splits``: train, eval) from the token cache (computed on first
+    use), and the training split's sequence layout when ``sampling=sequences`` (else None)."""
+    token_ids, layout = {}, None
+    for role, split in cfg.splits.items():
+        motion = build_motion_dataset(cfg.motion, split)
+        token_ids[role] = load_or_build_token_ids(
+            tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.motion.name, split=split,
+            batch_size=cfg.encode_batch_size, device=device,
+        ).ids  # fmt: skip
+        if role == "train" and cfg.sampling == "sequences":
+            layout = sequence_layout(motion)
+    return token_ids, layout
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    engine = EngineConfig(**cfg.engine)
-    dist = setup_dist(engine.device)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    engine, dist, run_dir = start_run(cfg)
     try:
         tok_path = find_tokenizer(cfg.tokenizer.checkpoint, kind=None)
         tokenizer = load_tokenizer(tok_path, map_location=dist.device)
         body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
-        token_ids, layout = {}, None
-        for role, split in cfg.splits.items():
-            motion = build_motion_dataset(cfg.motion, split)
-            token_ids[role] = load_or_build_token_ids(
-                tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.motion.name, split=split,
-                batch_size=cfg.encode_batch_size, device=dist.device,
-            ).ids  # fmt: skip
-            if role == "train" and cfg.sampling == "sequences":
-                layout = sequence_layout(motion)
+        token_ids, layout = load_token_ids(cfg, tokenizer, body, dist.device)
         if cfg.sampling not in ("frames", "sequences"):
             raise ValueError(f"sampling must be 'frames' or 'sequences', got {cfg.sampling!r}")
         frames = None

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import mega  # noqa: F401  (torchvision shim first)
@@ -37,14 +37,13 @@ from mega.body import load_body_model
 from mega.data.benchmarks.eval_views import ImageBenchmarkView
 from mega.data.images import build_image_dataset
 from mega.engine import (
-    EngineConfig,
     WandbLogger,
     build_logger,
     cleanup_dist,
     load_checkpoint,
     register_resolvers,
     seed_everything,
-    setup_dist,
+    start_run,
     train,
 )
 from mega.errors import ConfigError, entry_point
@@ -103,44 +102,129 @@ def evaluate(model: HMRModel, dataset, body, cfg: DictConfig, device, predictor:
     return evaluator.run(dataset, fn, predictor_name=predictor)
 
 
+@dataclass
+class Prepared:
+    """The model to train and where its parts came from (recorded in ``hmr.pt`` and ``results.json``)."""
+
+    model: HMRModel
+    kwargs: dict  # rebuilds the model (build_model)
+    body: torch.nn.Module
+    tok_path: Path
+    tok_sha: str
+    init: str | None  # the pre-trained transformer (None: from scratch)
+
+
+def prepare_model(cfg: DictConfig, engine, dist) -> Prepared:
+    """The HMR model on the device: the stage inputs (tokenizer, pre-trained transformer; :mod:`mega.stage_inputs`),
+    the body model, an optional whole-model start (``init_checkpoint``) and SyncBatchNorm under torchrun on GPUs."""
+    tok_path = find_tokenizer(cfg.tokenizer.checkpoint, cfg.tokenizer.kind)
+    tokenizer = load_tokenizer(tok_path, map_location=dist.device)
+    tok_sha = tokenizer_hash(tokenizer)
+    init = find_pretrained(cfg.transformer.init, tok_path, tok_sha)
+    body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
+    seed_everything(engine.seed)
+    model, kwargs = build_model(cfg, tokenizer, body)
+    model.target_cache_items = int(cfg.get("target_id_cache") or 0)
+    if init is not None:
+        load_pretrained_transformer(model.transformer, init, tok_sha)
+    if cfg.init_checkpoint:  # a previous stage's hmr.pt (MEGA: the mix stage starts from the COCO run)
+        model.load_state_dict(load_checkpoint(cfg.init_checkpoint)["model"])
+        log.info("model initialised from %s", cfg.init_checkpoint)
+    if cfg.sync_batchnorm and dist.is_distributed and dist.device.type == "cuda":  # gloo/CPU has none
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(dist.device)
+    return Prepared(model, kwargs, body, tok_path, tok_sha, init)
+
+
+def training_set(cfg: DictConfig, model: HMRModel, engine):
+    """The augmented training crops; with ``feature_cache`` the frozen trunk's outputs, computed once per crop."""
+    # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
+    size = model.backbone.input_size
+    train_set = build_image_dataset(cfg.images, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
+    if cfg.feature_cache:  # the frozen trunk runs once per cached crop, not once per step
+        if not model.backbone.trunk_frozen:
+            raise ConfigError("feature_cache=true needs backbone.freeze=true; or set feature_cache=false")
+        t_cache = time.perf_counter()
+        train_set = FrozenFeatureDataset(
+            train_set, model.backbone, views=int(cfg.feature_cache_views), progress=engine.progress_bar
+        )
+        log.info(
+            "frozen backbone outputs of %d crops cached in %.1f s",
+            len(train_set),
+            time.perf_counter() - t_cache,
+        )
+    return train_set
+
+
+def validation(cfg: DictConfig, val_set, body, objective: HMRObjective, run_dir: Path, dist, logger):
+    """The engine's ``eval_fn`` (deterministic PVE / MPJPE / PA-MPJPE on ``val_set``, overlays on rank 0) and
+    the list it appends each evaluation to."""
+    history: list[dict] = []
+
+    def eval_fn(net: HMRModel, _dist) -> dict[str, float]:
+        metrics = evaluate(net, val_set, body, cfg, dist.device).summary["metrics"]
+        history.append({"step": objective.step, **metrics})
+        if dist.is_main and cfg.overlays:  # validation overlays: a PNG per evaluation and a wandb image
+            panel = overlay_panel(net, val_set, cfg.overlays)
+            save_png(run_dir / "overlays" / f"val_{objective.step:07d}.png", panel)
+            if isinstance(logger, WandbLogger):
+                import wandb  # noqa: PLC0415
+
+                logger.log({"val/overlay": wandb.Image(panel)}, objective.step)
+        return metrics
+
+    return eval_fn, history
+
+
+def test_and_save(
+    cfg: DictConfig, resolved: dict, prep: Prepared, result, training: dict, run_dir: Path, dist
+):
+    """Score the test split (the model, the ``mean_pose`` floor, the ``oracle``); rank 0 prints the tables and
+    writes ``test/``, ``hmr.pt`` and ``results.json`` (with ``training``: train seconds, validation history,
+    the objective's description)."""
+    model = prep.model
+    model.eval()
+    size = model.backbone.input_size
+    test = ImageBenchmarkView(
+        build_image_dataset(cfg.images, cfg.splits.test, crop_size=size), cfg.test_limit
+    )
+    results = {}
+    for name in ("model", "mean_pose", "oracle"):
+        res = evaluate(model, test, prep.body, cfg, dist.device, predictor=name)
+        results[name] = res.summary["metrics"]
+        if dist.is_main:
+            print(format_table(res.summary))
+            if name == "model":
+                write_results(res, run_dir / "test")
+    if not dist.is_main:
+        return
+    parts = {"backbone": resolved["backbone"], "transformer": prep.kwargs["transformer"],
+             "conditioning": resolved["conditioning"], "heads": OmegaConf.to_container(cfg.heads)}  # fmt: skip
+    save_hmr(run_dir / "hmr.pt", model, parts, prep.kwargs["sizes"], prep.tok_path, resolved["body_model"],
+             transformer_init=prep.init, step=result.step, config=resolved)  # fmt: skip
+    floor = results["mean_pose"]
+    fraction = {k: results["model"][k] / floor[k] for k in ("pve", "mpjpe")}
+    summary = {"step": result.step, "train_seconds": training["train_seconds"], "protocol": cfg.protocol.name,
+               "split": cfg.splits.test, "test": results, "fraction_of_floor": fraction,
+               "final_train": {k: v for k, v in result.metrics.items() if k.startswith("train/")},
+               "val_history": training["val_history"], "objective": training["objective"],
+               "transformer_init": prep.init, "kind": model.kind}  # fmt: skip
+    write_json(run_dir / "results.json", summary)
+    log.info("test (%s, %s): PVE %.1f mm, MPJPE %.1f mm (mean_pose floor %.1f / %.1f: %.0f %% / %.0f %%); "
+             "wrote %s", cfg.protocol.name, cfg.splits.test, results["model"]["pve"],
+             results["model"]["mpjpe"], floor["pve"], floor["mpjpe"],
+             100 * fraction["pve"], 100 * fraction["mpjpe"], run_dir / "hmr.pt")  # fmt: skip
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_hmr")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    engine = EngineConfig(**cfg.engine)
-    dist = setup_dist(engine.device)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    engine, dist, run_dir = start_run(cfg)
     try:
-        tok_path = find_tokenizer(cfg.tokenizer.checkpoint, cfg.tokenizer.kind)
-        tokenizer = load_tokenizer(tok_path, map_location=dist.device)
-        tok_sha = tokenizer_hash(tokenizer)
-        init = find_pretrained(cfg.transformer.init, tok_path, tok_sha)
-        body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
-        seed_everything(engine.seed)
-        model, kwargs = build_model(cfg, tokenizer, body)
-        model.target_cache_items = int(cfg.get("target_id_cache") or 0)
-        if init is not None:
-            load_pretrained_transformer(model.transformer, init, tok_sha)
-        if cfg.init_checkpoint:  # a previous stage's hmr.pt (MEGA: the mix stage starts from the COCO run)
-            model.load_state_dict(load_checkpoint(cfg.init_checkpoint)["model"])
-            log.info("model initialised from %s", cfg.init_checkpoint)
-        if cfg.sync_batchnorm and dist.is_distributed and dist.device.type == "cuda":  # gloo/CPU has none
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(dist.device)
+        prep = prepare_model(cfg, engine, dist)
+        model = prep.model
+        train_set = training_set(cfg, model, engine)
         size = model.backbone.input_size
-        # rank=0 on every rank: augmentation depends on (seed, index) only, not on the rank layout.
-        train_set = build_image_dataset(
-            cfg.images, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0
-        )
-        if cfg.feature_cache:  # the frozen trunk runs once per cached crop, not once per step
-            if not model.backbone.trunk_frozen:
-                raise ConfigError("feature_cache=true needs backbone.freeze=true; or set feature_cache=false")
-            t_cache = time.perf_counter()
-            train_set = FrozenFeatureDataset(train_set, model.backbone, views=int(cfg.feature_cache_views),
-                                             progress=engine.progress_bar)  # fmt: skip
-            log.info("frozen backbone outputs of %d crops cached in %.1f s", len(train_set),
-                     time.perf_counter() - t_cache)  # fmt: skip
         val_set = ImageBenchmarkView(
             build_image_dataset(cfg.images, cfg.splits.val, crop_size=size), cfg.eval_limit
         )
@@ -154,24 +238,11 @@ def main(cfg: DictConfig) -> None:
                                  world_size=dist.world_size)  # fmt: skip
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("%s tokenizer %s (%s); transformer init %s; %s conditioning; %.2f M trainable parameters; "
-                 "%d training / %d validation images", model.kind, tok_path, tok_sha[:12], init or "scratch",
-                 cfg.conditioning.name, n_params / 1e6, len(train_set), len(val_set))  # fmt: skip
-        history: list[dict] = []
-
-        def eval_fn(net: HMRModel, _dist) -> dict[str, float]:
-            metrics = evaluate(net, val_set, body, cfg, dist.device).summary["metrics"]
-            history.append({"step": objective.step, **metrics})
-            if dist.is_main and cfg.overlays:  # validation overlays: a PNG per evaluation and a wandb image
-                panel = overlay_panel(net, val_set, cfg.overlays)
-                save_png(run_dir / "overlays" / f"val_{objective.step:07d}.png", panel)
-                if isinstance(logger, WandbLogger):
-                    import wandb  # noqa: PLC0415
-
-                    logger.log({"val/overlay": wandb.Image(panel)}, objective.step)
-            return metrics
-
+                 "%d training / %d validation images", model.kind, prep.tok_path, prep.tok_sha[:12],
+                 prep.init or "scratch", cfg.conditioning.name, n_params / 1e6, len(train_set), len(val_set))  # fmt: skip
         resolved = OmegaConf.to_container(cfg, resolve=True)
         logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
+        eval_fn, history = validation(cfg, val_set, prep.body, objective, run_dir, dist, logger)
         t0 = time.perf_counter()
         try:
             result = train(model, objective, train_set, engine=engine, dist=dist, run_dir=run_dir, config=resolved,
@@ -180,40 +251,8 @@ def main(cfg: DictConfig) -> None:
         finally:
             logger.finish()
         seconds = time.perf_counter() - t0
-        model.eval()
-        test = ImageBenchmarkView(
-            build_image_dataset(cfg.images, cfg.splits.test, crop_size=size), cfg.test_limit
-        )
-        results = {}
-        for name in ("model", "mean_pose", "oracle"):
-            res = evaluate(model, test, body, cfg, dist.device, predictor=name)
-            results[name] = res.summary["metrics"]
-            if dist.is_main:
-                print(format_table(res.summary))
-                if name == "model":
-                    write_results(res, run_dir / "test")
-        if dist.is_main:
-            parts = {
-                "backbone": resolved["backbone"],
-                "transformer": kwargs["transformer"],
-                "conditioning": resolved["conditioning"],
-                "heads": OmegaConf.to_container(cfg.heads),
-            }
-            save_hmr(run_dir / "hmr.pt", model, parts, kwargs["sizes"], tok_path, resolved["body_model"],
-                     transformer_init=init, step=result.step, config=resolved)  # fmt: skip
-            floor = results["mean_pose"]
-            summary = {"step": result.step, "train_seconds": seconds, "protocol": cfg.protocol.name,
-                       "split": cfg.splits.test, "test": results,
-                       "fraction_of_floor": {k: results["model"][k] / floor[k] for k in ("pve", "mpjpe")},
-                       "final_train": {k: v for k, v in result.metrics.items() if k.startswith("train/")},
-                       "val_history": history, "objective": objective.describe(),
-                       "transformer_init": init, "kind": model.kind}  # fmt: skip
-            write_json(run_dir / "results.json", summary)
-            log.info("test (%s, %s): PVE %.1f mm, MPJPE %.1f mm (mean_pose floor %.1f / %.1f: %.0f %% / %.0f %%); "
-                     "wrote %s", cfg.protocol.name, cfg.splits.test, results["model"]["pve"],
-                     results["model"]["mpjpe"], floor["pve"], floor["mpjpe"],
-                     100 * summary["fraction_of_floor"]["pve"], 100 * summary["fraction_of_floor"]["mpjpe"],
-                     run_dir / "hmr.pt")  # fmt: skip
+        training = {"train_seconds": seconds, "val_history": history, "objective": objective.describe()}
+        test_and_save(cfg, resolved, prep, result, training, run_dir, dist)
     finally:
         cleanup_dist()
 

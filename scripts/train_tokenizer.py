@@ -20,7 +20,6 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -30,12 +29,11 @@ from mega.body import load_body_model, sample_genders
 from mega.data.motion import build_motion_dataset
 from mega.engine import (
     DistInfo,
-    EngineConfig,
     build_logger,
     cleanup_dist,
     register_resolvers,
     seed_everything,
-    setup_dist,
+    start_run,
     train,
 )
 from mega.errors import entry_point
@@ -98,15 +96,55 @@ def evaluate(
     }
 
 
+def save_and_report(
+    cfg: DictConfig,
+    tokenizer,
+    body,
+    final: dict,
+    result,
+    seconds: float,
+    samples_per_step: int,
+    run_dir: Path,
+) -> None:
+    """Rank 0: ``tokenizer.pt`` and ``tokenizer_metrics.json`` (the held-out ``final`` figures, training speed)."""
+    samples = (result.step - result.start_step) * samples_per_step  # only the updates this process ran
+    summary = {
+        "tokenizer": cfg.tokenizer["name"],
+        "body_model": body.name,
+        "data": cfg.motion.name,
+        "eval_split": cfg.eval_split,
+        **final,
+        "train_code_usage": float(tokenizer.quantizer.usage()),
+        "steps": result.step,
+        "steps_this_run": result.step - result.start_step,
+        "train_seconds": seconds,
+        "train_samples_per_s": samples / max(seconds, 1e-9),
+    }
+    summary["sha256"] = save_tokenizer(run_dir / "tokenizer.pt", tokenizer)
+    write_json(run_dir / "tokenizer_metrics.json", summary)
+    log.info(
+        "held-out (%s, %d frames): PVE %.2f mm, MPJPE %.2f mm, codes used %.1f %% (train window %.1f %%)",
+        cfg.eval_split,
+        int(final["num_samples"]),
+        final["pve_mm"],
+        final["mpjpe_mm"],
+        100 * final["code_usage"],
+        100 * summary["train_code_usage"],
+    )
+    log.info(
+        "%d steps (%d in this run) in %.0f s (%.0f samples/s); tokenizer -> %s",
+        result.step,
+        summary["steps_this_run"],
+        seconds,
+        summary["train_samples_per_s"],
+        run_dir / "tokenizer.pt",
+    )
+
+
 @hydra.main(config_path="../configs", config_name="train_tokenizer", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
-    engine = EngineConfig(**cfg.engine)
-    dist = setup_dist(engine.device)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-
+    engine, dist, run_dir = start_run(cfg)
     body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device).eval()
     for p in body.parameters():
         p.requires_grad_(False)
@@ -156,42 +194,8 @@ def main(cfg: DictConfig) -> None:
         seconds = time.perf_counter() - start
         final = evaluate(tokenizer, body, eval_set, dist, cfg.eval_batch_size)
         if dist.is_main:
-            # only the updates this process ran (a resumed run did the others earlier)
-            samples = (
-                (result.step - result.start_step) * engine.batch_size * engine.grad_accum * dist.world_size
-            )
-            summary = {
-                "tokenizer": tok_cfg["name"],
-                "body_model": body.name,
-                "data": cfg.motion.name,
-                "eval_split": cfg.eval_split,
-                **final,
-                "train_code_usage": float(tokenizer.quantizer.usage()),
-                "steps": result.step,
-                "steps_this_run": result.step - result.start_step,
-                "train_seconds": seconds,
-                "train_samples_per_s": samples / max(seconds, 1e-9),
-            }
-            digest = save_tokenizer(run_dir / "tokenizer.pt", tokenizer)
-            summary["sha256"] = digest
-            write_json(run_dir / "tokenizer_metrics.json", summary)
-            log.info(
-                "held-out (%s, %d frames): PVE %.2f mm, MPJPE %.2f mm, codes used %.1f %% (train window %.1f %%)",
-                cfg.eval_split,
-                int(final["num_samples"]),
-                final["pve_mm"],
-                final["mpjpe_mm"],
-                100 * final["code_usage"],
-                100 * summary["train_code_usage"],
-            )
-            log.info(
-                "%d steps (%d in this run) in %.0f s (%.0f samples/s); tokenizer -> %s",
-                result.step,
-                summary["steps_this_run"],
-                seconds,
-                summary["train_samples_per_s"],
-                run_dir / "tokenizer.pt",
-            )
+            samples_per_step = engine.batch_size * engine.grad_accum * dist.world_size
+            save_and_report(cfg, tokenizer, body, final, result, seconds, samples_per_step, run_dir)
     finally:
         logger.finish()
         cleanup_dist()

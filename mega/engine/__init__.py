@@ -4,15 +4,13 @@ A script builds the trainable model, a ``loss_fn(model, batch, rng) -> (loss, te
 then calls :func:`train`; everything distributed, precision, schedule, logging, checkpointing and
 resuming happens there::
 
-    from mega.engine import EngineConfig, build_logger, cleanup_dist, register_resolvers, setup_dist, train
+    from mega.engine import build_logger, cleanup_dist, register_resolvers, start_run, train
 
     register_resolvers()                      # ${mega_run_id:} in hydra.run.dir, before @hydra.main runs
 
     @hydra.main(version_base="1.3", config_path="../configs", config_name="train_x")
     def main(cfg):
-        engine = EngineConfig(**cfg.engine)
-        dist = setup_dist(engine.device)
-        run_dir = HydraConfig.get().runtime.output_dir         # the same on every rank
+        engine, dist, run_dir = start_run(cfg)                # EngineConfig, setup_dist, Hydra's run dir
         resolved = OmegaConf.to_container(cfg, resolve=True)
         seed_everything(engine.seed)                          # identical initial weights on every rank
         model = build_model(...)                              # trainable parts only
@@ -56,7 +54,7 @@ from mega.engine.dist import (
 )
 from mega.engine.faults import FaultConfig
 from mega.engine.logging import LOGGERS, Logger, NullLogger, WandbLogger, build_logger
-from mega.engine.loop import TrainResult, train
+from mega.engine.loop import TrainResult, start_run, train
 from mega.engine.optim import build_optimizer, build_scheduler, lr_at
 from mega.engine.preemption import EXIT_PREEMPTED, Preempted
 from mega.engine.rng import RngStreams, seed_everything, stream_seed
@@ -98,6 +96,7 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "setup_dist",
+    "start_run",
     "stream_seed",
     "to_device",
     "train",

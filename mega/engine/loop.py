@@ -48,7 +48,7 @@ from mega.engine.checkpoint import (
     save_training_state,
 )
 from mega.engine.config import EngineConfig
-from mega.engine.dist import DistInfo, barrier, resolve_precision
+from mega.engine.dist import DistInfo, barrier, resolve_precision, setup_dist
 from mega.engine.faults import FaultInjector
 from mega.engine.logging import Logger, MetricWindow, NullLogger
 from mega.engine.optim import build_optimizer, build_scheduler
@@ -228,12 +228,14 @@ class _Run:
         Returns the last logged train metrics and the last evaluation.
         """
         engine, dist = self.engine, self.dist
-        setting = (self.samples_per_step, self.batches.per_epoch, self.dtype or "fp32", dist.device)
         log.info(
             "training steps %d -> %d: %d samples/step, %d batches/epoch/rank, %s, %s",
             self.step,
             self.total,
-            *setting,
+            self.samples_per_step,
+            self.batches.per_epoch,
+            self.dtype or "fp32",
+            dist.device,
         )
         metrics: dict[str, float] = {}
         window, stream = MetricWindow(), self.batch_stream()
@@ -361,6 +363,17 @@ def train(
         checkpoint=run.last_ckpt,
         start_step=run.start_step,
     )
+
+
+def start_run(cfg: Mapping[str, Any]) -> tuple[EngineConfig, DistInfo, Path]:
+    """A training script's first call: ``cfg.threads`` torch threads (0: torch's default), the engine settings
+    (``cfg.engine``), the ranks and device (:func:`mega.engine.setup_dist`) and Hydra's run directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    engine = EngineConfig(**cfg["engine"])
+    return engine, setup_dist(engine.device), Path(HydraConfig.get().runtime.output_dir)
 
 
 def _format(metrics: Mapping[str, float], prefix: str) -> str:
