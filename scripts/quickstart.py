@@ -79,7 +79,12 @@ def detector_ready() -> bool:
 
 
 def build_stages(cfg: DictConfig) -> list[Stage]:
-    """The ordered stages for this config."""
+    """The ordered stages for this config: training (data, tokenizer, pre-training, HMR), evaluation, demo."""
+    return training_stages(cfg) + eval_stages(cfg) + demo_stages(cfg)
+
+
+def training_stages(cfg: DictConfig) -> list[Stage]:
+    """Motion data, tokenizer, pre-training, images (+ the test benchmark index), HMR training."""
     run = Path(cfg.run_dir)
     tok, pre, hmr = run / "tokenizer/tokenizer.pt", run / "pretrain/pretrained.pt", run / "train_hmr/hmr.pt"
     mo, im = cfg.motion, cfg.images
@@ -93,68 +98,48 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     sizes = f"{{train: {im.sizes.train}, val: {im.sizes.val}, test: {im.sizes.test}}}"
     gen_motion = f"benchmark.generate.motion={{root: {mo.root}, seed: {mo.seed}, sequences: {seqs}}}"
     index = benchmark_index(cfg)
+    threads = f"threads={cfg.threads}"
+    tok_args = ["logger=none", threads, *motion_data, *cfg.tokenizer.args]
+    pre_args = [
+        f"tokenizer.checkpoint={tok}",
+        threads,
+        f"token_cache_dir={run / 'token_cache'}",
+        *motion_data,
+        *cfg.pretrain.args,
+    ]
+    img_args = [
+        "benchmark=synthetic_images",
+        f"benchmark.root={im.root}",
+        f"benchmark.generate.sizes={sizes}",
+        gen_motion,
+        f"benchmark.index={index}",
+        *im.args,
+    ]
+    hmr_args = [
+        "experiment=hmr_cpu",
+        "logger=none",
+        f"tokenizer.checkpoint={tok}",
+        f"transformer.init={pre}",
+        f"images.root={im.root}",
+        threads,
+        *cfg.train_hmr.args,
+    ]
     stages = [
         Stage("motion", [_py(cfg), "-c", motion_code], Path(mo.root) / "MANIFEST.json"),
-        Stage(
-            "tokenizer",
-            _script(
-                cfg,
-                "train_tokenizer.py",
-                run / "tokenizer",
-                "logger=none",
-                f"threads={cfg.threads}",
-                *motion_data,
-                *cfg.tokenizer.args,
-            ),
-            tok,
-        ),  # fmt: skip
-        Stage(
-            "pretrain",
-            _script(
-                cfg,
-                "pretrain.py",
-                run / "pretrain",
-                f"tokenizer.checkpoint={tok}",
-                f"threads={cfg.threads}",
-                "token_cache_dir=" + str(run / "token_cache"),
-                *motion_data,
-                *cfg.pretrain.args,
-            ),
-            pre,
-        ),  # fmt: skip
-        Stage(
-            "images",
-            _script(
-                cfg,
-                "prepare_data.py",
-                run / "images",
-                "benchmark=synthetic_images",
-                f"benchmark.root={im.root}",
-                f"benchmark.generate.sizes={sizes}",
-                gen_motion,
-                f"benchmark.index={index}",
-                *im.args,
-            ),
-            index,
-        ),  # fmt: skip
-        Stage(
-            "train_hmr",
-            _script(
-                cfg,
-                "train_hmr.py",
-                run / "train_hmr",
-                "experiment=hmr_cpu",
-                "logger=none",
-                f"tokenizer.checkpoint={tok}",
-                f"transformer.init={pre}",
-                f"images.root={im.root}",
-                f"threads={cfg.threads}",
-                *cfg.train_hmr.args,
-            ),
-            hmr,
-        ),  # fmt: skip
+        Stage("tokenizer", _script(cfg, "train_tokenizer.py", run / "tokenizer", *tok_args), tok),
+        Stage("pretrain", _script(cfg, "pretrain.py", run / "pretrain", *pre_args), pre),
+        Stage("images", _script(cfg, "prepare_data.py", run / "images", *img_args), index),
+        Stage("train_hmr", _script(cfg, "train_hmr.py", run / "train_hmr", *hmr_args), hmr),
     ]
-    bench = ["benchmark=synthetic_images", f"benchmark.root={im.root}", "benchmark.split=test", "protocol=smpl24",
+    return stages
+
+
+def eval_stages(cfg: DictConfig) -> list[Stage]:
+    """``scripts/eval.py`` on the test split: the ``mean_pose`` floor, then the trained model per sampler row."""
+    run = Path(cfg.run_dir)
+    hmr = run / "train_hmr/hmr.pt"
+    stages = []
+    bench = ["benchmark=synthetic_images", f"benchmark.root={cfg.images.root}", "benchmark.split=test", "protocol=smpl24",
              "body_model=free", "progress=false"]  # fmt: skip
     stages.append(Stage("eval_mean_pose", _script(cfg, "eval.py", run / "eval/mean_pose", *bench, "predictor=mean_pose",
                                                   *cfg.eval.args), run / "eval/mean_pose/summary.json"))  # fmt: skip
@@ -163,6 +148,14 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
         args = [*bench, f"checkpoint={hmr}", *decoding, f"num_samples={q}", *cfg.eval.args]
         stages.append(Stage(f"eval_{name}", _script(cfg, "eval.py", run / f"eval/{name}", *args),
                             run / f"eval/{name}/summary.json"))  # fmt: skip
+    return stages
+
+
+def demo_stages(cfg: DictConfig) -> list[Stage]:
+    """``scripts/demo.py`` on held-out images (deterministic, stochastic, pose-guided) and on the video."""
+    run = Path(cfg.run_dir)
+    hmr = run / "train_hmr/hmr.pt"
+    stages = []
     demo = run / "demo"
     dets = demo / "heldout_detections.json"
     common = [f"checkpoint={hmr}", f"detections={dets}", f"threads={cfg.threads}", *cfg.demo.args]
