@@ -114,20 +114,7 @@ def save_training_state(
     rng_states = all_gather_object(capture_rng_state(ts.rng))
     failure: tuple[str, str] | None = None
     if dist.is_main:
-        state = {
-            "format": FORMAT,
-            "model": ts.model.state_dict(),
-            "optimizer": ts.optimizer.state_dict(),
-            "scheduler": ts.scheduler.state_dict(),
-            "step": step,
-            "epoch": ts.batches.epoch,
-            "batch_in_epoch": ts.batches.position,
-            "batch_size": ts.batches.batch_size,
-            "world_size": dist.world_size,
-            "rng": rng_states,
-            "config": config,
-            "extra": {k: v.state_dict() for k, v in ts.extra.items()},
-        }
+        state = _training_record(ts, step, dist.world_size, rng_states, config)
         try:
             save_checkpoint(path, state, keep=keep, _fail_after=_fail_after)
             if copy_to is not None:
@@ -143,6 +130,26 @@ def save_training_state(
         err.collective = True
         raise err
     return path
+
+
+def _training_record(
+    ts: TrainingState, step: int, world_size: int, rng_states: list, config: Any
+) -> dict[str, Any]:
+    """What a training checkpoint holds (``rng_states``: every rank's, gathered)."""
+    return {
+        "format": FORMAT,
+        "model": ts.model.state_dict(),
+        "optimizer": ts.optimizer.state_dict(),
+        "scheduler": ts.scheduler.state_dict(),
+        "step": step,
+        "epoch": ts.batches.epoch,
+        "batch_in_epoch": ts.batches.position,
+        "batch_size": ts.batches.batch_size,
+        "world_size": world_size,
+        "rng": rng_states,
+        "config": config,
+        "extra": {k: v.state_dict() for k, v in ts.extra.items()},
+    }
 
 
 def restore_training_state(
@@ -171,30 +178,7 @@ def restore_training_state(
         CorruptCheckpointError: unreadable or failing its integrity check.
         CheckpointMismatchError: the checkpoint belongs to another config (the message names the key).
     """
-    keys = (
-        "format",
-        "model",
-        "optimizer",
-        "scheduler",
-        "step",
-        "epoch",
-        "batch_in_epoch",
-        "batch_size",
-        "world_size",
-    )
-    keys += ("rng", "extra")
-    try:
-        state = load_checkpoint(path, required=keys)
-    except CheckpointError as err:  # every rank reads the same file
-        err.collective = True
-        raise
-    if state["format"] != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {state['format']!r}; this code reads {FORMAT!r}")
-    missing = sorted(set(ts.extra) - set(state["extra"]))
-    if missing:
-        raise CheckpointMismatchError(
-            f"checkpoint {path} has no state for {missing} (it holds {sorted(state['extra'])})"
-        )
+    state = _read_training_checkpoint(path, ts)
     bs, ws = int(state["batch_size"]), int(state["world_size"])
     layout = [f"{k}: {old} in the checkpoint, {new} now"
               for k, old, new in (("world_size", ws, dist.world_size), ("engine.batch_size", bs, ts.batches.batch_size))
@@ -208,6 +192,45 @@ def restore_training_state(
             "fresh run (another hydra.run.dir, or engine.resume=null), or set engine.strict_resume=false "
             "to continue approximately"
         )
+    step = _load_training_state(path, state, ts)
+    ts.batches.epoch = int(state["epoch"])
+    ts.batches.position = int(state["batch_in_epoch"]) * bs * ws // (ts.batches.batch_size * dist.world_size)
+    if layout:
+        log.warning(
+            "resuming %s with %d ranks x batch %d instead of %d x %d: the data order continues approximately "
+            "and the random streams are re-seeded, so this is not an exact continuation",
+            path, dist.world_size, ts.batches.batch_size, ws, bs,
+        )  # fmt: skip
+    if diff:
+        log.warning("the config differs from the checkpoint's: %s", "; ".join(diff[:10]))
+    log.info(
+        "resumed from %s at step %d (epoch %d, batch %d)", path, step, ts.batches.epoch, ts.batches.position
+    )
+    return step, None if layout else state["rng"][dist.rank]
+
+
+def _read_training_checkpoint(path: Path, ts: TrainingState) -> dict[str, Any]:
+    """The checkpoint's contents, checked: every field a training state has, this format, and a state for
+    each of ``ts.extra``."""
+    keys = ("format", "model", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "batch_size")
+    keys += ("world_size", "rng", "extra")
+    try:
+        state = load_checkpoint(path, required=keys)
+    except CheckpointError as err:  # every rank reads the same file
+        err.collective = True
+        raise
+    if state["format"] != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {state['format']!r}; this code reads {FORMAT!r}")
+    missing = sorted(set(ts.extra) - set(state["extra"]))
+    if missing:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} has no state for {missing} (it holds {sorted(state['extra'])})"
+        )
+    return state
+
+
+def _load_training_state(path: Path, state: dict[str, Any], ts: TrainingState) -> int:
+    """Model, optimiser, scheduler (its lr settings stay this run's) and extra states into ``ts``; the step."""
     try:
         ts.model.load_state_dict(state["model"])
     except RuntimeError as err:  # missing/unexpected keys, size mismatches (modules may have load hooks)
@@ -223,21 +246,7 @@ def restore_training_state(
         group["lr"] = base * lam(step)
     for name, obj in ts.extra.items():
         obj.load_state_dict(state["extra"][name])
-    ts.batches.epoch = int(state["epoch"])
-    ts.batches.position = int(state["batch_in_epoch"]) * bs * ws // (ts.batches.batch_size * dist.world_size)
-    same_layout = not layout
-    if not same_layout:
-        log.warning(
-            "resuming %s with %d ranks x batch %d instead of %d x %d: the data order continues approximately "
-            "and the random streams are re-seeded, so this is not an exact continuation",
-            path, dist.world_size, ts.batches.batch_size, ws, bs,
-        )  # fmt: skip
-    if diff:
-        log.warning("the config differs from the checkpoint's: %s", "; ".join(diff[:10]))
-    log.info(
-        "resumed from %s at step %d (epoch %d, batch %d)", path, step, ts.batches.epoch, ts.batches.position
-    )
-    return step, state["rng"][dist.rank] if same_layout else None
+    return step
 
 
 def _is_identity_key(key: str) -> bool:
