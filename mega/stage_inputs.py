@@ -7,6 +7,7 @@ line (no traceback) naming the file that is needed and the command that makes it
 
     tokenizer.pt   scripts/train_tokenizer.py   -> pretrain.py, train_hmr.py     (find_tokenizer)
     pretrained.pt  scripts/pretrain.py          -> train_hmr.py                  (find_pretrained)
+    pretrained.pt  scripts/pretrain.py          -> generate.py                   (find_pretrained_model)
     hmr.pt         scripts/train_hmr.py         -> eval.py, demo.py, the web app (find_hmr)
 """
 
@@ -77,6 +78,21 @@ def find_pretrained(init: str | None, tok_path: Path, tok_sha: str) -> str | Non
         f"transformer.init=auto: no outputs/pretrain/*/pretrained.pt was pre-trained with tokenizer {tok_path} "
         f"({tok_sha[:12]}); make one with `python scripts/pretrain.py tokenizer.checkpoint={tok_path}` and rerun "
         "(or pass transformer.init=PATH, or transformer.init=null to train from scratch)"
+    )
+
+
+def find_pretrained_model(checkpoint: str | None) -> Path:
+    """The pre-trained transformer for generation: ``checkpoint``, else the quickstart's ``pretrained.pt``,
+    else the newest ``outputs/pretrain/*/pretrained.pt`` (whatever its tokenizer)."""
+    if checkpoint:
+        return Path(checkpoint)  # load_checkpoint names a missing file
+    runs = [QUICKSTART / "pretrain/pretrained.pt", *newest("outputs/pretrain/*/pretrained.pt")]
+    for path in runs:
+        if path.is_file():
+            return path
+    raise StageInputError(
+        f"no pre-trained model: {runs[0]} does not exist and no outputs/pretrain run holds one; pass "
+        "checkpoint=PATH/pretrained.pt, or make one with `python scripts/pretrain.py` (or `make quickstart`)"
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mega.errors import UserError
-from mega.stage_inputs import QUICKSTART, StageInputError, find_hmr, find_tokenizer
+from mega.stage_inputs import QUICKSTART, StageInputError, find_hmr, find_pretrained_model, find_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,18 @@ def test_find_hmr_prefers_the_quickstart_then_the_newest_run(tmp_path, monkeypat
     assert find_hmr(None) == new
     quick = _touch(QUICKSTART / "train_hmr/hmr.pt", mtime=0)
     assert find_hmr(None) == quick
+
+
+def test_find_pretrained_model_for_generation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageInputError, match="scripts/pretrain.py") as err:
+        find_pretrained_model(None)
+    assert "\n" not in str(err.value)
+    new = _touch(Path("outputs/pretrain/new/pretrained.pt"))
+    assert find_pretrained_model(None) == new
+    quick = _touch(QUICKSTART / "pretrain/pretrained.pt", mtime=0)
+    assert find_pretrained_model(None) == quick
+    assert find_pretrained_model("given.pt") == Path("given.pt")
 
 
 def test_find_tokenizer_takes_the_quickstart_one(tmp_path, monkeypatch):
