@@ -1,6 +1,6 @@
 """The papers' decoding tables on a trained model, in one process (the backbone's data read once).
 
-    python scripts/sampler_tables.py checkpoint=outputs/quickstart/train_hmr/hmr.pt
+    python scripts/sampler_tables.py                     # the quickstart's model (else the newest train_hmr run)
     python scripts/sampler_tables.py checkpoint=... limit=200 tables=[mega_q,ugs_iterations]
 
 Tables (protocol ``smpl24`` on the synthetic test split, the same evaluator as ``scripts/eval.py``):
@@ -17,8 +17,10 @@ Writes ``tables.md`` and ``tables.json`` into the run directory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from mega.inference import KeypointSource, build_sampler, model_predictor
 from mega.metrics.evaluator import Evaluator
 from mega.metrics.protocols import build_protocol
 from mega.refiners import build_refiner
+from mega.stage_inputs import find_hmr
 
 log = logging.getLogger("sampler_tables")
 METRICS = ("pve", "mpjpe", "pa_mpjpe")
@@ -65,14 +68,87 @@ def row(label: str, summary: dict, keys: tuple[str, ...] = METRICS, section: str
     return f"| {label} | {vals} | {summary['seconds_per_image'] * 1e3:.1f} |"
 
 
+HEAD = "| setting | PVE | MPJPE | PA-MPJPE | ms/image |\n|---|---|---|---|---|"
+
+
+def mega_q_table(cfg: DictConfig, run: Callable[..., dict], out: dict, det: dict) -> list[str]:
+    """MEGA supp. Table 4: the deterministic row, then the stochastic mode's mean of Q samples per Q."""
+    md = [
+        "## MEGA supp. Table 4: stochastic mode, mean of Q samples",
+        "",
+        "| setting | PVE | MPJPE | PA-MPJPE | dist. to det. (mm) | vertex SD (mm) | best-of-Q PVE | best-of-Q MPJPE | ms/image |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| deterministic | {det['metrics']['pve']:.1f} | {det['metrics']['mpjpe']:.1f} | {det['metrics']['pa_mpjpe']:.1f} | 0 | 0 | - | - | {det['seconds_per_image'] * 1e3:.1f} |",
+    ]
+    for q in cfg.q_values:
+        s = run(OmegaConf.to_container(cfg.stochastic, resolve=True), q)
+        out[f"stochastic_q{q}"] = s
+        m, d, b = s.get("mean_of_q", s["metrics"]), s.get("diversity", {}), s.get("best_of_q", s["metrics"])
+        md.append(
+            f"| Q = {q} | {m['pve']:.1f} | {m['mpjpe']:.1f} | {m['pa_mpjpe']:.1f} | "
+            f"{d.get('dist_to_det_mm', float('nan')):.1f} | {d.get('vertex_std_mm', 0.0):.1f} | "
+            f"{b['pve']:.1f} | {b['mpjpe']:.1f} | {s['seconds_per_image'] * 1e3:.1f} |"
+        )
+    return md + [""]
+
+
+def ugs_iterations_table(cfg: DictConfig, run: Callable[..., dict], out: dict, det: dict) -> list[str]:
+    """GenHMR Table 2: uncertainty-guided sampling with T iterations."""
+    md = ["## GenHMR Table 2: uncertainty-guided sampling, T iterations", "", HEAD]
+    for t in cfg.ugs_steps:
+        s = out[f"ugs_t{t}"] = run({"name": "uncertainty_guided", "steps": t})
+        md.append(row(f"UGS T = {t}", s))
+    return md + [""]
+
+
+def ugs_schedules_table(cfg: DictConfig, run: Callable[..., dict], out: dict, det: dict) -> list[str]:
+    """GenHMR Table 11: the four mask schedules at T = 5 and 10 (GenHMR's "cosine" is our raised_cosine)."""
+    md = ["## GenHMR Table 11: UGS mask schedules", "", HEAD]
+    for paper, sched in (
+        ("cosine", "raised_cosine"),
+        ("linear", "linear"),
+        ("cubic", "cubic"),
+        ("sqrt", "sqrt"),
+    ):
+        for t in (5, 10):
+            s = out[f"ugs_{paper}_t{t}"] = run(
+                {"name": "uncertainty_guided", "steps": t, "mask_schedule": sched}
+            )
+            md.append(row(f"{paper}, T = {t}", s))
+    return md + [""]
+
+
+def pgr_iterations_table(cfg: DictConfig, run: Callable[..., dict], out: dict, det: dict) -> list[str]:
+    """GenHMR Table 3: pose-guided refinement after UGS (T = 5), P iterations, exact and noisy keypoints."""
+    md = ["## GenHMR Table 3: 2D pose-guided refinement after UGS (T = 5), P iterations", "", HEAD]
+    noisy = {"noise_px": cfg.noise_px, "drop": cfg.drop}
+    for label, kp in (("exact keypoints", {}), (f"noisy ({cfg.noise_px} px, drop {cfg.drop})", noisy)):
+        for p in cfg.pgr_iterations:
+            refiner = {"name": "pose_guided", "iterations": p, "step_size": cfg.step_size}
+            s = run({"name": "uncertainty_guided"}, kp=kp, refiner=refiner)
+            out[f"pgr_{'noisy' if kp else 'exact'}_p{p}"] = s
+            md.append(row(f"{label}, P = {p}", s))
+    return md + [""]
+
+
+TABLES = {
+    "mega_q": mega_q_table,
+    "ugs_iterations": ugs_iterations_table,
+    "ugs_schedules": ugs_schedules_table,
+    "pgr_iterations": pgr_iterations_table,
+}
+
+
 @hydra.main(config_path="../configs", config_name="sampler_tables", version_base="1.3")
 @entry_point
 def main(cfg: DictConfig) -> None:
-    if not cfg.checkpoint:
-        raise ConfigError("give checkpoint=PATH/hmr.pt (scripts/train_hmr.py writes it)")
+    unknown = sorted(set(cfg.tables) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"tables: no table {unknown}; known: {list(TABLES)}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = load_hmr(cfg.checkpoint)
+    checkpoint = find_hmr(cfg.checkpoint)
+    model = load_hmr(checkpoint)
     dataset = build_eval_dataset(cfg.benchmark, model.backbone.input_size, root=cfg.root, limit=cfg.limit)
     evaluator = Evaluator(
         build_protocol(**OmegaConf.to_container(cfg.protocol)),
@@ -80,70 +156,13 @@ def main(cfg: DictConfig) -> None:
         batch_size=cfg.batch_size,
         progress=False,
     )
-    out: dict[str, Any] = {"checkpoint": cfg.checkpoint, "num_samples": len(dataset)}
-    md = [
-        f"# Decoding tables: {cfg.checkpoint} ({len(dataset)} test images, protocol {cfg.protocol.name})",
-        "",
-    ]
-    det = score(evaluator, dataset, model, {"name": "deterministic"})
-    out["deterministic"] = det
-    head = "| setting | PVE | MPJPE | PA-MPJPE | ms/image |\n|---|---|---|---|---|"
-    if "mega_q" in cfg.tables:
-        md += [
-            "## MEGA supp. Table 4: stochastic mode, mean of Q samples",
-            "",
-            "| setting | PVE | MPJPE | PA-MPJPE | dist. to det. (mm) | vertex SD (mm) | best-of-Q PVE | best-of-Q MPJPE | ms/image |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| deterministic | {det['metrics']['pve']:.1f} | {det['metrics']['mpjpe']:.1f} | {det['metrics']['pa_mpjpe']:.1f} | 0 | 0 | - | - | {det['seconds_per_image'] * 1e3:.1f} |",
-        ]
-        for q in cfg.q_values:
-            s = score(evaluator, dataset, model, OmegaConf.to_container(cfg.stochastic, resolve=True), q)
-            out[f"stochastic_q{q}"] = s
-            m, d, b = (
-                s.get("mean_of_q", s["metrics"]),
-                s.get("diversity", {}),
-                s.get("best_of_q", s["metrics"]),
-            )
-            md.append(
-                f"| Q = {q} | {m['pve']:.1f} | {m['mpjpe']:.1f} | {m['pa_mpjpe']:.1f} | "
-                f"{d.get('dist_to_det_mm', float('nan')):.1f} | {d.get('vertex_std_mm', 0.0):.1f} | "
-                f"{b['pve']:.1f} | {b['mpjpe']:.1f} | {s['seconds_per_image'] * 1e3:.1f} |"
-            )
-        md.append("")
-    if "ugs_iterations" in cfg.tables:
-        md += ["## GenHMR Table 2: uncertainty-guided sampling, T iterations", "", head]
-        for t in cfg.ugs_steps:
-            s = score(evaluator, dataset, model, {"name": "uncertainty_guided", "steps": t})
-            out[f"ugs_t{t}"] = s
-            md.append(row(f"UGS T = {t}", s))
-        md.append("")
-    if "ugs_schedules" in cfg.tables:
-        md += ["## GenHMR Table 11: UGS mask schedules", "", head]
-        # GenHMR's names; their "cosine" is our raised_cosine (mega.transformer.masking)
-        for paper, sched in (
-            ("cosine", "raised_cosine"),
-            ("linear", "linear"),
-            ("cubic", "cubic"),
-            ("sqrt", "sqrt"),
-        ):
-            for t in (5, 10):
-                ugs = {"name": "uncertainty_guided", "steps": t, "mask_schedule": sched}
-                s = score(evaluator, dataset, model, ugs)
-                out[f"ugs_{paper}_t{t}"] = s
-                md.append(row(f"{paper}, T = {t}", s))
-        md.append("")
-    if "pgr_iterations" in cfg.tables:
-        md += ["## GenHMR Table 3: 2D pose-guided refinement after UGS (T = 5), P iterations", "", head]
-        for label, kp in (
-            ("exact keypoints", {}),
-            (f"noisy ({cfg.noise_px} px, drop {cfg.drop})", {"noise_px": cfg.noise_px, "drop": cfg.drop}),
-        ):
-            for p in cfg.pgr_iterations:
-                refiner = {"name": "pose_guided", "iterations": p, "step_size": cfg.step_size}
-                s = score(evaluator, dataset, model, {"name": "uncertainty_guided"}, kp=kp, refiner=refiner)
-                out[f"pgr_{'noisy' if kp else 'exact'}_p{p}"] = s
-                md.append(row(f"{label}, P = {p}", s))
-        md.append("")
+    run = functools.partial(score, evaluator, dataset, model)
+    out: dict[str, Any] = {"checkpoint": str(checkpoint), "num_samples": len(dataset)}
+    md = [f"# Decoding tables: {checkpoint} ({len(dataset)} test images, protocol {cfg.protocol.name})", ""]
+    det = out["deterministic"] = run({"name": "deterministic"})
+    for name, table in TABLES.items():  # in this order, whatever the order of cfg.tables
+        if name in cfg.tables:
+            md += table(cfg, run, out, det)
     run_dir = Path(cfg.out_dir)
     write_text(run_dir / "tables.md", "\n".join(md) + "\n")
     write_json(run_dir / "tables.json", out)
