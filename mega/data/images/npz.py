@@ -138,6 +138,33 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
         raise ImageDataError(f"{f.path}: key 'scale' has shape {scale.shape}, expected ({n},) or ({n}, 2)")
     out["scale"] = scale / 200.0 if scale_in_pixels else scale
 
+    out["kp_coco"], out["kp_smpl"] = _keypoints_2d(f, n)
+    pose, has_pose = _pose(f, n)
+    out["pose"] = pose.reshape(n, 24, 3)
+    betas = np.zeros((n, 10), np.float32)
+    if k := f.first("betas", "shape"):
+        b = f.get(k, (-1, None), n)
+        betas[:, : min(10, b.shape[1])] = b[:, :10]
+    out["betas"] = betas
+    if k := f.first("has_smpl", "has_body_pose"):
+        out["has_smpl"] = f.get(k, (-1,), n).astype(np.float32)
+    else:
+        out["has_smpl"] = np.full(n, 1.0 if has_pose else 0.0, np.float32)
+
+    out["joints_3d"] = _joints_3d(f, n, joints_3d_order)
+    transl = np.zeros((n, 3), np.float32)
+    if k := f.first("trans", "trans_cam"):
+        transl[:] = f.get(k, (-1, 3), n)
+    out["transl"], out["has_transl"] = transl, np.full(n, 1.0 if k else 0.0, np.float32)
+    out["cam_int"] = f.get("cam_int", (-1, 3, 3), n).astype(np.float64) if "cam_int" in f.keys else None
+    out["img_size"] = f.get("img_size", (-1, 2), n).astype(np.float64) if "img_size" in f.keys else None
+    out["gender"] = _genders(f, n)
+    return out
+
+
+def _keypoints_2d(f: _Npz, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 17, 3) COCO-17 and (N, 24, 3) SMPL-24 2D keypoints from whichever layout the file has (zeros
+    where it has none): ``j2d_coco``, SPIN's 24 ``part``s or OpenPose's 25 ``body_keypoints_2d``."""
     kp_coco = np.zeros((n, 17, 3), np.float32)
     if (k := f.first("j2d_coco", "part", "body_keypoints_2d")) == "j2d_coco":
         kp_coco[:] = f.get(k, (-1, 17, 3), n)
@@ -148,8 +175,12 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
     kp_smpl = np.zeros((n, 24, 3), np.float32)
     if k := f.first("j2d_smpl", "j2d"):
         kp_smpl[:] = f.get(k, (-1, 24, 3), n)
-    out["kp_coco"], out["kp_smpl"] = kp_coco, kp_smpl
+    return kp_coco, kp_smpl
 
+
+def _pose(f: _Npz, n: int) -> tuple[np.ndarray, bool]:
+    """(N, 72) SMPL axis-angle pose (SMPL-X / SMPL-H layouts: root + 21 body joints, hands zero) and whether
+    the file has one (else zeros)."""
     pose = np.zeros((n, 72), np.float32)
     if k := f.first("pose_cam", "pose", "body_pose"):
         full = f.get(k, (-1, None), n)
@@ -165,41 +196,30 @@ def read_image_npz(path: str | Path, joints_3d_order: str = "smpl", scale_in_pix
             raise ImageDataError(f"{f.path}: key 'pose_body' has shape {body.shape}, expected ({n}, 63 | 69)")
         pose[:, :3] = f.get("root_orient", (-1, 3), n)
         pose[:, 3 : 3 + body.shape[1]] = body
-    has_pose = k is not None or "root_orient" in f.keys
-    out["pose"] = pose.reshape(n, 24, 3)
-    betas = np.zeros((n, 10), np.float32)
-    if k := f.first("betas", "shape"):
-        b = f.get(k, (-1, None), n)
-        betas[:, : min(10, b.shape[1])] = b[:, :10]
-    out["betas"] = betas
-    if k := f.first("has_smpl", "has_body_pose"):
-        out["has_smpl"] = f.get(k, (-1,), n).astype(np.float32)
-    else:
-        out["has_smpl"] = np.full(n, 1.0 if has_pose else 0.0, np.float32)
+    return pose, k is not None or "root_orient" in f.keys
 
+
+def _joints_3d(f: _Npz, n: int, order: str) -> np.ndarray:
+    """(N, 24, 4) 3D joints with confidence from ``S`` when they are in SMPL's order (else zeros)."""
     joints = np.zeros((n, 24, 4), np.float32)
-    if "S" in f.keys and joints_3d_order == "smpl":
+    if "S" in f.keys and order == "smpl":
         s = f.get("S", (-1, 24, None), n)
         if s.shape[2] not in (3, 4):
             raise ImageDataError(f"{f.path}: key 'S' has shape {s.shape}, expected ({n}, 24, 3 | 4)")
         joints[:, :, : s.shape[2]] = s
         if s.shape[2] == 3:
             joints[:, :, 3] = 1.0
-    out["joints_3d"] = joints
-    transl = np.zeros((n, 3), np.float32)
-    if k := f.first("trans", "trans_cam"):
-        transl[:] = f.get(k, (-1, 3), n)
-    out["transl"], out["has_transl"] = transl, np.full(n, 1.0 if k else 0.0, np.float32)
-    out["cam_int"] = f.get("cam_int", (-1, 3, 3), n).astype(np.float64) if "cam_int" in f.keys else None
-    out["img_size"] = f.get("img_size", (-1, 2), n).astype(np.float64) if "img_size" in f.keys else None
-    if "gender" in f.keys:
-        raw = _strings(f.get("gender", (-1,), n))
-        bad = sorted({g for g in raw if g.strip().lower() not in _GENDERS})
-        if bad:
-            raise ImageDataError(
-                f"{f.path}: key 'gender' has values {bad[:5]}; expected neutral/male/female (or n/m/f)"
-            )
-        out["gender"] = np.array([_GENDERS[g.strip().lower()] for g in raw])
-    else:
-        out["gender"] = np.full(n, "neutral")
-    return out
+    return joints
+
+
+def _genders(f: _Npz, n: int) -> np.ndarray:
+    """(N,) ``neutral`` / ``male`` / ``female`` (``neutral`` for every sample when the file has none)."""
+    if "gender" not in f.keys:
+        return np.full(n, "neutral")
+    raw = _strings(f.get("gender", (-1,), n))
+    bad = sorted({g for g in raw if g.strip().lower() not in _GENDERS})
+    if bad:
+        raise ImageDataError(
+            f"{f.path}: key 'gender' has values {bad[:5]}; expected neutral/male/female (or n/m/f)"
+        )
+    return np.array([_GENDERS[g.strip().lower()] for g in raw])
