@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -287,68 +287,91 @@ def ensure_synthetic_images(
     wanted = {"version": GENERATOR_VERSION, "seed": seed, "sizes": sizes, "scene": json.loads(json.dumps(asdict(opts))),
               "motion": json.loads(json.dumps(content))}  # fmt: skip
 
-    def existing() -> bool:
-        if not (root / MANIFEST).is_file():
-            return False
-        found = read_json_object(root / MANIFEST, BenchmarkError)
-        made = {k: found.get(k) for k in wanted}
-        if isinstance(made["scene"], dict):  # sets written before an option existed used its default
-            made["scene"] = {**json.loads(json.dumps(asdict(SceneOptions()))), **made["scene"]}
-        if made != wanted:
-            raise BenchmarkError(
-                f"{root} holds synthetic images made with {made} (its {MANIFEST}), not {wanted}: delete the "
-                "folder or choose another root"
-            )
-        return True
-
-    if existing():
+    if _made(root, wanted):
         return root
     if root.exists() and any(root.iterdir()):
         raise BenchmarkError(f"{root} exists but has no {MANIFEST}: it is not a generated image set; delete it "
                          "or choose another root")  # fmt: skip
     lock = root.parent / f".{root.name}.lock"
     root.parent.mkdir(parents=True, exist_ok=True)
+    if not _take_lock(lock, root, lambda: _made(root, wanted)):
+        return root  # another process generated it while this one waited
+    try:
+        if not _made(root, wanted):
+            _generate(root, wanted, opts, motion, progress, workers, threads)
+    finally:
+        lock.unlink(missing_ok=True)
+    return root
+
+
+def _made(root: Path, wanted: dict[str, Any]) -> bool:
+    """Whether ``root`` holds the image set ``wanted`` describes (its manifest); a set made with other options
+    is a :class:`BenchmarkError`."""
+    if not (root / MANIFEST).is_file():
+        return False
+    found = read_json_object(root / MANIFEST, BenchmarkError)
+    made = {k: found.get(k) for k in wanted}
+    if isinstance(made["scene"], dict):  # sets written before an option existed used its default
+        made["scene"] = {**json.loads(json.dumps(asdict(SceneOptions()))), **made["scene"]}
+    if made != wanted:
+        raise BenchmarkError(
+            f"{root} holds synthetic images made with {made} (its {MANIFEST}), not {wanted}: delete the "
+            "folder or choose another root"
+        )
+    return True
+
+
+def _take_lock(lock: Path, root: Path, done: Callable[[], bool]) -> bool:
+    """Create ``lock`` (True), or wait while a live process holds it; False when ``done()`` turns true meanwhile.
+    A lock whose process is gone is removed."""
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
-            break
+            return True
         except FileExistsError:
-            if existing():
-                return root
+            if done():
+                return False
             if not _lock_alive(lock):
                 lock.unlink(missing_ok=True)
                 continue
             log.info("waiting for another process generating %s (lock %s)", root, lock)
             time.sleep(5)
+
+
+def _generate(
+    root: Path,
+    wanted: dict[str, Any],
+    opts: SceneOptions,
+    motion: dict,
+    progress: bool,
+    workers: int,
+    threads: int,
+) -> None:
+    """Render every split of ``wanted`` into a temporary sibling folder, then rename it to ``root``."""
+    for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed generator
+        if not _lock_alive_pid(stale.name.split("-")[-2]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    seed, sizes = wanted["seed"], wanted["sizes"]
+    log.info("generating synthetic images into %s (seed %d, sizes %s)", root, seed, sizes)
+    old_threads = torch.get_num_threads()
+    t0 = time.perf_counter()
     try:
-        if existing():
-            return root
-        for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed generator
-            if not _lock_alive_pid(stale.name.split("-")[-2]):
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        log.info("generating synthetic images into %s (seed %d, sizes %s)", root, seed, sizes)
-        old_threads = torch.get_num_threads()
-        t0 = time.perf_counter()
-        try:
-            for split, count in sizes.items():
-                generate_split(tmp, split, count, seed, opts, motion, progress, workers, threads)
-            manifest = {**wanted, "motion_root": str(motion["root"]), "motion_version": _motion_version(motion),
-                        "seconds": round(time.perf_counter() - t0, 1), "workers": workers}  # fmt: skip
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            if root.is_dir():
-                root.rmdir()
-            os.rename(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        finally:
-            torch.set_num_threads(old_threads)
+        for split, count in sizes.items():
+            generate_split(tmp, split, count, seed, opts, motion, progress, workers, threads)
+        manifest = {**wanted, "motion_root": str(motion["root"]), "motion_version": _motion_version(motion),
+                    "seconds": round(time.perf_counter() - t0, 1), "workers": workers}  # fmt: skip
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if root.is_dir():
+            root.rmdir()
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
-        lock.unlink(missing_ok=True)
-    return root
+        torch.set_num_threads(old_threads)
 
 
 def _lock_alive(lock: Path) -> bool:
