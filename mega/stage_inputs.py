@@ -81,31 +81,35 @@ def find_pretrained(init: str | None, tok_path: Path, tok_sha: str) -> str | Non
     )
 
 
+def _given_or_newest(checkpoint: str | None, stage: str, name: str) -> Path | None:
+    """``checkpoint`` as given (its loader names a missing file), else the quickstart's ``<stage>/<name>``,
+    else the newest ``outputs/<stage>/*/<name>``; None when there is none."""
+    if checkpoint:
+        return Path(checkpoint)
+    runs = [QUICKSTART / stage / name, *newest(f"outputs/{stage}/*/{name}")]
+    return next((path for path in runs if path.is_file()), None)
+
+
 def find_pretrained_model(checkpoint: str | None) -> Path:
     """The pre-trained transformer for generation: ``checkpoint``, else the quickstart's ``pretrained.pt``,
     else the newest ``outputs/pretrain/*/pretrained.pt`` (whatever its tokenizer)."""
-    if checkpoint:
-        return Path(checkpoint)  # load_checkpoint names a missing file
-    runs = [QUICKSTART / "pretrain/pretrained.pt", *newest("outputs/pretrain/*/pretrained.pt")]
-    for path in runs:
-        if path.is_file():
-            return path
-    raise StageInputError(
-        f"no pre-trained model: {runs[0]} does not exist and no outputs/pretrain run holds one; pass "
-        "checkpoint=PATH/pretrained.pt, or make one with `python scripts/pretrain.py` (or `make quickstart`)"
-    )
+    path = _given_or_newest(checkpoint, "pretrain", "pretrained.pt")
+    if path is None:
+        raise StageInputError(
+            f"no pre-trained model: {QUICKSTART}/pretrain/pretrained.pt does not exist and no outputs/pretrain run "
+            "holds one; pass checkpoint=PATH/pretrained.pt, or make one with `python scripts/pretrain.py` "
+            "(or `make quickstart`)"
+        )
+    return path
 
 
 def find_hmr(checkpoint: str | None) -> Path:
     """The HMR model: ``checkpoint``, else the quickstart's ``hmr.pt``, else the newest
     ``outputs/train_hmr/*/hmr.pt``."""
-    if checkpoint:
-        return Path(checkpoint)  # load_hmr names a missing file
-    runs = [QUICKSTART / "train_hmr/hmr.pt", *newest("outputs/train_hmr/*/hmr.pt")]
-    for path in runs:
-        if path.is_file():
-            return path
-    raise StageInputError(
-        f"no trained model: {runs[0]} does not exist and no outputs/train_hmr run holds one; pass "
-        "checkpoint=PATH/hmr.pt, or train one with `make quickstart` (or `python scripts/train_hmr.py`)"
-    )
+    path = _given_or_newest(checkpoint, "train_hmr", "hmr.pt")
+    if path is None:
+        raise StageInputError(
+            f"no trained model: {QUICKSTART}/train_hmr/hmr.pt does not exist and no outputs/train_hmr run holds "
+            "one; pass checkpoint=PATH/hmr.pt, or train one with `make quickstart` (or `python scripts/train_hmr.py`)"
+        )
+    return path
