@@ -23,6 +23,7 @@ research notes, not re-checked against the original files.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,78 +130,96 @@ def read_sequence(
     Returns:
         column name -> array, one row per kept (frame, person), ordered by frame then person.
     """
-    data = read_pickle(path)
-    sequence = str(data.get("sequence", path.stem))
-    genders = require(data, "genders", path)
-    n_people = len(genders)
-    cam_poses = as_array(require(data, "cam_poses", path), "cam_poses", path, (None, 4, 4))
-    n = len(cam_poses)
-    intr = as_array(require(data, "cam_intrinsics", path), "cam_intrinsics", path, (3, 3))
-    as_array(require(data, "img_frame_ids", path), "img_frame_ids", path, (n,))
-    per_person = {
-        key: require(data, key, path) for key in ("poses", "trans", "betas", "poses2d", "campose_valid")
-    }
-    for key, value in per_person.items():
-        if len(value) != n_people:
-            raise BenchmarkError(f"{path}: field '{key}' has {len(value)} persons, 'genders' has {n_people}")
-    joint_positions = data.get("jointPositions")
+    seq = _Sequence.read(path)
     cols: dict[str, list[np.ndarray]] = {}
-    for p in range(n_people):
-        gender = GENDER_CODES.get(str(genders[p]).lower())
-        if gender is None:
-            raise BenchmarkError(f"{path}: field 'genders[{p}]' is {genders[p]!r}, expected 'm' or 'f'")
-        valid = as_array(per_person["campose_valid"][p], f"campose_valid[{p}]", path, (n,)).astype(bool)
-        if frames is not None:
-            t_all = np.arange(n)
-            valid &= (t_all >= frames[0]) & (t_all <= frames[1])
-        t = np.flatnonzero(valid)
-        if len(t) == 0:
-            continue
-        poses = as_array(per_person["poses"][p], f"poses[{p}]", path, (n, 72))[t]
-        trans = as_array(per_person["trans"][p], f"trans[{p}]", path, (n, 3))[t]
-        betas_p = as_array(per_person["betas"][p], f"betas[{p}]", path, (None,))
-        if len(betas_p) < 10:
-            raise BenchmarkError(
-                f"{path}: field 'betas[{p}]' has {len(betas_p)} values, expected at least 10"
-            )
-        kp2d = as_array(per_person["poses2d"][p], f"poses2d[{p}]", path, (n, 3, None))[t]
-        betas = np.repeat(betas_p[None, :10], len(t), axis=0)
-        ext = cam_poses[t]
-        orient, transl = world_to_camera(poses[:, :3], trans, ext, pelvis_fn(betas, gender))
-        joints_2d = None
-        if joint_positions is not None:
-            jp = as_array(joint_positions[p], f"jointPositions[{p}]", path, (n, 72))[t].reshape(-1, 24, 3)
-            joints_2d = _project(jp, ext, intr)
-        center, size, fallbacks = _bbox(kp2d, joints_2d, margin, path)
-        if fallbacks:
-            log.info(
-                "%s person %d: %d frames without detections use projected joints for the box",
-                sequence,
-                p,
-                fallbacks,
-            )
-        for name, value in {
-            "frame": t,
-            "person": np.full(len(t), p),
-            "gender": np.full(len(t), gender),
-            "global_orient": orient,
-            "body_pose": poses[:, 3:],
-            "betas": betas,
-            "transl": transl,
-            "bbox_center": center,
-            "bbox_size": size,
-            "cam_intrinsics": np.repeat(intr[None], len(t), axis=0),
-        }.items():
+    for p in range(len(seq.genders)):
+        for name, value in _person_columns(seq, p, margin, pelvis_fn, frames).items():
             cols.setdefault(name, []).append(value)
     if not cols:
         return {}
     out = {k: np.concatenate(v) for k, v in cols.items()}
     order = np.lexsort((out["person"], out["frame"]))
     out = {k: v[order] for k, v in out.items()}
-    out["sequence"] = np.full(len(order), sequence)
-    out["image"] = np.array([image_path(sequence, int(f)) for f in out["frame"]])
+    out["sequence"] = np.full(len(order), seq.name)
+    out["image"] = np.array([image_path(seq.name, int(f)) for f in out["frame"]])
     out["image_size"] = np.repeat(_image_size(root, out["image"], check_images)[None], len(order), axis=0)
     return out
+
+
+@dataclass
+class _Sequence:
+    """The checked fields of one 3DPW sequence file (N frames, P people)."""
+
+    path: Path
+    name: str
+    genders: list  # (P,) 'm' / 'f'
+    cam_poses: np.ndarray  # (N, 4, 4) world -> camera
+    intr: np.ndarray  # (3, 3)
+    per_person: dict[str, list]  # poses, trans, betas, poses2d, campose_valid: P entries each
+    joint_positions: list | None  # (P,) of (N, 72), or None
+
+    @classmethod
+    def read(cls, path: Path) -> _Sequence:
+        data = read_pickle(path)
+        genders = require(data, "genders", path)
+        cam_poses = as_array(require(data, "cam_poses", path), "cam_poses", path, (None, 4, 4))
+        intr = as_array(require(data, "cam_intrinsics", path), "cam_intrinsics", path, (3, 3))
+        as_array(require(data, "img_frame_ids", path), "img_frame_ids", path, (len(cam_poses),))
+        keys = ("poses", "trans", "betas", "poses2d", "campose_valid")
+        per_person = {key: require(data, key, path) for key in keys}
+        for key, value in per_person.items():
+            if len(value) != len(genders):
+                raise BenchmarkError(
+                    f"{path}: field '{key}' has {len(value)} persons, 'genders' has {len(genders)}"
+                )
+        name = str(data.get("sequence", path.stem))
+        return cls(path, name, genders, cam_poses, intr, per_person, data.get("jointPositions"))
+
+
+def _person_columns(
+    seq: _Sequence, p: int, margin: float, pelvis_fn, frames: tuple[int, int] | None
+) -> dict[str, np.ndarray]:
+    """Index columns of person ``p`` over the frames where the camera pose is valid (and in ``frames``)."""
+    path, n = seq.path, len(seq.cam_poses)
+    gender = GENDER_CODES.get(str(seq.genders[p]).lower())
+    if gender is None:
+        raise BenchmarkError(f"{path}: field 'genders[{p}]' is {seq.genders[p]!r}, expected 'm' or 'f'")
+    valid = as_array(seq.per_person["campose_valid"][p], f"campose_valid[{p}]", path, (n,)).astype(bool)
+    if frames is not None:
+        t_all = np.arange(n)
+        valid &= (t_all >= frames[0]) & (t_all <= frames[1])
+    t = np.flatnonzero(valid)
+    if len(t) == 0:
+        return {}
+    poses = as_array(seq.per_person["poses"][p], f"poses[{p}]", path, (n, 72))[t]
+    trans = as_array(seq.per_person["trans"][p], f"trans[{p}]", path, (n, 3))[t]
+    betas_p = as_array(seq.per_person["betas"][p], f"betas[{p}]", path, (None,))
+    if len(betas_p) < 10:
+        raise BenchmarkError(f"{path}: field 'betas[{p}]' has {len(betas_p)} values, expected at least 10")
+    kp2d = as_array(seq.per_person["poses2d"][p], f"poses2d[{p}]", path, (n, 3, None))[t]
+    betas = np.repeat(betas_p[None, :10], len(t), axis=0)
+    ext = seq.cam_poses[t]
+    orient, transl = world_to_camera(poses[:, :3], trans, ext, pelvis_fn(betas, gender))
+    joints_2d = None
+    if seq.joint_positions is not None:
+        jp = as_array(seq.joint_positions[p], f"jointPositions[{p}]", path, (n, 72))[t].reshape(-1, 24, 3)
+        joints_2d = _project(jp, ext, seq.intr)
+    center, size, fallbacks = _bbox(kp2d, joints_2d, margin, path)
+    if fallbacks:
+        message = "%s person %d: %d frames without detections use projected joints for the box"
+        log.info(message, seq.name, p, fallbacks)
+    return {
+        "frame": t,
+        "person": np.full(len(t), p),
+        "gender": np.full(len(t), gender),
+        "global_orient": orient,
+        "body_pose": poses[:, 3:],
+        "betas": betas,
+        "transl": transl,
+        "bbox_center": center,
+        "bbox_size": size,
+        "cam_intrinsics": np.repeat(seq.intr[None], len(t), axis=0),
+    }
 
 
 def _image_size(root: Path, images: np.ndarray, check_images: bool) -> np.ndarray:
