@@ -46,56 +46,7 @@ def sit_floor(rng, t, p):
     kind = rng.integers(4)
     n = len(t)
     sway = np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi))
-    if kind == 0:  # long sitting, leaning back on the hands
-        pitch = rng.uniform(-25, 5) + 5 * sway
-        knee = rng.uniform(0, 40)
-        hip = 90 + pitch + knee / 2 + rng.uniform(-5, 5)  # the knees rise so the heels stay down
-        p.pair("hip", "x", -hip)
-        p.pair("knee", "x", knee)
-        p.pair("ankle", "x", rng.uniform(10, 40))
-        p.pair("shoulder", "z", -rng.uniform(65, 80))
-        p.pair("shoulder", "x", rng.uniform(20, 55) * np.ones(n))
-        p.pair("elbow", "y", -rng.uniform(15, 50))  # bent, or the hands would lift the seat
-        p.pair("wrist", "z", rng.uniform(30, 70))
-    elif kind == 1:  # cross-legged: thighs out and rotated, each shin under the other knee
-        pitch = rng.uniform(-25, 5) + 5 * sway  # knees above the hips, ankles under the other knee
-        p.pair("hip", "x", -(rng.uniform(105, 115) + pitch))  # (angles solved on the skeleton)
-        p.pair("hip", "z", rng.uniform(20, 30))
-        p.pair("hip", "y", rng.uniform(55, 60))
-        p.pair("knee", "x", rng.uniform(90, 105))
-        p.pair("ankle", "x", rng.uniform(20, 40))  # feet pointed, lying on their outer edges
-        p.pair("ankle", "z", rng.uniform(10, 25))
-        p.pair("shoulder", "z", -rng.uniform(70, 85))
-        p.pair("shoulder", "x", -rng.uniform(10, 45))
-        p.pair("elbow", "y", -rng.uniform(20, 80))
-    elif kind == 2:  # knees up, hugging them
-        pitch = rng.uniform(-25, 0) + 4 * sway
-        thigh = rng.uniform(
-            115, 140
-        )  # from the vertical; shins lean forward so feet and seat share the floor
-        hip, knee = thigh + pitch, 2 * thigh - 180 + rng.uniform(0, 15)
-        p.pair("hip", "x", -hip)
-        p.pair("knee", "x", knee)
-        p.pair("ankle", "x", flat_ankle(hip, pitch, knee))
-        p.spine("x", rng.uniform(5, 15))
-        p.pair("shoulder", "z", -rng.uniform(60, 80))
-        p.pair("shoulder", "x", -rng.uniform(50, 80))
-        p.pair("elbow", "y", -rng.uniform(70, 120))
-    else:  # one leg folded in (cross-legged), the other long
-        pitch = rng.uniform(-25, 0) + 4 * sway
-        side, other = pick_side(rng)
-        p.add(f"{side}_hip", "x", -(rng.uniform(105, 115) + pitch))
-        p.add(f"{side}_hip", "z", rng.uniform(20, 30))
-        p.add(f"{side}_hip", "y", rng.uniform(55, 60))
-        p.add(f"{side}_knee", "x", rng.uniform(90, 105))
-        knee = rng.uniform(0, 30)
-        p.add(f"{other}_hip", "x", -(90 + pitch + knee / 2 + rng.uniform(-5, 5)))
-        p.add(f"{other}_hip", "z", rng.uniform(0, 25))
-        p.add(f"{other}_knee", "x", knee)
-        p.pair("ankle", "x", rng.uniform(10, 40))
-        p.pair("shoulder", "z", -rng.uniform(60, 80))
-        p.pair("shoulder", "x", -rng.uniform(0, 40))
-        p.pair("elbow", "y", -rng.uniform(10, 60))
+    pitch = (_long_sitting, _cross_legged, _hugging_knees, _one_leg_folded)[kind](rng, p, sway, n)
     p.spine("x", rng.uniform(0, 8) * sway)
     p.spine("y", rng.uniform(0, 12) * sway)
     if rng.random() < 0.5:  # one arm reaching or gesturing
@@ -104,6 +55,71 @@ def sit_floor(rng, t, p):
         p.add(f"{side}_shoulder", "x", -rng.uniform(20, 120) * r)
         p.add(f"{side}_elbow", "y", -rng.uniform(0, 60) * r)
     return root(n, pitch=pitch, level=("feet", "seat"), keep_trunk=True)
+
+
+def _long_sitting(rng, p, sway, n):
+    """Long sitting, leaning back on the hands; returns the trunk pitch (deg, per frame)."""
+    pitch = rng.uniform(-25, 5) + 5 * sway
+    knee = rng.uniform(0, 40)
+    hip = 90 + pitch + knee / 2 + rng.uniform(-5, 5)  # the knees rise so the heels stay down
+    p.pair("hip", "x", -hip)
+    p.pair("knee", "x", knee)
+    p.pair("ankle", "x", rng.uniform(10, 40))
+    p.pair("shoulder", "z", -rng.uniform(65, 80))
+    p.pair("shoulder", "x", rng.uniform(20, 55) * np.ones(n))
+    p.pair("elbow", "y", -rng.uniform(15, 50))  # bent, or the hands would lift the seat
+    p.pair("wrist", "z", rng.uniform(30, 70))
+    return pitch
+
+
+def _cross_legged(rng, p, sway, n):
+    """Cross-legged: thighs out and rotated, each shin under the other knee; returns the trunk pitch."""
+    pitch = rng.uniform(-25, 5) + 5 * sway  # knees above the hips, ankles under the other knee
+    p.pair("hip", "x", -(rng.uniform(105, 115) + pitch))  # (angles solved on the skeleton)
+    p.pair("hip", "z", rng.uniform(20, 30))
+    p.pair("hip", "y", rng.uniform(55, 60))
+    p.pair("knee", "x", rng.uniform(90, 105))
+    p.pair("ankle", "x", rng.uniform(20, 40))  # feet pointed, lying on their outer edges
+    p.pair("ankle", "z", rng.uniform(10, 25))
+    p.pair("shoulder", "z", -rng.uniform(70, 85))
+    p.pair("shoulder", "x", -rng.uniform(10, 45))
+    p.pair("elbow", "y", -rng.uniform(20, 80))
+    return pitch
+
+
+def _hugging_knees(rng, p, sway, n):
+    """Knees up, hugging them; returns the trunk pitch."""
+    pitch = rng.uniform(-25, 0) + 4 * sway
+    # thigh from the vertical; shins lean forward so feet and seat share the floor
+    thigh = rng.uniform(115, 140)
+    hip, knee = thigh + pitch, 2 * thigh - 180 + rng.uniform(0, 15)
+    p.pair("hip", "x", -hip)
+    p.pair("knee", "x", knee)
+    p.pair("ankle", "x", flat_ankle(hip, pitch, knee))
+    p.spine("x", rng.uniform(5, 15))
+    p.pair("shoulder", "z", -rng.uniform(60, 80))
+    p.pair("shoulder", "x", -rng.uniform(50, 80))
+    p.pair("elbow", "y", -rng.uniform(70, 120))
+    return pitch
+
+
+def _one_leg_folded(rng, p, sway, n):
+    """One leg folded in (cross-legged), the other long; returns the trunk pitch."""
+    pitch = rng.uniform(-25, 0) + 4 * sway
+    side, other = pick_side(rng)
+    p.add(f"{side}_hip", "x", -(rng.uniform(105, 115) + pitch))
+    p.add(f"{side}_hip", "z", rng.uniform(20, 30))
+    p.add(f"{side}_hip", "y", rng.uniform(55, 60))
+    p.add(f"{side}_knee", "x", rng.uniform(90, 105))
+    knee = rng.uniform(0, 30)
+    p.add(f"{other}_hip", "x", -(90 + pitch + knee / 2 + rng.uniform(-5, 5)))
+    p.add(f"{other}_hip", "z", rng.uniform(0, 25))
+    p.add(f"{other}_knee", "x", knee)
+    p.pair("ankle", "x", rng.uniform(10, 40))
+    p.pair("shoulder", "z", -rng.uniform(60, 80))
+    p.pair("shoulder", "x", -rng.uniform(0, 40))
+    p.pair("elbow", "y", -rng.uniform(10, 60))
+    return pitch
 
 
 def _kneeling_leg(rng, p: Pose, side: str, tucked: bool, w=1.0, knee: float | None = None) -> None:
@@ -197,69 +213,84 @@ def lie(rng, t, p):
     n = len(t)
     c = cycle_curve(rng, t, (2.0, 4.0))
     out = root(n)
-    if kind in (0, 3):  # supine
-        out["pitch"][:] = -rng.uniform(82, 95)
-        out["level"] = ("feet", "seat")  # legs and back share the floor: the pelvis tilts until they do
-        moves = rng.integers(4)
-        if moves == 0:  # knees up, feet flat beside the seat (knee = 2 x hip), one knee moving
-            hip = rng.uniform(30, 60)
-            knee = 2 * hip + rng.uniform(0, 10)
-            p.pair("hip", "x", -hip, -hip * (1 - 0.5 * c))
-            p.pair("knee", "x", knee, knee * (1 - 0.5 * c))
-            p.pair("ankle", "x", flat_ankle(hip, out["pitch"], knee))
-        elif moves == 1:  # straight leg raises
-            side, _ = pick_side(rng)
-            p.add(f"{side}_hip", "x", -rng.uniform(40, 90) * c)
-            p.pair("ankle", "x", rng.uniform(10, 40))
-        elif moves == 2:  # knees to the chest
-            p.pair("hip", "x", -rng.uniform(90, 135) * c)
-            p.pair("knee", "x", rng.uniform(100, 150) * c)
-            p.pair("ankle", "x", rng.uniform(10, 40))
-        else:  # legs apart and together
-            p.pair("hip", "z", rng.uniform(10, 45) * c)
-            p.pair("hip", "y", rng.uniform(0, 30))
-            p.pair("ankle", "x", rng.uniform(20, 45))
-        arms = rng.integers(3)
-        if arms == 0:
-            p.pair("shoulder", "z", -rng.uniform(40, 85))
-        elif arms == 1:  # overhead
-            p.pair("shoulder", "z", rng.uniform(40, 75))
-            p.pair("elbow", "y", -rng.uniform(0, 60))
-        else:  # hands on the belly / behind the head
-            p.pair("shoulder", "z", -rng.uniform(50, 80))
-            p.pair("shoulder", "x", -rng.uniform(20, 50))
-            p.pair("elbow", "y", -rng.uniform(80, 130))
-        if kind == 3:  # sitting up from lying (or lying down): the trunk rises, the legs stay down
-            w = hold_curve(rng, t, (1.0, 1.8))
-            rise = rng.uniform(70, 95) * w
-            out["pitch"] += rise
-            p.pair("hip", "x", -rise)
-            p.pair("shoulder", "x", -rng.uniform(0, 40) * w)
-            p.spine("x", rng.uniform(0, 12) * w)
-    elif kind == 1:  # prone
-        p.pair("ankle", "x", rng.uniform(30, 55))
-        p.pair("knee", "x", rng.uniform(0, 110) * c, rng.uniform(0, 20) * c)
-        p.add("neck", "y", rng.choice([-1, 1]) * rng.uniform(20, 50))
-        p.add("neck", "x", -rng.uniform(0, 35))
-        if rng.random() < 0.5:  # arms folded under the head
-            p.pair("shoulder", "z", rng.uniform(10, 40))
-            p.pair("shoulder", "y", rng.uniform(30, 60))
-            p.pair("elbow", "y", -rng.uniform(110, 150))
-        else:
-            p.pair("shoulder", "z", -rng.uniform(60, 85))
-        out["pitch"][:] = rng.uniform(85, 95)
-    else:  # on a side, hips and knees bent; the top leg and arm move
-        side = rng.choice([-1, 1])
-        hip, knee = rng.uniform(20, 80), rng.uniform(30, 110)
-        p.pair("hip", "x", -hip, -(hip + rng.uniform(-20, 20)))
-        p.pair("knee", "x", knee, knee + rng.uniform(-20, 20))
-        top = "left" if side > 0 else "right"  # roll +90 lies on the right side: the left is on top
-        p.add(f"{top}_hip", "z", rng.uniform(0, 35) * c)
-        p.add(f"{top}_shoulder", "z", -rng.uniform(40, 85) + rng.uniform(0, 60) * c)
-        bottom = "right" if top == "left" else "left"
-        p.add(f"{bottom}_shoulder", "z", -rng.uniform(70, 90))  # the lower arm forward along the floor
-        p.add(f"{bottom}_shoulder", "x", -rng.uniform(60, 120))
-        p.add(f"{bottom}_elbow", "y", -rng.uniform(0, 90))
-        p.add("neck", "z", -side * rng.uniform(10, 30))
-        out["roll"][:] = side * rng.uniform(80, 95)
+    if kind in (0, 3):  # supine (3: sitting up from lying, or lying down)
+        _lie_supine(rng, t, p, out, c, sit_up=kind == 3)
+    elif kind == 1:
+        _lie_prone(rng, p, out, c)
+    else:
+        _lie_on_side(rng, p, out, c)
     return out
+
+
+def _lie_supine(rng, t, p, out, c, sit_up: bool) -> None:
+    """Supine: knees up, leg raises, knees to the chest or legs apart; three arm placements."""
+    out["pitch"][:] = -rng.uniform(82, 95)
+    out["level"] = ("feet", "seat")  # legs and back share the floor: the pelvis tilts until they do
+    moves = rng.integers(4)
+    if moves == 0:  # knees up, feet flat beside the seat (knee = 2 x hip), one knee moving
+        hip = rng.uniform(30, 60)
+        knee = 2 * hip + rng.uniform(0, 10)
+        p.pair("hip", "x", -hip, -hip * (1 - 0.5 * c))
+        p.pair("knee", "x", knee, knee * (1 - 0.5 * c))
+        p.pair("ankle", "x", flat_ankle(hip, out["pitch"], knee))
+    elif moves == 1:  # straight leg raises
+        side, _ = pick_side(rng)
+        p.add(f"{side}_hip", "x", -rng.uniform(40, 90) * c)
+        p.pair("ankle", "x", rng.uniform(10, 40))
+    elif moves == 2:  # knees to the chest
+        p.pair("hip", "x", -rng.uniform(90, 135) * c)
+        p.pair("knee", "x", rng.uniform(100, 150) * c)
+        p.pair("ankle", "x", rng.uniform(10, 40))
+    else:  # legs apart and together
+        p.pair("hip", "z", rng.uniform(10, 45) * c)
+        p.pair("hip", "y", rng.uniform(0, 30))
+        p.pair("ankle", "x", rng.uniform(20, 45))
+    arms = rng.integers(3)
+    if arms == 0:
+        p.pair("shoulder", "z", -rng.uniform(40, 85))
+    elif arms == 1:  # overhead
+        p.pair("shoulder", "z", rng.uniform(40, 75))
+        p.pair("elbow", "y", -rng.uniform(0, 60))
+    else:  # hands on the belly / behind the head
+        p.pair("shoulder", "z", -rng.uniform(50, 80))
+        p.pair("shoulder", "x", -rng.uniform(20, 50))
+        p.pair("elbow", "y", -rng.uniform(80, 130))
+    if sit_up:  # sitting up from lying (or lying down): the trunk rises, the legs stay down
+        w = hold_curve(rng, t, (1.0, 1.8))
+        rise = rng.uniform(70, 95) * w
+        out["pitch"] += rise
+        p.pair("hip", "x", -rise)
+        p.pair("shoulder", "x", -rng.uniform(0, 40) * w)
+        p.spine("x", rng.uniform(0, 12) * w)
+
+
+def _lie_prone(rng, p, out, c) -> None:
+    """Prone: knees bending, head turned, arms folded under the head or along the body."""
+    p.pair("ankle", "x", rng.uniform(30, 55))
+    p.pair("knee", "x", rng.uniform(0, 110) * c, rng.uniform(0, 20) * c)
+    p.add("neck", "y", rng.choice([-1, 1]) * rng.uniform(20, 50))
+    p.add("neck", "x", -rng.uniform(0, 35))
+    if rng.random() < 0.5:  # arms folded under the head
+        p.pair("shoulder", "z", rng.uniform(10, 40))
+        p.pair("shoulder", "y", rng.uniform(30, 60))
+        p.pair("elbow", "y", -rng.uniform(110, 150))
+    else:
+        p.pair("shoulder", "z", -rng.uniform(60, 85))
+    out["pitch"][:] = rng.uniform(85, 95)
+
+
+def _lie_on_side(rng, p, out, c) -> None:
+    """On a side, hips and knees bent; the top leg and arm move."""
+    side = rng.choice([-1, 1])
+    hip, knee = rng.uniform(20, 80), rng.uniform(30, 110)
+    p.pair("hip", "x", -hip, -(hip + rng.uniform(-20, 20)))
+    p.pair("knee", "x", knee, knee + rng.uniform(-20, 20))
+    top = "left" if side > 0 else "right"  # roll +90 lies on the right side: the left is on top
+    p.add(f"{top}_hip", "z", rng.uniform(0, 35) * c)
+    p.add(f"{top}_shoulder", "z", -rng.uniform(40, 85) + rng.uniform(0, 60) * c)
+    bottom = "right" if top == "left" else "left"
+    p.add(f"{bottom}_shoulder", "z", -rng.uniform(70, 90))  # the lower arm forward along the floor
+    p.add(f"{bottom}_shoulder", "x", -rng.uniform(60, 120))
+    p.add(f"{bottom}_elbow", "y", -rng.uniform(0, 90))
+    p.add("neck", "z", -side * rng.uniform(10, 30))
+    out["roll"][:] = side * rng.uniform(80, 95)
