@@ -75,16 +75,23 @@ def _long_sitting(rng, p, sway, n):
 def _cross_legged(rng, p, sway, n):
     """Cross-legged: thighs out and rotated, each shin under the other knee; returns the trunk pitch."""
     pitch = rng.uniform(-25, 5) + 5 * sway  # knees above the hips, ankles under the other knee
-    p.pair("hip", "x", -(rng.uniform(105, 115) + pitch))  # (angles solved on the skeleton)
-    p.pair("hip", "z", rng.uniform(20, 30))
-    p.pair("hip", "y", rng.uniform(55, 60))
-    p.pair("knee", "x", rng.uniform(90, 105))
+    _folded_leg(rng, p.pair, pitch)
     p.pair("ankle", "x", rng.uniform(20, 40))  # feet pointed, lying on their outer edges
     p.pair("ankle", "z", rng.uniform(10, 25))
     p.pair("shoulder", "z", -rng.uniform(70, 85))
     p.pair("shoulder", "x", -rng.uniform(10, 45))
     p.pair("elbow", "y", -rng.uniform(20, 80))
     return pitch
+
+
+def _folded_leg(rng, turn, pitch) -> None:
+    """A leg folded in as in cross-legged sitting (angles solved on the skeleton): thigh out and rotated, the
+    shin under the other knee. ``turn(joint, axis, deg)`` sets one side's angle (``Pose.add``) or both
+    (``Pose.pair``)."""
+    turn("hip", "x", -(rng.uniform(105, 115) + pitch))
+    turn("hip", "z", rng.uniform(20, 30))
+    turn("hip", "y", rng.uniform(55, 60))
+    turn("knee", "x", rng.uniform(90, 105))
 
 
 def _hugging_knees(rng, p, sway, n):
@@ -107,10 +114,7 @@ def _one_leg_folded(rng, p, sway, n):
     """One leg folded in (cross-legged), the other long; returns the trunk pitch."""
     pitch = rng.uniform(-25, 0) + 4 * sway
     side, other = pick_side(rng)
-    p.add(f"{side}_hip", "x", -(rng.uniform(105, 115) + pitch))
-    p.add(f"{side}_hip", "z", rng.uniform(20, 30))
-    p.add(f"{side}_hip", "y", rng.uniform(55, 60))
-    p.add(f"{side}_knee", "x", rng.uniform(90, 105))
+    _folded_leg(rng, lambda joint, axis, deg: p.add(f"{side}_{joint}", axis, deg), pitch)
     knee = rng.uniform(0, 30)
     p.add(f"{other}_hip", "x", -(90 + pitch + knee / 2 + rng.uniform(-5, 5)))
     p.add(f"{other}_hip", "z", rng.uniform(0, 25))
