@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import tempfile
-import time
 
 import torch
+from timing import median_seconds
 
 import mega  # noqa: F401
 from mega.body import load_body_model
 from mega.body.synthetic import write_synthetic_smpl
-
-
-def _time(fn, device: str, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
 
 
 def measure(body, b: int, device: str, repeats: int) -> str:
@@ -45,13 +31,13 @@ def measure(body, b: int, device: str, repeats: int) -> str:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
         body(go, bp, betas)  # warm-up
-        fwd = _time(lambda: body(go, bp, betas), device, repeats)
+        fwd = median_seconds(lambda: body(go, bp, betas), device, repeats, warmup=0) * 1000
 
     def fwd_bwd():
         p = bp.clone().requires_grad_()
         body(go, p, betas).vertices.square().mean().backward()
 
-    both = _time(fwd_bwd, device, max(2, repeats // 2))
+    both = median_seconds(fwd_bwd, device, max(2, repeats // 2), warmup=0) * 1000
     if device == "cuda":
         mem = torch.cuda.max_memory_allocated() / 2**20
     else:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from timing import matmul_gflops, median_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
 import mega  # noqa: F401
@@ -35,27 +35,6 @@ import mega  # noqa: F401
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 PRESETS = ["hmr_cpu", "hmr_pose_cpu", "mega_resnet", "mega_hrnet", "mega_vit", "genhmr_vit"]
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_peak(device: str, n: int = 1024, repeats: int = 5) -> float:
-    """Measured fp32 GFLOP/s of an (n x n) @ (n x n) matmul (TF32 off on CUDA)."""
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def random_batch(b: int, size: int, device: str) -> dict[str, torch.Tensor]:
@@ -70,6 +49,13 @@ def random_batch(b: int, size: int, device: str) -> dict[str, torch.Tensor]:
         "betas": torch.randn(b, 10, generator=g),
         "has_smpl": torch.ones(b),
         "joints_3d": torch.cat([torch.randn(b, 24, 3, generator=g), torch.ones(b, 24, 1)], -1),
+        # where the crops sit in their images (read by crop-relative heads): off-centre boxes of 2S px images
+        "img_size": torch.full((b, 2), 2.0 * size),
+        "bbox_center": torch.rand(b, 2, generator=g) * size + size / 2,
+        "bbox_size": torch.full((b,), float(size)),
+        "cam_int": torch.tensor([[5.0 * size, 0.0, size], [0.0, 5.0 * size, size], [0.0, 0.0, 1.0]]).expand(
+            b, 3, 3
+        ),
     }
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -125,15 +111,10 @@ def run_preset(preset: str, batch: int, steps: int, device: str, threads: int) -
     flops = fc.get_total_flops()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    sec = statistics.median(times)
-    peak = matmul_peak(device)
+    sec = median_seconds(step, device, steps, warmup=0)  # (the FLOP count's run was the warm-up)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 peak, not TF32's
+    peak = matmul_gflops(device, n=1024, repeats=5)
     mem = (
         torch.cuda.max_memory_allocated()
         if device == "cuda"

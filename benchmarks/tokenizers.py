@@ -12,13 +12,12 @@ body model on the batch, as the training script does), backward and an AdamW ste
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from timing import median_seconds
 
 import mega  # noqa: F401
 from mega.body import load_body_model
@@ -29,21 +28,6 @@ from mega.tokenizers.base import body_pose_matrices
 from mega.tokenizers.mesh_vqvae import canonical_mesh
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
-
-
-def _time(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _batch(b: int, device: str) -> dict[str, torch.Tensor]:
@@ -81,7 +65,7 @@ def bench_preset(
     for b in sizes:
         x = _inputs(tok, body, _batch(b, device))
         with torch.no_grad():
-            sec = _time(lambda x=x: tok.decode(tok.encode(x)), device, repeats)
+            sec = median_seconds(lambda x=x: tok.decode(tok.encode(x)), device, repeats)
         print(f"  encode+decode B={b:4d}  {sec * 1000:9.2f} ms  {b / sec:10.0f} samples/s")
     opt = torch.optim.AdamW(tok.parameters(), lr=1e-4)
     tok.train()
@@ -94,7 +78,7 @@ def bench_preset(
             loss.backward()
             opt.step()
 
-        sec = _time(step, device, max(2, repeats // 2))
+        sec = median_seconds(step, device, max(2, repeats // 2))
         print(f"  train step    B={b:4d}  {sec * 1000:9.2f} ms  {b / sec:10.0f} samples/s (incl. body model)")
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from timing import matmul_gflops, median_seconds
 
 import mega  # noqa: F401
 from mega.samplers import sample_maskgit
@@ -32,32 +32,6 @@ from mega.transformer import MaskedTokenTransformer, masked_cross_entropy, sampl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "transformer"
 NUM_VERTICES = 6890
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_seconds(fn: Callable[[], object], device: str, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_peak(dtype: torch.dtype, device: str, n: int, repeats: int) -> float:
-    """Measured GFLOP/s of an (n x n) @ (n x n) matmul in ``dtype``."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    seconds = _median_seconds(lambda: a @ b, device, repeats)
-    return 2 * n**3 / seconds / 1e9
 
 
 def forward_flops(model: MaskedTokenTransformer, mask: torch.Tensor, num_context: int = 0) -> float:
@@ -118,7 +92,7 @@ def bench_training(model, L, K, batch, device, precision, repeats):
         loss.backward()
         opt.step()
 
-    return _median_seconds(step, device, repeats), flops
+    return median_seconds(step, device, repeats, warmup=2), flops
 
 
 def bench_generation(model, decode, L, K, num_samples, device, precision, repeats):
@@ -139,7 +113,7 @@ def bench_generation(model, decode, L, K, num_samples, device, precision, repeat
             )
             return decode(res.ids.flatten(0, 1))
 
-    return _median_seconds(generate, device, repeats, warmup=1)
+    return median_seconds(generate, device, repeats, warmup=1)
 
 
 def main() -> None:
@@ -172,7 +146,7 @@ def main() -> None:
     for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = False
-        peaks[label] = matmul_peak(dtype, args.device, n, repeats)
+        peaks[label] = matmul_gflops(args.device, n, repeats, dtype, warmup=2)
         print(f"matmul peak {label}: {peaks[label]:10.1f} GFLOP/s  ({n}^3)")
 
     for precision in ("fp32", "bf16"):
