@@ -363,15 +363,25 @@ def model_predictor(
 
     def predict(batch: dict[str, Any]) -> PredictorOutput:
         kp = source(batch) if needs_kp else None
-        geo = {"bbox_center": _field(batch, "bbox_center").to(device),
-               "bbox_size": _field(batch, "bbox_size").to(device),
-               "cam_int": _field(batch, "cam_int", "cam_intrinsics").to(device),
-               "img_size": _field(batch, "img_size", "image_size").to(device)}  # fmt: skip
+        geo = {
+            "bbox_center": _field(batch, "bbox_center").to(device),
+            "bbox_size": _field(batch, "bbox_size").to(device),
+            "cam_int": _field(batch, "cam_int", "cam_intrinsics").to(device),
+            "img_size": _field(batch, "img_size", "image_size").to(device),
+        }
         rec = recover(
-            model, batch["img"].to(device), sampler, num_samples, refiner=refiner, keypoints=kp,
-            seed=seed + calls[0], with_deterministic=num_samples > 1, rotation=rotation,
-            view_rot=model.view_rotation(geo), precision=precision,
-        )  # fmt: skip
+            model,
+            batch["img"].to(device),
+            sampler,
+            num_samples,
+            refiner=refiner,
+            keypoints=kp,
+            seed=seed + calls[0],
+            with_deterministic=num_samples > 1,
+            rotation=rotation,
+            view_rot=model.view_rotation(geo),
+            precision=precision,
+        )
         calls[0] += 1
         transl = model.full_image_translation(rec.cam, geo)  # (B, 3)
         verts = rec.vertices + transl[:, None, None]

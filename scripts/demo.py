@@ -52,6 +52,24 @@ def sampler_preset(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
+def write_summary(
+    path: Path, cfg: DictConfig, ckpt: Path, pictures: list[str], rows: list, seconds: float
+) -> None:
+    """``summary.json``: the model and decoding settings, the pictures, every person's row, the time taken."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    summary = {
+        "checkpoint": str(ckpt),
+        "sampler": resolved["sampler"],
+        "refiner": resolved.get("refiner"),
+        "num_samples": int(cfg.num_samples),
+        "compare": resolved["compare"],
+        "pictures": pictures,
+        "people": plain(rows),
+        "seconds": seconds,
+    }
+    write_json(path, summary)
+
+
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
@@ -68,9 +86,15 @@ def main(cfg: DictConfig) -> None:
     people_of = People(cfg)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("model %s (%s tokenizer, %d px crops); sampler %s, Q = %d%s", ckpt, model.kind,
-             model.backbone.input_size, decoding_label(cfg.sampler, cfg.get("refiner")),
-             cfg.num_samples, f"; compared with {cfg.compare}" if cfg.compare else "")  # fmt: skip
+    log.info(
+        "model %s (%s tokenizer, %d px crops); sampler %s, Q = %d%s",
+        ckpt,
+        model.kind,
+        model.backbone.input_size,
+        decoding_label(cfg.sampler, cfg.get("refiner")),
+        cfg.num_samples,
+        f"; compared with {cfg.compare}" if cfg.compare else "",
+    )
     rows, pictures, t0 = [], [], time.perf_counter()
     try:
         for stem, image in tqdm(frames(items, cfg), desc="demo", unit="img", disable=not cfg.progress):
@@ -85,13 +109,17 @@ def main(cfg: DictConfig) -> None:
     if cfg.sheet and len(pictures) > 1:  # all pictures in one, one row per image
         sheet = vstack([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in pictures[: int(cfg.sheet)]])
         pictures.insert(0, str(save_png(out_dir / "sheet.png", sheet)))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_json(out_dir / "summary.json", {"checkpoint": str(ckpt), "sampler": resolved["sampler"], "refiner": resolved.get("refiner"),
-                                          "num_samples": int(cfg.num_samples), "compare": resolved["compare"], "pictures": pictures,
-                                          "people": plain(rows), "seconds": time.perf_counter() - t0})  # fmt: skip
+    write_summary(out_dir / "summary.json", cfg, ckpt, pictures, rows, time.perf_counter() - t0)
     n_images = len(pictures) - (1 if cfg.sheet and len(pictures) > 1 else 0)
-    log.info("%d images, %d people in %.1f s: pictures %s/*.png, meshes %s/people/, summary %s",
-             n_images, len(rows), time.perf_counter() - t0, out_dir, out_dir, out_dir / "summary.json")  # fmt: skip
+    log.info(
+        "%d images, %d people in %.1f s: pictures %s/*.png, meshes %s/people/, summary %s",
+        n_images,
+        len(rows),
+        time.perf_counter() - t0,
+        out_dir,
+        out_dir,
+        out_dir / "summary.json",
+    )
 
 
 if __name__ == "__main__":

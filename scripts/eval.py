@@ -87,6 +87,47 @@ def eval_root(cfg: DictConfig, model: Any) -> str | None:
     return data.get("root") if data.get("name") == cfg.benchmark.name else None
 
 
+def model_under_test(cfg: DictConfig, device):
+    """The trained model (``checkpoint``; null: the quickstart's, else the newest run's), its sampler and
+    refiner, the evaluator's predictor and the row label: ``(checkpoint, model, sampler, refiner, predictor,
+    label)``."""
+    from mega.hmr_checkpoint import load_hmr
+    from mega.inference import KeypointSource, build_sampler, decoding_label, model_predictor
+    from mega.refiners import build_refiner
+
+    checkpoint = find_hmr(cfg.checkpoint)
+    model = load_hmr(checkpoint, device)
+    sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
+    refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
+    keypoints = KeypointSource(**cfg.keypoints)
+    predictor = model_predictor(
+        model,
+        sampler,
+        cfg.num_samples,
+        keypoints,
+        cfg.seed,
+        cfg.rotation,
+        refiner=refiner,
+        precision=cfg.precision,
+    )
+    label = f"model[{decoding_label(cfg.sampler, cfg.refiner)}, Q={cfg.num_samples}]"
+    return checkpoint, model, sampler, refiner, predictor, label
+
+
+def write_and_print(result, cfg: DictConfig) -> None:
+    """The per-sample CSV and the summary JSON into ``out_dir``; the table and the speed line on stdout."""
+    csv_path, json_path = write_results(result, Path(cfg.out_dir))
+    print(format_table(result.summary))
+    speed = result.summary["speed"]
+    line = f"speed: {speed['images_per_second']:.1f} images/s at batch {cfg.batch_size}"
+    if "seconds_per_image_batch1" in speed:
+        line += (
+            f"; {speed['seconds_per_image_batch1'] * 1e3:.1f} ms/image at batch 1 "
+            f"({speed['seconds_per_iteration_batch1'] * 1e3:.1f} ms per iteration)"
+        )
+    print(f"{line}\nper-sample CSV: {csv_path}\nsummary JSON:   {json_path}")
+
+
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
 @entry_point  # user errors: one message, no traceback (mega/errors.py)
 def main(cfg: DictConfig) -> None:
@@ -95,27 +136,23 @@ def main(cfg: DictConfig) -> None:
     dist = setup_dist(cfg.device)
     try:
         name = cfg.predictor or "model"
-        model = sampler = refiner = None
+        model = sampler = refiner = checkpoint = None
         if name == "model":
-            from mega.hmr_checkpoint import load_hmr
-            from mega.inference import KeypointSource, build_sampler, decoding_label, model_predictor
-            from mega.refiners import build_refiner
-
-            checkpoint = find_hmr(cfg.checkpoint)  # null: the quickstart's model, else the newest run's
-            model = load_hmr(checkpoint, dist.device)
-            sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
-            refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
-            predictor = model_predictor(model, sampler, cfg.num_samples, KeypointSource(**cfg.keypoints),
-                                        cfg.seed, cfg.rotation, refiner=refiner, precision=cfg.precision)  # fmt: skip
-            label = f"model[{decoding_label(cfg.sampler, cfg.refiner)}, Q={cfg.num_samples}]"
+            checkpoint, model, sampler, refiner, predictor, label = model_under_test(cfg, dist.device)
         else:
             predictor, label = build_predictor(name), name
         crop = model.backbone.input_size if model is not None else None
         dataset = build_eval_dataset(cfg.benchmark, crop, root=eval_root(cfg, model), limit=cfg.limit)
         bodies = make_body_factory(cfg.body_model.name, cfg.body_model.path)
         protocol = build_protocol(**OmegaConf.to_container(cfg.protocol))
-        evaluator = Evaluator(protocol, bodies, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                              device=dist.device, progress=cfg.progress)  # fmt: skip
+        evaluator = Evaluator(
+            protocol,
+            bodies,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            device=dist.device,
+            progress=cfg.progress,
+        )
         log.info(
             "evaluating %s on %s (%d samples) under protocol %s",
             label,
@@ -126,23 +163,26 @@ def main(cfg: DictConfig) -> None:
         t0 = time.perf_counter()
         result = evaluator.run(dataset, predictor, predictor_name=label)
         seconds = time.perf_counter() - t0
-        result.summary["run"] = {"checkpoint": str(checkpoint) if model is not None else None, "sampler": OmegaConf.to_container(cfg.sampler),
-                                 "refiner": OmegaConf.to_container(cfg.refiner),
-                                 "num_samples": cfg.num_samples, "rotation": cfg.rotation, "precision": cfg.precision, "keypoints": OmegaConf.to_container(cfg.keypoints),
-                                 "seed": cfg.seed, "world_size": dist.world_size}  # fmt: skip
-        result.summary["speed"] = {"images_per_second": len(dataset) / seconds, "batch_size": cfg.batch_size,
-                                   "seconds": seconds}  # fmt: skip
+        result.summary["run"] = {
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "sampler": OmegaConf.to_container(cfg.sampler),
+            "refiner": OmegaConf.to_container(cfg.refiner),
+            "num_samples": cfg.num_samples,
+            "rotation": cfg.rotation,
+            "precision": cfg.precision,
+            "keypoints": OmegaConf.to_container(cfg.keypoints),
+            "seed": cfg.seed,
+            "world_size": dist.world_size,
+        }
+        result.summary["speed"] = {
+            "images_per_second": len(dataset) / seconds,
+            "batch_size": cfg.batch_size,
+            "seconds": seconds,
+        }
         if model is not None and cfg.timing.images > 0 and dist.is_main:
             result.summary["speed"].update(batch1_timing(model, dataset, sampler, refiner, cfg, dist.device))
         if dist.is_main:  # every rank holds the gathered rows; one writes them
-            csv_path, json_path = write_results(result, Path(cfg.out_dir))
-            print(format_table(result.summary))
-            speed = result.summary["speed"]
-            line = f"speed: {speed['images_per_second']:.1f} images/s at batch {cfg.batch_size}"
-            if "seconds_per_image_batch1" in speed:
-                line += (f"; {speed['seconds_per_image_batch1'] * 1e3:.1f} ms/image at batch 1 "
-                         f"({speed['seconds_per_iteration_batch1'] * 1e3:.1f} ms per iteration)")  # fmt: skip
-            print(f"{line}\nper-sample CSV: {csv_path}\nsummary JSON:   {json_path}")
+            write_and_print(result, cfg)
     finally:
         cleanup_dist()
 

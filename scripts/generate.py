@@ -153,12 +153,24 @@ def main(cfg: DictConfig) -> None:
     rows = score(sets, features, ref_stats, body, device)
     apd_ratio = rows["generated"]["apd_cm"] / rows["held-out"]["apd_cm"]
     write_meshes(out_dir, generated, body, cfg.num_obj)
-    feature_space = {"kind": "pca", "components": cfg.feature_components, "fit_frames": fit_frames,
-                     "explained_variance": float(features.explained_variance.sum())}  # fmt: skip
-    results = {"checkpoint": str(ckpt), "tokenizer": record["tokenizer"], "sampler": dict(cfg.sampler),
-               "num_samples": n, "seed": cfg.seed, "reference_split": cfg.reference_split, "rows": rows,
-               "apd_ratio_generated_to_heldout": apd_ratio, "generation_s": seconds,
-               "feature_space": feature_space}  # fmt: skip
+    feature_space = {
+        "kind": "pca",
+        "components": cfg.feature_components,
+        "fit_frames": fit_frames,
+        "explained_variance": float(features.explained_variance.sum()),
+    }
+    results = {
+        "checkpoint": str(ckpt),
+        "tokenizer": record["tokenizer"],
+        "sampler": dict(cfg.sampler),
+        "num_samples": n,
+        "seed": cfg.seed,
+        "reference_split": cfg.reference_split,
+        "rows": rows,
+        "apd_ratio_generated_to_heldout": apd_ratio,
+        "generation_s": seconds,
+        "feature_space": feature_space,
+    }
     write_json(out_dir / "results.json", results)
     print(f"\n{'set':<14} {'N':>5} {'APD (cm)':>9} {'FD (cm^2)':>10}")
     for name, row in rows.items():

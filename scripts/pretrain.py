@@ -21,6 +21,7 @@ Tokenizer checkpoint rule (``tokenizer.checkpoint=null``, :func:`mega.stage_inpu
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 import torch
@@ -150,12 +151,70 @@ def load_token_ids(cfg: DictConfig, tokenizer, body, device) -> tuple[dict[str, 
     for role, split in cfg.splits.items():
         motion = build_motion_dataset(cfg.motion, split)
         token_ids[role] = load_or_build_token_ids(
-            tokenizer, motion, body, cache_dir=cfg.token_cache_dir, data_name=cfg.motion.name, split=split,
-            batch_size=cfg.encode_batch_size, device=device,
-        ).ids  # fmt: skip
+            tokenizer,
+            motion,
+            body,
+            cache_dir=cfg.token_cache_dir,
+            data_name=cfg.motion.name,
+            split=split,
+            batch_size=cfg.encode_batch_size,
+            device=device,
+        ).ids
         if role == "train" and cfg.sampling == "sequences":
             layout = sequence_layout(motion)
     return token_ids, layout
+
+
+def training_set(cfg: DictConfig, train_ids: Tensor, layout: tuple | None, engine, dist):
+    """What an epoch goes over: every frame's ids (``sampling=frames``), or one index per sequence with a
+    :class:`FramePicker` that draws a random frame of it per step (``sampling=sequences``, MEGA)."""
+    if cfg.sampling not in ("frames", "sequences"):
+        raise ValueError(f"sampling must be 'frames' or 'sequences', got {cfg.sampling!r}")
+    frames = None
+    if layout is not None:
+        train_set = SequenceTokenDataset(train_ids, *layout)
+        seed = stream_seed(engine.seed, 0, "pretrain/frames")
+        frames = FramePicker(train_set, seed, dist.rank, dist.world_size)
+    else:
+        train_set = TokenDataset(train_ids)
+    epoch = "one random frame per sequence" if frames else "every frame"
+    log.info("epoch = %s: %d items (%d training frames)", epoch, len(train_set), len(train_ids))
+    return train_set, frames
+
+
+def save_pretrained(
+    run_dir: Path, model, resolved: dict, tokenizer: dict, result, history, baselines
+) -> None:
+    """``pretrained.pt`` (weights, the kwargs that rebuild the model, the tokenizer's path and hash, the body
+    model, data and splits, the resolved config) and ``metrics.json``; logs the held-out figures."""
+    kwargs = dict(resolved["transformer"], num_tokens=model.num_tokens, codebook_size=model.codebook_size)
+    record = {
+        "format": PRETRAINED_FORMAT,
+        "model": model.state_dict(),
+        "transformer": kwargs,
+        "tokenizer": tokenizer,
+        "body_model": resolved["body_model"],
+        "data": resolved["motion"],
+        "splits": resolved["splits"],
+        "step": result.step,
+        "metrics": result.metrics,
+        "config": resolved,
+    }
+    save_checkpoint(run_dir / "pretrained.pt", record)
+    write_json(
+        run_dir / "metrics.json", {"step": result.step, "final": result.metrics, "eval_history": history}
+    )
+    final = result.metrics
+    log.info(
+        "held-out: acc@0.5 %.4f (baselines: most frequent code %.4f, per position %.4f); "
+        "nll@0.5 %.4f (per-position unigram %.4f)",
+        final.get("eval/acc@0.5", float("nan")),
+        baselines["baseline_acc"],
+        baselines["baseline_acc_position"],
+        final.get("eval/nll@0.5", float("nan")),
+        baselines["baseline_nll_position"],
+    )
+    log.info("wrote %s", run_dir / "pretrained.pt")
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
@@ -167,55 +226,51 @@ def main(cfg: DictConfig) -> None:
         tokenizer = load_tokenizer(tok_path, map_location=dist.device)
         body = load_body_model(**OmegaConf.to_container(cfg.body_model)).to(dist.device)
         token_ids, layout = load_token_ids(cfg, tokenizer, body, dist.device)
-        if cfg.sampling not in ("frames", "sequences"):
-            raise ValueError(f"sampling must be 'frames' or 'sequences', got {cfg.sampling!r}")
-        frames = None
-        if layout is not None:
-            train_set = SequenceTokenDataset(token_ids["train"], *layout)
-            frames = FramePicker(
-                train_set, stream_seed(engine.seed, 0, "pretrain/frames"), dist.rank, dist.world_size
-            )
-        else:
-            train_set = TokenDataset(token_ids["train"])
-        log.info("epoch = %s: %d items (%d training frames)", "one random frame per sequence"
-                 if frames else "every frame", len(train_set), len(token_ids["train"]))  # fmt: skip
+        train_set, frames = training_set(cfg, token_ids["train"], layout, engine, dist)
         if cfg.warmup_epochs is not None:  # the paper's warm-up is in epochs; the engine counts updates
             per_epoch = len(train_set) // (engine.batch_size * dist.world_size) // engine.grad_accum
             engine.warmup_steps = max(1, round(cfg.warmup_epochs * per_epoch))
         seed_everything(engine.seed)
         model = MaskedTokenTransformer.from_tokenizer(tokenizer, **cfg.transformer)
-        log.info("tokenizer %s (%s); transformer %.2f M parameters", tok_path, tokenizer_hash(tokenizer)[:12],
-                 sum(p.numel() for p in model.parameters()) / 1e6)  # fmt: skip
-        masks = GlobalBatchMasks(stream_seed(engine.seed, 0, "pretrain/mask"), cfg.mask_schedule, dist.rank,
-                                 dist.world_size)  # fmt: skip
+        log.info(
+            "tokenizer %s (%s); transformer %.2f M parameters",
+            tok_path,
+            tokenizer_hash(tokenizer)[:12],
+            sum(p.numel() for p in model.parameters()) / 1e6,
+        )
+        masks = GlobalBatchMasks(
+            stream_seed(engine.seed, 0, "pretrain/mask"), cfg.mask_schedule, dist.rank, dist.world_size
+        )
         baselines = code_baselines(token_ids["train"], token_ids["eval"], tokenizer.codebook_size)
-        eval_fn = heldout_eval(token_ids["eval"], list(cfg.eval_ratios), cfg.eval_seed, cfg.eval_batch_size,
-                               baselines, step_fn=lambda: masks.draws // engine.grad_accum)  # fmt: skip
+        eval_fn = heldout_eval(
+            token_ids["eval"],
+            list(cfg.eval_ratios),
+            cfg.eval_seed,
+            cfg.eval_batch_size,
+            baselines,
+            step_fn=lambda: masks.draws // engine.grad_accum,
+        )
         resolved = OmegaConf.to_container(cfg, resolve=True)
         logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
         try:
             extra = {"masks": masks, **({"frames": frames} if frames is not None else {})}
-            result = train(model, masked_token_loss(masks, dist.world_size, frames), train_set,
-                           engine=engine, dist=dist, run_dir=run_dir, config=resolved, eval_fn=eval_fn,
-                           logger=logger, extra_state=extra)  # fmt: skip
+            result = train(
+                model,
+                masked_token_loss(masks, dist.world_size, frames),
+                train_set,
+                engine=engine,
+                dist=dist,
+                run_dir=run_dir,
+                config=resolved,
+                eval_fn=eval_fn,
+                logger=logger,
+                extra_state=extra,
+            )
         finally:
             logger.finish()
         if dist.is_main:
-            kwargs = dict(OmegaConf.to_container(cfg.transformer), num_tokens=model.num_tokens,
-                          codebook_size=model.codebook_size)  # fmt: skip
-            record = {"format": PRETRAINED_FORMAT, "model": model.state_dict(), "transformer": kwargs,
-                      "tokenizer": {"checkpoint": str(tok_path.resolve()), "sha256": tokenizer_hash(tokenizer)},
-                      "body_model": resolved["body_model"], "data": resolved["motion"], "splits": resolved["splits"],
-                      "step": result.step, "metrics": result.metrics, "config": resolved}  # fmt: skip
-            save_checkpoint(run_dir / "pretrained.pt", record)
-            write_json(run_dir / "metrics.json", {"step": result.step, "final": result.metrics,
-                                                     "eval_history": eval_fn.history})  # fmt: skip
-            final = result.metrics
-            log.info("held-out: acc@0.5 %.4f (baselines: most frequent code %.4f, per position %.4f); "
-                     "nll@0.5 %.4f (per-position unigram %.4f)", final.get("eval/acc@0.5", float("nan")),
-                     baselines["baseline_acc"], baselines["baseline_acc_position"],
-                     final.get("eval/nll@0.5", float("nan")), baselines["baseline_nll_position"])  # fmt: skip
-            log.info("wrote %s", run_dir / "pretrained.pt")
+            tok = {"checkpoint": str(tok_path.resolve()), "sha256": tokenizer_hash(tokenizer)}
+            save_pretrained(run_dir, model, resolved, tok, result, eval_fn.history, baselines)
     finally:
         cleanup_dist()
 

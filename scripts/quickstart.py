@@ -139,15 +139,31 @@ def eval_stages(cfg: DictConfig) -> list[Stage]:
     run = Path(cfg.run_dir)
     hmr = run / "train_hmr/hmr.pt"
     stages = []
-    bench = ["benchmark=synthetic_images", f"benchmark.root={cfg.images.root}", "benchmark.split=test", "protocol=smpl24",
-             "body_model=free", "progress=false"]  # fmt: skip
-    stages.append(Stage("eval_mean_pose", _script(cfg, "eval.py", run / "eval/mean_pose", *bench, "predictor=mean_pose",
-                                                  *cfg.eval.args), run / "eval/mean_pose/summary.json"))  # fmt: skip
+    bench = [
+        "benchmark=synthetic_images",
+        f"benchmark.root={cfg.images.root}",
+        "benchmark.split=test",
+        "protocol=smpl24",
+        "body_model=free",
+        "progress=false",
+    ]
+    stages.append(
+        Stage(
+            "eval_mean_pose",
+            _script(cfg, "eval.py", run / "eval/mean_pose", *bench, "predictor=mean_pose", *cfg.eval.args),
+            run / "eval/mean_pose/summary.json",
+        )
+    )
     for name, q in cfg.eval.samplers.items():
         decoding = cfg.eval.decoding.get(name, [f"sampler={name}"])
         args = [*bench, f"checkpoint={hmr}", *decoding, f"num_samples={q}", *cfg.eval.args]
-        stages.append(Stage(f"eval_{name}", _script(cfg, "eval.py", run / f"eval/{name}", *args),
-                            run / f"eval/{name}/summary.json"))  # fmt: skip
+        stages.append(
+            Stage(
+                f"eval_{name}",
+                _script(cfg, "eval.py", run / f"eval/{name}", *args),
+                run / f"eval/{name}/summary.json",
+            )
+        )
     return stages
 
 
@@ -165,21 +181,46 @@ def demo_stages(cfg: DictConfig) -> list[Stage]:
         return ["inputs=[" + ",".join(paths) + "]"]
 
     q = int(cfg.demo.uncertainty_samples)
-    for name, extra in (("heldout", ["sampler=deterministic"]),
-                        ("heldout_uncertainty", ["sampler=stochastic", f"num_samples={q}"]),
-                        ("heldout_pose_guided", [*cfg.eval.decoding.pose_guided, "compare=deterministic", *cfg.demo.pose_guided_args])):  # fmt: skip
-        stages.append(Stage(f"demo_{name}", _script(cfg, "demo.py", demo / name, *common, *extra),
-                            demo / name / "summary.json", prepare=heldout_inputs))  # fmt: skip
+    for name, extra in (
+        ("heldout", ["sampler=deterministic"]),
+        ("heldout_uncertainty", ["sampler=stochastic", f"num_samples={q}"]),
+        (
+            "heldout_pose_guided",
+            [*cfg.eval.decoding.pose_guided, "compare=deterministic", *cfg.demo.pose_guided_args],
+        ),
+    ):
+        stages.append(
+            Stage(
+                f"demo_{name}",
+                _script(cfg, "demo.py", demo / name, *common, *extra),
+                demo / name / "summary.json",
+                prepare=heldout_inputs,
+            )
+        )
     video = Path(cfg.demo.video) if cfg.demo.video else None
     skip = None
     if video is None or not video.is_file():
         skip = f"no video at {video} (`make media` puts sports2d's demo video there)"
     elif not detector_ready():
         skip = "the BlazePose extra is not installed (`make detector`)"
-    vargs = [f"checkpoint={hmr}", f"inputs=[{video}]", "detector=blazepose", *cfg.eval.decoding.pose_guided,
-             "compare=deterministic", f"threads={cfg.threads}", *cfg.demo.pose_guided_args, *cfg.demo.video_args]  # fmt: skip
-    stages.append(Stage("demo_video", _script(cfg, "demo.py", demo / "video", *vargs), demo / "video/summary.json",
-                        skip_reason=skip))  # fmt: skip
+    vargs = [
+        f"checkpoint={hmr}",
+        f"inputs=[{video}]",
+        "detector=blazepose",
+        *cfg.eval.decoding.pose_guided,
+        "compare=deterministic",
+        f"threads={cfg.threads}",
+        *cfg.demo.pose_guided_args,
+        *cfg.demo.video_args,
+    ]
+    stages.append(
+        Stage(
+            "demo_video",
+            _script(cfg, "demo.py", demo / "video", *vargs),
+            demo / "video/summary.json",
+            skip_reason=skip,
+        )
+    )
     return stages
 
 

@@ -64,9 +64,14 @@ log = logging.getLogger("train_hmr")
 def build_model(cfg: DictConfig, tokenizer, body) -> tuple[HMRModel, dict]:
     """The HMR model from the config; returns it and the kwargs that rebuild it (saved in hmr.pt)."""
     tr_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.transformer).items() if k != "init"}
-    model, sizes = build_hmr_model(OmegaConf.to_container(cfg.backbone), tr_kwargs,
-                                   OmegaConf.to_container(cfg.conditioning), OmegaConf.to_container(cfg.heads),
-                                   tokenizer, body)  # fmt: skip
+    model, sizes = build_hmr_model(
+        OmegaConf.to_container(cfg.backbone),
+        tr_kwargs,
+        OmegaConf.to_container(cfg.conditioning),
+        OmegaConf.to_container(cfg.heads),
+        tokenizer,
+        body,
+    )
     return model, {"transformer": tr_kwargs, "sizes": sizes}
 
 
@@ -96,8 +101,13 @@ def overlay_panel(model: HMRModel, dataset, count: int = 4, focal: float = 5000.
 
 def evaluate(model: HMRModel, dataset, body, cfg: DictConfig, device, predictor: str = "model"):
     """Score the model (deterministic mode), or a built-in predictor, on an image split; returns the result."""
-    evaluator = Evaluator(build_protocol(**OmegaConf.to_container(cfg.protocol)), lambda gender: body, batch_size=cfg.eval_batch_size,
-                          device=device, progress=False)  # fmt: skip
+    evaluator = Evaluator(
+        build_protocol(**OmegaConf.to_container(cfg.protocol)),
+        lambda gender: body,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        progress=False,
+    )
     fn = model_predictor(model) if predictor == "model" else build_predictor(predictor)
     return evaluator.run(dataset, fn, predictor_name=predictor)
 
@@ -176,6 +186,44 @@ def validation(cfg: DictConfig, val_set, body, objective: HMRObjective, run_dir:
     return eval_fn, history
 
 
+def test_split(cfg: DictConfig, prep: Prepared, run_dir: Path, dist) -> dict[str, dict]:
+    """Metrics of the model (deterministic), the ``mean_pose`` floor and the ``oracle`` on the test split;
+    rank 0 prints their tables and writes the model's per-sample results into ``test/``."""
+    prep.model.eval()
+    size = prep.model.backbone.input_size
+    test = ImageBenchmarkView(
+        build_image_dataset(cfg.images, cfg.splits.test, crop_size=size), cfg.test_limit
+    )
+    results = {}
+    for name in ("model", "mean_pose", "oracle"):
+        res = evaluate(prep.model, test, prep.body, cfg, dist.device, predictor=name)
+        results[name] = res.summary["metrics"]
+        if dist.is_main:
+            print(format_table(res.summary))
+            if name == "model":
+                write_results(res, run_dir / "test")
+    return results
+
+
+def build_objective(cfg: DictConfig, engine, dist, num_train: int) -> HMRObjective:
+    """The HMR objective over the run's length in updates (``engine.warmup_steps`` from ``warmup_epochs``)."""
+    per_epoch = max(1, num_train // (engine.batch_size * dist.world_size) // engine.grad_accum)
+    if cfg.warmup_epochs is not None:  # the papers' warm-up is in epochs; the engine counts updates
+        engine.warmup_steps = max(1, round(cfg.warmup_epochs * per_epoch))
+    total = engine.max_steps or engine.epochs * per_epoch
+    return HMRObjective(
+        cfg.loss.weights,
+        total_steps=total,
+        mask_schedule=cfg.mask_schedule,
+        gumbel=cfg.loss.gumbel,
+        keypoints=list(cfg.loss.keypoints),
+        grad_accum=engine.grad_accum,
+        seed=engine.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+
+
 def test_and_save(
     cfg: DictConfig, resolved: dict, prep: Prepared, result, training: dict, run_dir: Path, dist
 ):
@@ -183,37 +231,55 @@ def test_and_save(
     writes ``test/``, ``hmr.pt`` and ``results.json`` (with ``training``: train seconds, validation history,
     the objective's description)."""
     model = prep.model
-    model.eval()
-    size = model.backbone.input_size
-    test = ImageBenchmarkView(
-        build_image_dataset(cfg.images, cfg.splits.test, crop_size=size), cfg.test_limit
-    )
-    results = {}
-    for name in ("model", "mean_pose", "oracle"):
-        res = evaluate(model, test, prep.body, cfg, dist.device, predictor=name)
-        results[name] = res.summary["metrics"]
-        if dist.is_main:
-            print(format_table(res.summary))
-            if name == "model":
-                write_results(res, run_dir / "test")
+    results = test_split(cfg, prep, run_dir, dist)
     if not dist.is_main:
         return
-    parts = {"backbone": resolved["backbone"], "transformer": prep.kwargs["transformer"],
-             "conditioning": resolved["conditioning"], "heads": OmegaConf.to_container(cfg.heads)}  # fmt: skip
-    save_hmr(run_dir / "hmr.pt", model, parts, prep.kwargs["sizes"], prep.tok_path, resolved["body_model"],
-             transformer_init=prep.init, step=result.step, config=resolved)  # fmt: skip
+    parts = {
+        "backbone": resolved["backbone"],
+        "transformer": prep.kwargs["transformer"],
+        "conditioning": resolved["conditioning"],
+        "heads": OmegaConf.to_container(cfg.heads),
+    }
+    save_hmr(
+        run_dir / "hmr.pt",
+        model,
+        parts,
+        prep.kwargs["sizes"],
+        prep.tok_path,
+        resolved["body_model"],
+        transformer_init=prep.init,
+        step=result.step,
+        config=resolved,
+    )
     floor = results["mean_pose"]
     fraction = {k: results["model"][k] / floor[k] for k in ("pve", "mpjpe")}
-    summary = {"step": result.step, "train_seconds": training["train_seconds"], "protocol": cfg.protocol.name,
-               "split": cfg.splits.test, "test": results, "fraction_of_floor": fraction,
-               "final_train": {k: v for k, v in result.metrics.items() if k.startswith("train/")},
-               "val_history": training["val_history"], "objective": training["objective"],
-               "transformer_init": prep.init, "kind": model.kind}  # fmt: skip
+    summary = {
+        "step": result.step,
+        "train_seconds": training["train_seconds"],
+        "protocol": cfg.protocol.name,
+        "split": cfg.splits.test,
+        "test": results,
+        "fraction_of_floor": fraction,
+        "final_train": {k: v for k, v in result.metrics.items() if k.startswith("train/")},
+        "val_history": training["val_history"],
+        "objective": training["objective"],
+        "transformer_init": prep.init,
+        "kind": model.kind,
+    }
     write_json(run_dir / "results.json", summary)
-    log.info("test (%s, %s): PVE %.1f mm, MPJPE %.1f mm (mean_pose floor %.1f / %.1f: %.0f %% / %.0f %%); "
-             "wrote %s", cfg.protocol.name, cfg.splits.test, results["model"]["pve"],
-             results["model"]["mpjpe"], floor["pve"], floor["mpjpe"],
-             100 * fraction["pve"], 100 * fraction["mpjpe"], run_dir / "hmr.pt")  # fmt: skip
+    log.info(
+        "test (%s, %s): PVE %.1f mm, MPJPE %.1f mm (mean_pose floor %.1f / %.1f: %.0f %% / %.0f %%); "
+        "wrote %s",
+        cfg.protocol.name,
+        cfg.splits.test,
+        results["model"]["pve"],
+        results["model"]["mpjpe"],
+        floor["pve"],
+        floor["mpjpe"],
+        100 * fraction["pve"],
+        100 * fraction["mpjpe"],
+        run_dir / "hmr.pt",
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_hmr")
@@ -228,26 +294,38 @@ def main(cfg: DictConfig) -> None:
         val_set = ImageBenchmarkView(
             build_image_dataset(cfg.images, cfg.splits.val, crop_size=size), cfg.eval_limit
         )
-        per_epoch = max(1, len(train_set) // (engine.batch_size * dist.world_size) // engine.grad_accum)
-        if cfg.warmup_epochs is not None:  # the papers' warm-up is in epochs; the engine counts updates
-            engine.warmup_steps = max(1, round(cfg.warmup_epochs * per_epoch))
-        total = engine.max_steps or engine.epochs * per_epoch
-        objective = HMRObjective(cfg.loss.weights, total_steps=total, mask_schedule=cfg.mask_schedule,
-                                 gumbel=cfg.loss.gumbel, keypoints=list(cfg.loss.keypoints),
-                                 grad_accum=engine.grad_accum, seed=engine.seed, rank=dist.rank,
-                                 world_size=dist.world_size)  # fmt: skip
+        objective = build_objective(cfg, engine, dist, len(train_set))
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log.info("%s tokenizer %s (%s); transformer init %s; %s conditioning; %.2f M trainable parameters; "
-                 "%d training / %d validation images", model.kind, prep.tok_path, prep.tok_sha[:12],
-                 prep.init or "scratch", cfg.conditioning.name, n_params / 1e6, len(train_set), len(val_set))  # fmt: skip
+        log.info(
+            "%s tokenizer %s (%s); transformer init %s; %s conditioning; %.2f M trainable parameters; "
+            "%d training / %d validation images",
+            model.kind,
+            prep.tok_path,
+            prep.tok_sha[:12],
+            prep.init or "scratch",
+            cfg.conditioning.name,
+            n_params / 1e6,
+            len(train_set),
+            len(val_set),
+        )
         resolved = OmegaConf.to_container(cfg, resolve=True)
         logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
         eval_fn, history = validation(cfg, val_set, prep.body, objective, run_dir, dist, logger)
         t0 = time.perf_counter()
         try:
-            result = train(model, objective, train_set, engine=engine, dist=dist, run_dir=run_dir, config=resolved,
-                           eval_fn=eval_fn, logger=logger, extra_state={"objective": objective},
-                           max_bad_fraction=cfg.images.get("max_bad_fraction"))  # fmt: skip
+            result = train(
+                model,
+                objective,
+                train_set,
+                engine=engine,
+                dist=dist,
+                run_dir=run_dir,
+                config=resolved,
+                eval_fn=eval_fn,
+                logger=logger,
+                extra_state={"objective": objective},
+                max_bad_fraction=cfg.images.get("max_bad_fraction"),
+            )
         finally:
             logger.finish()
         seconds = time.perf_counter() - t0

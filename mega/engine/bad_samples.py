@@ -153,8 +153,14 @@ class BadSampleGuard:
         count = len(self.known)
         if self.dist.is_main:
             for index, instead, reason in new.values():
-                log.warning("bad training sample %d skipped (read %d instead): %s [%d bad of %d allowed]",
-                            index, instead, reason, count, self.budget)  # fmt: skip
+                log.warning(
+                    "bad training sample %d skipped (read %d instead): %s [%d bad of %d allowed]",
+                    index,
+                    instead,
+                    reason,
+                    count,
+                    self.budget,
+                )
             rows = ["index\treplacement\treason"] + [
                 f"{i}\t{j}\t{why}" for i, j, why in sorted(self.known.values())
             ]

@@ -55,9 +55,17 @@ log = logging.getLogger(__name__)
 # Config keys that decide the model's shapes or the data order: a checkpoint that differs in one of
 # them cannot be continued exactly (the prefixes are dotted keys of the resolved run config).
 IDENTITY_KEYS = (
-    "tokenizer", "transformer", "model", "backbone", "conditioning", "body_model", "data",
-    "engine.seed", "engine.batch_size", "engine.grad_accum",
-)  # fmt: skip
+    "tokenizer",
+    "transformer",
+    "model",
+    "backbone",
+    "conditioning",
+    "body_model",
+    "data",
+    "engine.seed",
+    "engine.batch_size",
+    "engine.grad_accum",
+)
 
 
 @dataclass
@@ -180,9 +188,8 @@ def restore_training_state(
     """
     state = _read_training_checkpoint(path, ts)
     bs, ws = int(state["batch_size"]), int(state["world_size"])
-    layout = [f"{k}: {old} in the checkpoint, {new} now"
-              for k, old, new in (("world_size", ws, dist.world_size), ("engine.batch_size", bs, ts.batches.batch_size))
-              if old != new]  # fmt: skip
+    pairs = (("world_size", ws, dist.world_size), ("engine.batch_size", bs, ts.batches.batch_size))
+    layout = [f"{k}: {old} in the checkpoint, {new} now" for k, old, new in pairs if old != new]
     diff = _config_diff(state.get("config"), config) if config is not None else []
     identity = [d for d in diff if _is_identity_key(d.split(":", 1)[0])]
     if strict and (identity or layout):
@@ -196,11 +203,13 @@ def restore_training_state(
     ts.batches.epoch = int(state["epoch"])
     ts.batches.position = int(state["batch_in_epoch"]) * bs * ws // (ts.batches.batch_size * dist.world_size)
     if layout:
+        now = f"{dist.world_size} ranks x batch {ts.batches.batch_size} instead of {ws} x {bs}"
         log.warning(
-            "resuming %s with %d ranks x batch %d instead of %d x %d: the data order continues approximately "
-            "and the random streams are re-seeded, so this is not an exact continuation",
-            path, dist.world_size, ts.batches.batch_size, ws, bs,
-        )  # fmt: skip
+            "resuming %s with %s: the data order continues approximately and the random streams are "
+            "re-seeded, so this is not an exact continuation",
+            path,
+            now,
+        )
     if diff:
         log.warning("the config differs from the checkpoint's: %s", "; ".join(diff[:10]))
     log.info(
@@ -305,12 +314,18 @@ def restore_newest_readable(
             corrupt.append(path)
             continue
         if skipped:
-            log.warning("resumed from the older checkpoint %s at step %d because %d newer one(s) could not be read",
-                        path, step, len(skipped))  # fmt: skip
+            log.warning(
+                "resumed from the older checkpoint %s at step %d because %d newer one(s) could not be read",
+                path,
+                step,
+                len(skipped),
+            )
         used = all_gather_object((str(path), step))
         if any(u != used[0] for u in used):
-            raise CheckpointError(f"the ranks resumed from different checkpoints: {used}; the files changed while "
-                                  "they were being read, or the ranks do not share the run directory")  # fmt: skip
+            raise CheckpointError(
+                f"the ranks resumed from different checkpoints: {used}; the files changed while "
+                "they were being read, or the ranks do not share the run directory"
+            )
         if dist.is_main:  # keep the damaged files for inspection, out of the history the next save rotates
             for bad in corrupt:
                 aside = bad.with_name(f"{bad.name}.corrupt")

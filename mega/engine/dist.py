@@ -144,9 +144,14 @@ def _open_store(rank: int, world_size: int, timeout: timedelta) -> tdist.Store:
         )
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     return tdist.TCPStore(
-        host, int(port), world_size, is_master=(rank == 0 and not agent_store), timeout=timeout,
-        wait_for_workers=False, multi_tenant=not agent_store,
-    )  # fmt: skip
+        host,
+        int(port),
+        world_size,
+        is_master=(rank == 0 and not agent_store),
+        timeout=timeout,
+        wait_for_workers=False,
+        multi_tenant=not agent_store,
+    )
 
 
 def start_process_group(
@@ -172,9 +177,9 @@ def start_process_group(
     """
     backend = "nccl" if dev.type == "cuda" else "gloo"
     startup = timedelta(seconds=startup_timeout_s)
-    kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
     errors: list[str] = []
     tries = startup_retries + 1
+    limit = f"start-up timeout {startup_timeout_s:.0f} s"
     faulthandler.dump_traceback_later(
         tries * startup_timeout_s + WATCHDOG_MARGIN_S, exit=True, file=sys.stderr
     )
@@ -182,24 +187,13 @@ def start_process_group(
         store = _open_store(rank, world_size, startup)
         for attempt in range(tries):
             prefix = store_prefix(attempt)
-            log.info("starting the %s process group (store prefix %s, start-up timeout %.0f s)",
-                     backend, prefix, startup_timeout_s)  # fmt: skip
+            log.info("starting the %s process group (store prefix %s, %s)", backend, prefix, limit)
             try:
-                tdist.init_process_group(
-                    backend, store=tdist.PrefixStore(prefix, store), rank=rank, world_size=world_size,
-                    timeout=startup, **kwargs,
-                )  # fmt: skip
-                ready = torch.ones(1, device=dev)
-                tdist.all_reduce(ready)  # every rank is connected and answers
-                if int(ready.item()) != world_size:
-                    raise RuntimeError(f"start-up all-reduce gave {ready.item()}, expected {world_size}")
-                tdist.distributed_c10d._set_pg_timeout(timedelta(seconds=timeout_s))
-                store.set_timeout(timedelta(seconds=timeout_s))
+                _start_on_prefix(store, prefix, backend, dev, rank, world_size, startup, timeout_s)
                 return
             except Exception as err:  # gloo/nccl/store raise RuntimeError, DistError, TimeoutError ...
-                errors.append(
-                    f"try {attempt + 1}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
-                )
+                first_line = (str(err).splitlines() or [""])[0][:300]
+                errors.append(f"try {attempt + 1}: {type(err).__name__}: {first_line}")
                 log.warning("rank %d: process-group start-up %s failed: %s", rank, prefix, errors[-1])
                 if tdist.is_initialized():
                     tdist.destroy_process_group()
@@ -214,6 +208,31 @@ def start_process_group(
         "torchrun --max-restarts=K the worker group is restarted; otherwise check that every rank was "
         "launched and can reach MASTER_ADDR:MASTER_PORT, or raise MEGA_DIST_STARTUP_TIMEOUT_S"
     )
+
+
+def _start_on_prefix(
+    store: Any,
+    prefix: str,
+    backend: str,
+    dev: torch.device,
+    rank: int,
+    world_size: int,
+    startup: timedelta,
+    timeout_s: float,
+) -> None:
+    """One start-up try on ``store`` under ``prefix``: the process group, one all-reduce of ones (every rank
+    is connected and answers), then the collective timeout of the running group. Raises on failure."""
+    kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
+    pg_store = tdist.PrefixStore(prefix, store)
+    tdist.init_process_group(
+        backend, store=pg_store, rank=rank, world_size=world_size, timeout=startup, **kwargs
+    )
+    ready = torch.ones(1, device=dev)
+    tdist.all_reduce(ready)
+    if int(ready.item()) != world_size:
+        raise RuntimeError(f"start-up all-reduce gave {ready.item()}, expected {world_size}")
+    tdist.distributed_c10d._set_pg_timeout(timedelta(seconds=timeout_s))
+    store.set_timeout(timedelta(seconds=timeout_s))
 
 
 def cleanup_dist() -> None:
