@@ -254,18 +254,9 @@ def main(cfg: DictConfig) -> None:
         logger = build_logger(cfg.logger, run_dir=run_dir, config=resolved, is_main=dist.is_main)
         try:
             extra = {"masks": masks, **({"frames": frames} if frames is not None else {})}
-            result = train(
-                model,
-                masked_token_loss(masks, dist.world_size, frames),
-                train_set,
-                engine=engine,
-                dist=dist,
-                run_dir=run_dir,
-                config=resolved,
-                eval_fn=eval_fn,
-                logger=logger,
-                extra_state=extra,
-            )
+            result = train(model, masked_token_loss(masks, dist.world_size, frames), train_set, engine=engine,
+                           dist=dist, run_dir=run_dir, config=resolved, eval_fn=eval_fn, logger=logger,
+                           extra_state=extra)  # fmt: skip
         finally:
             logger.finish()
         if dist.is_main:

@@ -313,19 +313,9 @@ def main(cfg: DictConfig) -> None:
         eval_fn, history = validation(cfg, val_set, prep.body, objective, run_dir, dist, logger)
         t0 = time.perf_counter()
         try:
-            result = train(
-                model,
-                objective,
-                train_set,
-                engine=engine,
-                dist=dist,
-                run_dir=run_dir,
-                config=resolved,
-                eval_fn=eval_fn,
-                logger=logger,
-                extra_state={"objective": objective},
-                max_bad_fraction=cfg.images.get("max_bad_fraction"),
-            )
+            result = train(model, objective, train_set, engine=engine, dist=dist, run_dir=run_dir, config=resolved,
+                           eval_fn=eval_fn, logger=logger, extra_state={"objective": objective},
+                           max_bad_fraction=cfg.images.get("max_bad_fraction"))  # fmt: skip
         finally:
             logger.finish()
         seconds = time.perf_counter() - t0
