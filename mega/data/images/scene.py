@@ -184,36 +184,8 @@ class SceneRenderer:
         """
         o, b = self.opts, len(global_orient)
         h, w = o.height, o.width
-        betas = (torch.randn(b, 10, generator=gen) * o.betas_std).clamp(-o.betas_clip, o.betas_clip)
-        rot = camera_rotation(
-            self._camera_yaw(gen, global_orient),
-            torch.deg2rad(_uniform(gen, b, *o.elevation_deg)),
-            torch.deg2rad(_uniform(gen, b, -o.roll_deg, o.roll_deg)),
-        )
-        orient = matrix_to_axis_angle(rot @ axis_angle_to_matrix(global_orient.float()))
-        out = self.body(global_orient=orient, body_pose=body_pose.float(), betas=betas)
-        pelvis3d = out.joints[:, 0]
-        focal = _uniform(gen, b, *o.focal) * max(w, h)
-        depth, pelvis_px, _ = place_people(gen, out.vertices - pelvis3d[:, None], focal, o)
-        center = torch.tensor([w / 2, h / 2])
-        target = torch.cat([(pelvis_px - center) / focal[:, None] * depth[:, None], depth[:, None]], -1)
-        transl = target - pelvis3d
-        verts, joints = out.vertices + transl[:, None], out.joints + transl[:, None]
-        K = torch.zeros(b, 3, 3)  # noqa: N806
-        K[:, 0, 0], K[:, 1, 1], K[:, :2, 2], K[:, 2, 2] = focal, focal, center, 1.0
-
-        # appearance
-        garment = torch.multinomial(torch.tensor([0.2, 0.45, 0.35]), b, True, generator=gen) * len(LEGS)
-        garment += torch.multinomial(torch.tensor([0.3, 0.7]), b, True, generator=gen)
-        colors = clothing_colors(gen, self.garments[garment])
-        light = torch.stack(
-            [_uniform(gen, b, -1, 1), _uniform(gen, b, -1, 0.5), -_uniform(gen, b, 0.2, 1)], -1
-        )
-        frags = rasterize(verts, self.body.faces, K, h, w)
-        rgb, alpha = shade(frags, verts, self.body.faces, colors, light,
-                           _uniform(gen, b, 0.25, 0.5), _uniform(gen, b, 0.5, 0.9))  # fmt: skip
-        tint = (1 + 0.08 * torch.randn(b, 1, 1, 3, generator=gen)).clamp(0.8, 1.2)
-        img = composite((rgb * tint).clamp(0, 1), alpha, backgrounds(gen, b, h, w))
+        orient, betas, transl, verts, joints, K = self._posed_and_placed(gen, global_orient, body_pose)  # noqa: N806
+        img, alpha = self._appearance(gen, verts, K)
 
         # 2D keypoints and occluders
         j2d_smpl = project_vertices(joints, K)
@@ -243,6 +215,45 @@ class SceneRenderer:
             "truncation": (1 - inside.float().mean(1)).numpy(),
             "occlusion": ((alpha > 0) & occ).sum((1, 2)).div(body_px).numpy(),
         }
+
+    def _posed_and_placed(self, gen: torch.Generator, global_orient: Tensor, body_pose: Tensor) -> tuple:
+        """Shape, camera view and placement of B bodies: ``(orient (B, 3) in the camera frame, betas (B, 10),
+        transl (B, 3), vertices (B, V, 3), joints (B, 24, 3), K (B, 3, 3))``."""
+        o, b = self.opts, len(global_orient)
+        h, w = o.height, o.width
+        betas = (torch.randn(b, 10, generator=gen) * o.betas_std).clamp(-o.betas_clip, o.betas_clip)
+        rot = camera_rotation(
+            self._camera_yaw(gen, global_orient),
+            torch.deg2rad(_uniform(gen, b, *o.elevation_deg)),
+            torch.deg2rad(_uniform(gen, b, -o.roll_deg, o.roll_deg)),
+        )
+        orient = matrix_to_axis_angle(rot @ axis_angle_to_matrix(global_orient.float()))
+        out = self.body(global_orient=orient, body_pose=body_pose.float(), betas=betas)
+        pelvis3d = out.joints[:, 0]
+        focal = _uniform(gen, b, *o.focal) * max(w, h)
+        depth, pelvis_px, _ = place_people(gen, out.vertices - pelvis3d[:, None], focal, o)
+        center = torch.tensor([w / 2, h / 2])
+        target = torch.cat([(pelvis_px - center) / focal[:, None] * depth[:, None], depth[:, None]], -1)
+        transl = target - pelvis3d
+        K = torch.zeros(b, 3, 3)  # noqa: N806
+        K[:, 0, 0], K[:, 1, 1], K[:, :2, 2], K[:, 2, 2] = focal, focal, center, 1.0
+        return orient, betas, transl, out.vertices + transl[:, None], out.joints + transl[:, None], K
+
+    def _appearance(self, gen: torch.Generator, verts: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:  # noqa: N803
+        """Clothing colours, light, shading, a tint and a background: images (B, H, W, 3) in [0, 1] and the
+        body's coverage (B, H, W)."""
+        o, b = self.opts, len(verts)
+        garment = torch.multinomial(torch.tensor([0.2, 0.45, 0.35]), b, True, generator=gen) * len(LEGS)
+        garment += torch.multinomial(torch.tensor([0.3, 0.7]), b, True, generator=gen)
+        colors = clothing_colors(gen, self.garments[garment])
+        light = torch.stack(
+            [_uniform(gen, b, -1, 1), _uniform(gen, b, -1, 0.5), -_uniform(gen, b, 0.2, 1)], -1
+        )
+        frags = rasterize(verts, self.body.faces, K, o.height, o.width)
+        ambient, diffuse = _uniform(gen, b, 0.25, 0.5), _uniform(gen, b, 0.5, 0.9)
+        rgb, alpha = shade(frags, verts, self.body.faces, colors, light, ambient, diffuse)
+        tint = (1 + 0.08 * torch.randn(b, 1, 1, 3, generator=gen)).clamp(0.8, 1.2)
+        return composite((rgb * tint).clamp(0, 1), alpha, backgrounds(gen, b, o.height, o.width)), alpha
 
     def _camera_yaw(self, gen: torch.Generator, global_orient: Tensor) -> Tensor:
         """(B,) camera yaw about the person: all-round, or within +-facing_deg of the person's front."""
