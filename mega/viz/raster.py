@@ -98,59 +98,11 @@ def rasterize(
     faces = faces.to(device=device, dtype=torch.long)
     n_faces = faces.shape[0]
     hw = height * width
-
     uv = project_vertices(vertices, K)  # (B, V, 2)
     tri_uv = uv[:, faces].reshape(-1, 3, 2)  # (B*F, 3, 2)
     tri_z = vertices[:, faces, 2].reshape(-1, 3)  # (B*F, 3)
-
-    # Pixel-index bounding box of each face: columns j with j + 0.5 in [min u, max u].
-    lo = torch.ceil(tri_uv.amin(1) - 0.5).clamp_min(0)
-    hi = torch.floor(tri_uv.amax(1) - 0.5)
-    hi[:, 0].clamp_(max=width - 1)
-    hi[:, 1].clamp_(max=height - 1)
-    coef = edge_coefficients(tri_uv)  # (B*F, 3, 3): w_k = A u + B v + C
-    area = coef[:, :, 2].sum(1)  # doubled signed area (w0 + w1 + w2 is constant)
-    valid = (tri_z.amin(1) >= near) & (hi >= lo).all(1) & (area.abs() > 1e-12)
-    valid &= torch.isfinite(tri_uv).all(2).all(1)
-    ids = valid.nonzero().squeeze(1)  # (T,) flat face index b * F + f
-    lo, hi = lo[ids].long(), hi[ids].long()
-    # Orient every face so that inside means w >= 0; 1/z is affine in screen space: (w / z).sum / area.
-    coef = coef[ids] * area[ids].sign()[:, None, None]
-    inv_z = (coef / tri_z[ids][:, :, None]).sum(1) / area[ids].abs()[:, None]  # (T, 3)
-    planes = torch.cat([coef.reshape(-1, 9), inv_z], 1)  # (T, 12)
-    pix0 = (ids // n_faces) * hw + lo[:, 1] * width + lo[:, 0]  # (T,) first pixel of each box
-    key_face = ids % n_faces
-    box_w = hi[:, 0] - lo[:, 0] + 1
-    counts = box_w * (hi[:, 1] - lo[:, 1] + 1)  # (T,)
-
-    empty = torch.iinfo(torch.int64).max
-    best = torch.full((b * hw,), empty, dtype=torch.int64, device=device)
-    ends = torch.cumsum(counts, 0)
-    start_face = 0
-    while start_face < len(ids):
-        # Faces [start_face, stop) whose candidates fit in one chunk (at least one face).
-        base = ends[start_face - 1] if start_face > 0 else ends.new_zeros(())
-        stop = max(int(torch.searchsorted(ends, base + chunk, right=True)), start_face + 1)
-        cnt = counts[start_face:stop]
-        local = torch.repeat_interleave(torch.arange(stop - start_face, device=device), cnt)
-        offset = torch.arange(len(local), device=device) - (ends[start_face:stop] - cnt - base)[local]
-        bw = box_w[start_face:stop][local]
-        dy = offset // bw
-        dx = offset - dy * bw
-        px = (lo[start_face:stop, 0][local] + dx).to(planes.dtype) + 0.5
-        py = (lo[start_face:stop, 1][local] + dy).to(planes.dtype) + 0.5
-        p = planes[start_face:stop][local]  # (N, 12)
-        w0 = p[:, 0] * px + p[:, 1] * py + p[:, 2]
-        w1 = p[:, 3] * px + p[:, 4] * py + p[:, 5]
-        w2 = p[:, 6] * px + p[:, 7] * py + p[:, 8]
-        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-        depth = (1.0 / (p[:, 9] * px + p[:, 10] * py + p[:, 11])).float()
-        key = (depth.view(torch.int32).long() << 32) | key_face[start_face:stop][local]
-        key = torch.where(inside, key, empty)
-        pix = pix0[start_face:stop][local] + dy * width + dx
-        best.scatter_reduce_(0, pix, key, reduce="amin")
-        start_face = stop
-
+    boxes = _FaceBoxes.of(tri_uv, tri_z, n_faces, height, width, near)
+    best = _nearest_per_pixel(boxes, b * hw, width, chunk)
     hit = best != torch.iinfo(torch.int64).max
     face_id = torch.where(hit, best & 0xFFFFFFFF, torch.full_like(best, -1))
     depth = torch.full((b * hw,), float("inf"), device=device)
@@ -170,3 +122,85 @@ def rasterize(
         face_id=face_id.view(b, height, width),
         bary=bary.view(b, height, width, 3),
     )
+
+
+@dataclass
+class _FaceBoxes:
+    """The T faces that can cover a pixel, each with its pixel bounding box and its screen-space planes.
+
+    Attributes:
+        planes: (T, 12) edge functions w_k = A u + B v + C (3 x 3, oriented so that inside is w >= 0) and
+            1/z as an affine function of (u, v) (3).
+        pix0: (T,) flat index (batch included) of the box's first pixel. key_face: (T,) face index in its mesh.
+        lo: (T, 2) first pixel column / row of the box. box_w: (T,) box width. counts: (T,) box pixels.
+    """
+
+    planes: Tensor
+    pix0: Tensor
+    key_face: Tensor
+    lo: Tensor
+    box_w: Tensor
+    counts: Tensor
+
+    @classmethod
+    def of(
+        cls, tri_uv: Tensor, tri_z: Tensor, n_faces: int, height: int, width: int, near: float
+    ) -> _FaceBoxes:
+        """From every face's pixel coordinates (B*F, 3, 2) and depths (B*F, 3); faces behind ``near``, outside
+        the image, degenerate or not finite are left out."""
+        # Pixel-index bounding box of each face: columns j with j + 0.5 in [min u, max u].
+        lo = torch.ceil(tri_uv.amin(1) - 0.5).clamp_min(0)
+        hi = torch.floor(tri_uv.amax(1) - 0.5)
+        hi[:, 0].clamp_(max=width - 1)
+        hi[:, 1].clamp_(max=height - 1)
+        coef = edge_coefficients(tri_uv)  # (B*F, 3, 3): w_k = A u + B v + C
+        area = coef[:, :, 2].sum(1)  # doubled signed area (w0 + w1 + w2 is constant)
+        valid = (tri_z.amin(1) >= near) & (hi >= lo).all(1) & (area.abs() > 1e-12)
+        valid &= torch.isfinite(tri_uv).all(2).all(1)
+        ids = valid.nonzero().squeeze(1)  # (T,) flat face index b * F + f
+        lo, hi = lo[ids].long(), hi[ids].long()
+        # Orient every face so that inside means w >= 0; 1/z is affine in screen space: (w / z).sum / area.
+        coef = coef[ids] * area[ids].sign()[:, None, None]
+        inv_z = (coef / tri_z[ids][:, :, None]).sum(1) / area[ids].abs()[:, None]  # (T, 3)
+        planes = torch.cat([coef.reshape(-1, 9), inv_z], 1)  # (T, 12)
+        pix0 = (
+            (ids // n_faces) * (height * width) + lo[:, 1] * width + lo[:, 0]
+        )  # (T,) first pixel of each box
+        box_w = hi[:, 0] - lo[:, 0] + 1
+        counts = box_w * (hi[:, 1] - lo[:, 1] + 1)  # (T,)
+        return cls(planes, pix0, ids % n_faces, lo, box_w, counts)
+
+
+def _nearest_per_pixel(boxes: _FaceBoxes, num_pixels: int, width: int, chunk: int) -> Tensor:
+    """(B*H*W,) int64 per pixel: (float32 depth bits << 32) | face index of the nearest covering face, or the
+    int64 maximum where no face covers it. The (face, pixel) candidates run in chunks of ``chunk``."""
+    planes, lo, box_w, counts = boxes.planes, boxes.lo, boxes.box_w, boxes.counts
+    device = planes.device
+    empty = torch.iinfo(torch.int64).max
+    best = torch.full((num_pixels,), empty, dtype=torch.int64, device=device)
+    ends = torch.cumsum(counts, 0)
+    start_face = 0
+    while start_face < len(counts):
+        # Faces [start_face, stop) whose candidates fit in one chunk (at least one face).
+        base = ends[start_face - 1] if start_face > 0 else ends.new_zeros(())
+        stop = max(int(torch.searchsorted(ends, base + chunk, right=True)), start_face + 1)
+        cnt = counts[start_face:stop]
+        local = torch.repeat_interleave(torch.arange(stop - start_face, device=device), cnt)
+        offset = torch.arange(len(local), device=device) - (ends[start_face:stop] - cnt - base)[local]
+        bw = box_w[start_face:stop][local]
+        dy = offset // bw
+        dx = offset - dy * bw
+        px = (lo[start_face:stop, 0][local] + dx).to(planes.dtype) + 0.5
+        py = (lo[start_face:stop, 1][local] + dy).to(planes.dtype) + 0.5
+        p = planes[start_face:stop][local]  # (N, 12)
+        w0 = p[:, 0] * px + p[:, 1] * py + p[:, 2]
+        w1 = p[:, 3] * px + p[:, 4] * py + p[:, 5]
+        w2 = p[:, 6] * px + p[:, 7] * py + p[:, 8]
+        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+        depth = (1.0 / (p[:, 9] * px + p[:, 10] * py + p[:, 11])).float()
+        key = (depth.view(torch.int32).long() << 32) | boxes.key_face[start_face:stop][local]
+        key = torch.where(inside, key, empty)
+        pix = boxes.pix0[start_face:stop][local] + dy * width + dx
+        best.scatter_reduce_(0, pix, key, reduce="amin")
+        start_face = stop
+    return best
