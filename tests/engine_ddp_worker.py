@@ -161,8 +161,17 @@ def main(cfg: DictConfig) -> None:
             loss_fn = functools.partial(_slow, loss_fn, float(cfg.sleep_s))
         logger = RecordingLogger()
         config = OmegaConf.to_container(cfg, resolve=True)
-        train(model, loss_fn, dataset, engine=engine, dist=dist, run_dir=run_dir, logger=logger, config=config,
-              max_bad_fraction=cfg.get("max_bad_fraction"))  # fmt: skip
+        train(
+            model,
+            loss_fn,
+            dataset,
+            engine=engine,
+            dist=dist,
+            run_dir=run_dir,
+            logger=logger,
+            config=config,
+            max_bad_fraction=cfg.get("max_bad_fraction"),
+        )
         out = {"run_dir": run_dir, "model": model.state_dict(), "records": logger.records}
         torch.save(out, f"{cfg.out}.rank{dist.rank}")
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from fixtures_engine import small_engine
 
 from mega.engine.launch import rendezvous_args
 
@@ -28,10 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "engine_ddp_worker.py"
 
 # 2 ranks x batch 4 over 40 samples: 5 updates per epoch; 12 updates cross two epochs.
-ENGINE = {
-    "max_steps": 12, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "device": "cpu", "precision": "fp32",
-    "log_every": 1, "progress_bar": False, "ckpt_every": 3, "keep_last": 2,
-}  # fmt: skip
+ENGINE = small_engine(max_steps=12, warmup_steps=2, device="cpu", ckpt_every=3, keep_last=2)
 
 
 @dataclass
@@ -88,10 +86,19 @@ def launch(
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", **(env or {})}
     full_env.pop("MEGA_RUN_ID", None)
     worker = [str(WORKER), "--config-path", str(tmp), "--config-name", name]
-    cmd = [
-        str(Path(sys.executable).with_name("torchrun")), f"--nproc_per_node={nproc}", f"--max-restarts={restarts}",
-        "--monitor-interval=0.2", *rendezvous_args(mode, "faults"), *torchrun_args, *worker,
-    ] if nproc > 1 else [sys.executable, *worker]  # fmt: skip
+    cmd = (
+        [
+            str(Path(sys.executable).with_name("torchrun")),
+            f"--nproc_per_node={nproc}",
+            f"--max-restarts={restarts}",
+            "--monitor-interval=0.2",
+            *rendezvous_args(mode, "faults"),
+            *torchrun_args,
+            *worker,
+        ]
+        if nproc > 1
+        else [sys.executable, *worker]
+    )
     start = time.perf_counter()
     if interrupt is None:
         proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
@@ -109,8 +116,15 @@ def launch(
 def _run_interrupted(cmd: list[str], env: dict, cwd: Path, timeout: float, text: str, sig: int, target: str):
     """Run ``cmd`` in its own session, send ``sig`` when ``text`` appears; (exit status, merged output)."""
     env = {**env, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
     lines, sent = [], False

@@ -67,8 +67,12 @@ def _pose_world(body: Any, orient: np.ndarray, pose: np.ndarray, betas: np.ndarr
     f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     with torch.no_grad():
         # Rotation matrices for the root: a (3, 3) axis-angle batch would read as one matrix.
-        out = body(global_orient=axis_angle_to_matrix(f(orient)), body_pose=f(pose).reshape(len(pose), 23, 3),
-                   betas=f(betas[:, :10]), transl=f(trans))  # fmt: skip
+        out = body(
+            global_orient=axis_angle_to_matrix(f(orient)),
+            body_pose=f(pose).reshape(len(pose), 23, 3),
+            betas=f(betas[:, :10]),
+            transl=f(trans),
+        )
     return out.vertices.double().numpy(), out.joints.double().numpy()
 
 
@@ -122,10 +126,20 @@ def make_3dpw(root: Path, bodies: Callable[[str], Any], seed: int = 0) -> dict[s
     expected: dict[str, list[tuple[str, int, int]]] = {}
     for k, (split, seq, genders, n, valid, n_betas) in enumerate(THREEDPW_SEQUENCES):
         ext = _cameras(rng, n)
-        data: dict[str, Any] = {"sequence": seq, "genders": genders, "cam_poses": ext, "cam_intrinsics": INTRINSICS,
-                                "img_frame_ids": np.arange(n) * 2, "poses": [], "trans": [], "betas": [],
-                                "poses2d": [], "jointPositions": [], "campose_valid": [],
-                                "texture_maps": [None] * len(genders)}  # fmt: skip
+        data: dict[str, Any] = {
+            "sequence": seq,
+            "genders": genders,
+            "cam_poses": ext,
+            "cam_intrinsics": INTRINSICS,
+            "img_frame_ids": np.arange(n) * 2,
+            "poses": [],
+            "trans": [],
+            "betas": [],
+            "poses2d": [],
+            "jointPositions": [],
+            "campose_valid": [],
+            "texture_maps": [None] * len(genders),
+        }
         for p, gender in enumerate(genders):
             m = _motion(rng, n)
             betas = rng.normal(0, 1, n_betas[p])
@@ -144,8 +158,15 @@ def make_3dpw(root: Path, bodies: Callable[[str], Any], seed: int = 0) -> dict[s
             data["poses2d"].append(poses2d)
             data["jointPositions"].append(joints.reshape(n, 72))
             data["campose_valid"].append(np.array(valid[p], dtype=np.float64))
-            truth[(seq, p)] = {**m, "betas": betas, "gender": gname, "ext": ext, "kp2d": poses2d,
-                               "joints_2d": _project(joints, ext), "valid": np.array(valid[p], bool)}  # fmt: skip
+            truth[(seq, p)] = {
+                **m,
+                "betas": betas,
+                "gender": gname,
+                "ext": ext,
+                "kp2d": poses2d,
+                "joints_2d": _project(joints, ext),
+                "valid": np.array(valid[p], bool),
+            }
         write_py2_pickle(data, root / "sequenceFiles" / split / f"{seq}.pkl")
         for t in range(n):
             write_jpeg(root / "imageFiles" / seq / f"image_{t:05d}.jpg", seed=100 * k + t)
@@ -182,13 +203,22 @@ def make_emdb(root: Path, bodies: Callable[[str], Any], seed: int = 1) -> dict[s
         kp2d = _project(joints, ext)  # (n, 24, 2)
         boxes = np.concatenate([kp2d.min(axis=1), kp2d.max(axis=1)], axis=1)
         data = {
-            "gender": gender, "name": name, "emdb1": emdb1, "emdb2": not emdb1, "n_frames": n,
+            "gender": gender,
+            "name": name,
+            "emdb1": emdb1,
+            "emdb2": not emdb1,
+            "n_frames": n,
             "good_frames_mask": np.array(good, dtype=bool),
-            "camera": {"intrinsics": INTRINSICS, "extrinsics": ext, "width": IMAGE_SIZE[0], "height": IMAGE_SIZE[1]},
+            "camera": {
+                "intrinsics": INTRINSICS,
+                "extrinsics": ext,
+                "width": IMAGE_SIZE[0],
+                "height": IMAGE_SIZE[1],
+            },
             "smpl": {"poses_root": m["orient"], "poses_body": m["pose"], "trans": m["trans"], "betas": betas},
             "kp2d": kp2d,
             "bboxes": {"bboxes": boxes, "invalid_idxs": np.array(invalid, dtype=np.int64)},
-        }  # fmt: skip
+        }
         seq_dir = root / subject / folder
         seq_dir.mkdir(parents=True, exist_ok=True)
         with open(seq_dir / f"{name}_data.pkl", "wb") as f:

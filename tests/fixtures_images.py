@@ -45,8 +45,13 @@ def make_people(n: int, seed: int = 0, cam_int: np.ndarray = CAM_INT) -> dict[st
     body_pose = torch.randn(n, 23, 3, generator=g) * 0.25
     betas = torch.randn(n, 10, generator=g)
     transl = torch.stack(
-        [(torch.rand(n, generator=g) - 0.5) * 0.6, (torch.rand(n, generator=g) - 0.5) * 0.4,
-         4.0 + torch.rand(n, generator=g)], -1)  # fmt: skip
+        [
+            (torch.rand(n, generator=g) - 0.5) * 0.6,
+            (torch.rand(n, generator=g) - 0.5) * 0.4,
+            4.0 + torch.rand(n, generator=g),
+        ],
+        -1,
+    )
     with torch.no_grad():
         out = body(global_orient=go, body_pose=body_pose, betas=betas, transl=transl)
         coco = torch.einsum("kv,bvc->bkc", body.keypoint_regressor("coco17"), out.vertices)
@@ -114,31 +119,65 @@ def write_npz_dataset(
     keys: dict[str, np.ndarray] = {"imgname": np.array(names), "center": p["center"]}
     s = np.concatenate([p["joints"], np.ones((n, 24, 1))], -1)
     if variant == "ours":
-        keys.update(scale=p["scale"], j2d_coco=p["j2d_coco"], j2d_smpl=p["j2d_smpl"], pose=p["pose"],
-                    shape=p["betas"], has_smpl=np.ones(n), S=s, trans=p["transl"],
-                    cam_int=np.repeat(cam[None], n, 0), gender=np.array(["neutral"] * n),
-                    sequence=np.array([f"seq{i // 2}" for i in range(n)]), frame=np.arange(n, dtype=np.int64),
-                    img_size=np.tile([WIDTH, HEIGHT], (n, 1)))  # fmt: skip
+        keys.update(
+            scale=p["scale"],
+            j2d_coco=p["j2d_coco"],
+            j2d_smpl=p["j2d_smpl"],
+            pose=p["pose"],
+            shape=p["betas"],
+            has_smpl=np.ones(n),
+            S=s,
+            trans=p["transl"],
+            cam_int=np.repeat(cam[None], n, 0),
+            gender=np.array(["neutral"] * n),
+            sequence=np.array([f"seq{i // 2}" for i in range(n)]),
+            frame=np.arange(n, dtype=np.int64),
+            img_size=np.tile([WIDTH, HEIGHT], (n, 1)),
+        )
     elif variant == "spin":
         part = np.zeros((n, 24, 3))
         part[:, SPIN24_TO_COCO17] = p["j2d_coco"]
         has = (np.arange(n) % 2 == 0).astype(np.float64)
-        keys.update(scale=p["scale"], part=part, pose=p["pose"] * has[:, None], shape=p["betas"] * has[:, None],
-                    has_smpl=has, S=s)  # fmt: skip
+        keys.update(
+            scale=p["scale"],
+            part=part,
+            pose=p["pose"] * has[:, None],
+            shape=p["betas"] * has[:, None],
+            has_smpl=has,
+            S=s,
+        )
     elif variant == "bedlam":
-        keys.update(scale=p["scale"], pose_cam=p["pose"], shape=np.concatenate([p["betas"], np.zeros((n, 1))], 1),
-                    trans_cam=p["transl"], cam_int=np.repeat(cam[None], n, 0), j2d_coco=p["j2d_coco"],
-                    gender=np.array([b"male", b"female"] * (n // 2) + [b"neutral"] * (n % 2)))  # fmt: skip
+        keys.update(
+            scale=p["scale"],
+            pose_cam=p["pose"],
+            shape=np.concatenate([p["betas"], np.zeros((n, 1))], 1),
+            trans_cam=p["transl"],
+            cam_int=np.repeat(cam[None], n, 0),
+            j2d_coco=p["j2d_coco"],
+            gender=np.array([b"male", b"female"] * (n // 2) + [b"neutral"] * (n % 2)),
+        )
     elif variant == "mega":
-        keys.update(scale=p["scale"], root_orient=p["pose"][:, :3], pose_body=p["pose"][:, 3:66],
-                    betas=p["betas"], j2d=p["j2d_smpl"], cam_int=np.repeat(cam[None], n, 0),
-                    gender=np.array(["m", "f"] * (n // 2) + ["m"] * (n % 2)))  # fmt: skip
+        keys.update(
+            scale=p["scale"],
+            root_orient=p["pose"][:, :3],
+            pose_body=p["pose"][:, 3:66],
+            betas=p["betas"],
+            j2d=p["j2d_smpl"],
+            cam_int=np.repeat(cam[None], n, 0),
+            gender=np.array(["m", "f"] * (n // 2) + ["m"] * (n % 2)),
+        )
     elif variant == "hmr2":
         op = np.zeros((n, 25, 3))
         op[:, [0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11]] = p["j2d_coco"]
         side = p["scale"] * 200
-        keys.update(scale=np.stack([side, side], 1), body_pose=p["pose"], has_body_pose=np.ones(n),
-                    betas=p["betas"], body_keypoints_2d=op, cam_int=np.repeat(cam[None], n, 0))  # fmt: skip
+        keys.update(
+            scale=np.stack([side, side], 1),
+            body_pose=p["pose"],
+            has_body_pose=np.ones(n),
+            betas=p["betas"],
+            body_keypoints_2d=op,
+            cam_int=np.repeat(cam[None], n, 0),
+        )
     else:
         raise ValueError(variant)
     np.savez(root / f"{variant}.npz", **keys)
@@ -147,8 +186,13 @@ def write_npz_dataset(
 
 def write_shards(root: Path, n: int = 5, per_shard: int = 3, seed: int = 0) -> tuple[list[Path], dict]:
     """4D-Humans webdataset shards: ``<key>.jpg`` + ``<key>.data.pyd`` (a list with one person each)."""
-    p = make_people(n, seed, np.array([[np.hypot(WIDTH, HEIGHT), 0, WIDTH / 2],
-                                       [0, np.hypot(WIDTH, HEIGHT), HEIGHT / 2], [0, 0, 1.0]]))  # fmt: skip
+    p = make_people(
+        n,
+        seed,
+        np.array(
+            [[np.hypot(WIDTH, HEIGHT), 0, WIDTH / 2], [0, np.hypot(WIDTH, HEIGHT), HEIGHT / 2], [0, 0, 1.0]]
+        ),
+    )
     root.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in range(0, n, per_shard):
@@ -159,9 +203,17 @@ def write_shards(root: Path, n: int = 5, per_shard: int = 3, seed: int = 0) -> t
                 Image.fromarray(draw_dots(p["j2d_smpl"][i])).save(buf, format="JPEG", quality=95)
                 kp2d = np.zeros((44, 3))
                 kp2d[[0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11]] = p["j2d_coco"][i]
-                person = {"center": p["center"][i], "scale": np.full(2, p["scale"][i]), "keypoints_2d": kp2d,
-                          "keypoints_3d": np.zeros((44, 4)), "body_pose": p["pose"][i], "betas": p["betas"][i],
-                          "has_body_pose": 1.0, "has_betas": 1.0, "extra_info": {}}  # fmt: skip
+                person = {
+                    "center": p["center"][i],
+                    "scale": np.full(2, p["scale"][i]),
+                    "keypoints_2d": kp2d,
+                    "keypoints_3d": np.zeros((44, 4)),
+                    "body_pose": p["pose"][i],
+                    "betas": p["betas"][i],
+                    "has_body_pose": 1.0,
+                    "has_betas": 1.0,
+                    "extra_info": {},
+                }
                 for suffix, data in ((".jpg", buf.getvalue()), (".data.pyd", pickle.dumps([person]))):
                     info = tarfile.TarInfo(f"sample{i:04d}{suffix}")
                     info.size = len(data)

@@ -40,7 +40,7 @@ def save_tiny_hmr(folder: Path, body) -> Path:
             "widths": [8, 16, 32],
             "depths": [1, 1],
             "pyramid_scales": [],
-        },  # fmt: skip
+        },
         "transformer": {"dim": 32, "encoder_depth": 1, "decoder_depth": 2, "num_heads": 2},
         "conditioning": {"name": "prefix"},
         "heads": {"head_hidden": 32, "init_scale": 0.9},
@@ -55,5 +55,12 @@ def heldout_set(root: Path) -> Path:
     from mega.data.images.synthetic import ensure_synthetic_images
 
     motion = {"root": str(root / "motion"), "seed": 0, "sequences": {"train": 2, "val": 1, "test": 2}}
-    return ensure_synthetic_images(root / "images", sizes={"test": 3}, motion=motion, progress=False,
-                                   width=128, height=112, box_px=[70.0, 100.0])  # fmt: skip
+    return ensure_synthetic_images(
+        root / "images",
+        sizes={"test": 3},
+        motion=motion,
+        progress=False,
+        width=128,
+        height=112,
+        box_px=[70.0, 100.0],
+    )

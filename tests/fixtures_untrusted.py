@@ -71,8 +71,12 @@ def crafted_npz(folder: Path, marker: Path) -> Path:
     return path
 
 
-CRAFTED = {"SMPL .pkl": crafted_smpl, "3DPW .pkl": crafted_3dpw, "shard data.pyd": crafted_shard,
-           "npz object array": crafted_npz}  # fmt: skip
+CRAFTED = {
+    "SMPL .pkl": crafted_smpl,
+    "3DPW .pkl": crafted_3dpw,
+    "shard data.pyd": crafted_shard,
+    "npz object array": crafted_npz,
+}
 
 
 def read_with_project_reader(kind: str, path: Path) -> None:

@@ -64,8 +64,9 @@ def _npy_bytes(arr: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
     if shape is None:
         return buf.getvalue()
     header = io.BytesIO()
-    np.lib.format.write_array_header_2_0(header, {"descr": np.lib.format.dtype_to_descr(arr.dtype),
-                                                  "fortran_order": False, "shape": shape})  # fmt: skip
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": shape}
+    )
     return header.getvalue() + arr.tobytes()
 
 
@@ -183,8 +184,9 @@ def _checkpoint_mutation(rng: random.Random, raw: bytes) -> tuple[str, bytes]:
 class Reader:
     """A reader under test: ``make(folder) -> valid file``, ``read(path)``, structure-aware mutation."""
 
-    def __init__(self, make: Callable[[Path], Path], read: Callable[[Path], object],
-                 structured: Callable | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, make: Callable[[Path], Path], read: Callable[[Path], object], structured: Callable | None = None
+    ) -> None:
         self.make, self.read, self.structured = make, read, structured
 
 
@@ -207,8 +209,16 @@ def _amass(folder: Path) -> Path:
     rng = np.random.default_rng(0)
     n = 12
     path = folder / "walk_poses.npz"
-    write_amass_npz(path, rng.normal(size=(n, 3)) * 0.1, rng.normal(size=(n, 63)) * 0.1, np.zeros((n, 90)),
-                    rng.normal(size=(n, 3)), rng.normal(size=16), "female", 60.0)  # fmt: skip
+    write_amass_npz(
+        path,
+        rng.normal(size=(n, 3)) * 0.1,
+        rng.normal(size=(n, 63)) * 0.1,
+        np.zeros((n, 90)),
+        rng.normal(size=(n, 3)),
+        rng.normal(size=16),
+        "female",
+        60.0,
+    )
     return path
 
 
@@ -220,9 +230,13 @@ def _read_amass(path: Path) -> None:
 
 def _coco(folder: Path) -> Path:
     kp = [v for j in range(17) for v in (10.0 + j, 20.0 + 2 * j, 2)]
-    data = {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
-            "annotations": [{"image_id": 1, "keypoints": kp, "bbox": [5, 5, 40, 60], "num_keypoints": 17},
-                            {"image_id": 2, "keypoints": kp, "num_keypoints": 17}]}  # fmt: skip
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+        "annotations": [
+            {"image_id": 1, "keypoints": kp, "bbox": [5, 5, 40, 60], "num_keypoints": 17},
+            {"image_id": 2, "keypoints": kp, "num_keypoints": 17},
+        ],
+    }
     path = folder / "person_keypoints.json"
     path.write_text(json.dumps(data))
     return path
@@ -305,8 +319,13 @@ def _read_tokenizer(path: Path) -> None:
 def _motion_manifest(folder: Path) -> Path:
     from mega.data.motion.synth import GENERATOR_VERSION, MANIFEST, activity_weights, generator_fingerprint
 
-    wanted = {"version": GENERATOR_VERSION, "fingerprint": generator_fingerprint(), "seed": 0,
-              "sequences": {"train": 2, "val": 1, "test": 1}, "activities": activity_weights(None)}  # fmt: skip
+    wanted = {
+        "version": GENERATOR_VERSION,
+        "fingerprint": generator_fingerprint(),
+        "seed": 0,
+        "sequences": {"train": 2, "val": 1, "test": 1},
+        "activities": activity_weights(None),
+    }
     root = folder / "motion"
     root.mkdir()
     (root / MANIFEST).write_text(json.dumps(wanted))
@@ -398,8 +417,16 @@ def fuzz(name: str, budget: int, seed: int, folder: Path, progress: Path | None 
         outcome = classify(err, path)
         if cpu > 1.0:
             outcome = f"FAIL slow ({cpu:.2f} s CPU): {outcome}"
-        cases.append({"reader": name, "case": case, "mutation": mutation, "outcome": outcome,
-                      "cpu_s": cpu, "wall_s": time.perf_counter() - wall})  # fmt: skip
+        cases.append(
+            {
+                "reader": name,
+                "case": case,
+                "mutation": mutation,
+                "outcome": outcome,
+                "cpu_s": cpu,
+                "wall_s": time.perf_counter() - wall,
+            }
+        )
     path.write_bytes(raw)
     return cases
 
@@ -437,8 +464,13 @@ def main() -> None:
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.readers.split(","):
-            cases += fuzz(name, args.budget, args.seed, Path(tmp) / name.replace(" ", "_"),
-                          args.out.with_suffix(".progress"))  # fmt: skip
+            cases += fuzz(
+                name,
+                args.budget,
+                args.seed,
+                Path(tmp) / name.replace(" ", "_"),
+                args.out.with_suffix(".progress"),
+            )
     args.out.write_text(json.dumps(cases, indent=1))
     fails = [c for c in cases if c["outcome"].startswith("FAIL")]
     print(f"{len(cases)} cases, {len(fails)} failures, max CPU {max(c['cpu_s'] for c in cases):.3f} s")

@@ -25,8 +25,15 @@ DECODINGS = {
     "stochastic": {"sampler": STOCHASTIC},
     "pose_guided": {"sampler": STOCHASTIC, "refiner": {"name": "pose_guided", "iterations": 2}},
 }
-PICTURES = {"panel_height": 64, "zoom": True, "side_view": True, "sd_max_mm": None, "bbox_margin": 1.2,
-            "max_people": 4, "export": ["obj", "ply", "npz", "json"]}  # fmt: skip
+PICTURES = {
+    "panel_height": 64,
+    "zoom": True,
+    "side_view": True,
+    "sd_max_mm": None,
+    "bbox_margin": 1.2,
+    "max_people": 4,
+    "export": ["obj", "ply", "npz", "json"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +118,24 @@ def test_whole_image_without_detector_and_clip(app_assets, tmp_path):
 
 def test_bad_inputs_give_one_message(app_assets, tmp_path):
     s = session(app_assets, tmp_path, limits=Limits(max_upload_mb=0.01, max_pixels=200 * 200))
-    cases = {"notes.png": b"hello, not an image", "empty.jpg": b"", "clip.mp4": b"not a video either",
-             "table.csv": b"a,b\n1,2\n"}  # fmt: skip
+    cases = {
+        "notes.png": b"hello, not an image",
+        "empty.jpg": b"",
+        "clip.mp4": b"not a video either",
+        "table.csv": b"a,b\n1,2\n",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "big.png").write_bytes(b"0" * 20000)
     cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((10, 5000, 3), np.uint8))
-    expected = {"notes.png": "notes.png is not an image that can be read", "empty.jpg": "empty file",
-                "clip.mp4": "OpenCV cannot read this video", "table.csv": "neither an image",
-                "big.png": "too large: 0.0 MB, the limit is 0.01 MB", "wide.png": "5000 x 10 pixels"}  # fmt: skip
+    expected = {
+        "notes.png": "notes.png is not an image that can be read",
+        "empty.jpg": "empty file",
+        "clip.mp4": "OpenCV cannot read this video",
+        "table.csv": "neither an image",
+        "big.png": "too large: 0.0 MB, the limit is 0.01 MB",
+        "wide.png": "5000 x 10 pixels",
+    }
     for name, text in expected.items():
         with pytest.raises(PageError, match=text):
             s.run(tmp_path / name, "deterministic", 1, "head")

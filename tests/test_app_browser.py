@@ -109,8 +109,12 @@ def browser():
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, free_body):
     root = tmp_path_factory.mktemp("app_browser")
-    return {"root": root, "ckpt": save_tiny_hmr(root, free_body), "images": heldout_set(root),
-            "vertices": free_body.num_vertices}  # fmt: skip
+    return {
+        "root": root,
+        "ckpt": save_tiny_hmr(root, free_body),
+        "images": heldout_set(root),
+        "vertices": free_body.num_vertices,
+    }
 
 
 def open_page(browser, app: App):
@@ -121,8 +125,14 @@ def open_page(browser, app: App):
     page = ctx.new_page()
     page.set_default_timeout(180_000)  # a loaded 2-core machine renders WebGL on the CPU slowly
     page.outside = []
-    page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", "localhost") and
-            not r.url.startswith(("data:", "blob:")) and page.outside.append(r.url))  # fmt: skip
+    page.on(
+        "request",
+        lambda r: (
+            urlparse(r.url).hostname not in ("127.0.0.1", "localhost")
+            and not r.url.startswith(("data:", "blob:"))
+            and page.outside.append(r.url)
+        ),
+    )
     page.goto(app.url, timeout=180_000)
     page.wait_for_selector("#run")
     return page
@@ -138,8 +148,13 @@ def upload_and_run(page, path: Path) -> None:
 
 
 def test_page_upload_run_turn_download(browser, assets, tmp_path):
-    app = App(tmp_path / "cwd", f"checkpoint={assets['ckpt']}", f"examples.images_root={assets['images']}",
-              "examples.video=null", "pictures.panel_height=240")  # fmt: skip
+    app = App(
+        tmp_path / "cwd",
+        f"checkpoint={assets['ckpt']}",
+        f"examples.images_root={assets['images']}",
+        "examples.video=null",
+        "pictures.panel_height=240",
+    )
     page = None
     try:
         page = open_page(browser, app)
@@ -194,8 +209,9 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
         notes = tmp_path / "notes.png"
         notes.write_text("this is text, not a picture")
         upload_and_run(page, notes)
-        page.wait_for_function("document.querySelector('#message').innerText.includes('not an image')",
-                               timeout=180_000)  # fmt: skip
+        page.wait_for_function(
+            "document.querySelector('#message').innerText.includes('not an image')", timeout=180_000
+        )
         text = page.locator("#message").inner_text()
         assert "notes.png is not an image that can be read" in text and "Traceback" not in text
         # a webcam snapshot (Chromium's fake camera) replaces the file and runs as the whole image
@@ -206,8 +222,9 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
         page.wait_for_selector("#snapshot img")
         page.wait_for_selector('#upload td.filename[aria-label="notes.png"]', state="detached")
         page.click("#run")
-        page.wait_for_function("document.querySelector('#message').innerText.includes('whole image')",
-                               timeout=180_000)  # fmt: skip
+        page.wait_for_function(
+            "document.querySelector('#message').innerText.includes('whole image')", timeout=180_000
+        )
         assert page.locator("#overlay img").count() == 1 and page.locator("#sd img").count() == 1
         assert page.outside == [], page.outside  # offline: nothing but localhost was asked for
     except Exception:
@@ -240,8 +257,9 @@ def test_checkpoint_that_does_not_load_is_said_in_the_page(browser, assets, tmp_
         image = tmp_path / "gray.png"
         Image.fromarray(np.full((60, 80, 3), 120, np.uint8)).save(image)
         upload_and_run(page, image)
-        page.wait_for_function("document.querySelector('#message').innerText.includes('does not load')",
-                               timeout=180_000)  # fmt: skip
+        page.wait_for_function(
+            "document.querySelector('#message').innerText.includes('does not load')", timeout=180_000
+        )
         assert "make quickstart" in page.locator("#message").inner_text()
     finally:
         if page is not None:

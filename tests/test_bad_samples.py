@@ -16,6 +16,7 @@ import pytest
 import torch
 from engine_ddp_worker import SampleFiles, make_model, mse_loss, write_sample_files
 from faults_launch import same_weights
+from fixtures_engine import small_engine
 
 from mega.engine import DistInfo, EngineConfig, seed_everything, train
 from mega.engine.bad_samples import LIST_NAME, BadSampleBudgetError, SkippingDataset, replacement
@@ -27,16 +28,21 @@ BAD = {5: "truncated", 17: "text"}
 
 
 def _engine(**kw) -> EngineConfig:
-    base = dict(max_steps=12, batch_size=4, lr=1e-2, warmup_steps=2, precision="fp32", log_every=1,
-                ckpt_every=0, progress_bar=False)  # fmt: skip
-    return EngineConfig(**{**base, **kw})
+    return EngineConfig(**small_engine(**{"max_steps": 12, "warmup_steps": 2, "ckpt_every": 0, **kw}))
 
 
 def _train(run_dir, folder, fraction=0.05, loss_fn=mse_loss, **kw):
     seed_everything(0)
     model = make_model()
-    result = train(model, loss_fn, SampleFiles(folder), engine=_engine(**kw), dist=DistInfo(), run_dir=run_dir,
-                   max_bad_fraction=fraction)  # fmt: skip
+    result = train(
+        model,
+        loss_fn,
+        SampleFiles(folder),
+        engine=_engine(**kw),
+        dist=DistInfo(),
+        run_dir=run_dir,
+        max_bad_fraction=fraction,
+    )
     return model, result
 
 

@@ -47,8 +47,14 @@ def assets(tmp_path_factory, free_body):
     kp = np.array([[60 + 8 * np.sin(j), 20 + 3.5 * j, 0.9] for j in range(17)])
     x0, y0 = kp[:, :2].min(0) - 5
     x1, y1 = kp[:, :2].max(0) + 5
-    dets = [{"image_id": "a.png", "keypoints": kp.reshape(-1).tolist(), "bbox": [x0, y0, x1 - x0, y1 - y0],
-             "score": 0.9}]  # fmt: skip
+    dets = [
+        {
+            "image_id": "a.png",
+            "keypoints": kp.reshape(-1).tolist(),
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "score": 0.9,
+        }
+    ]
     write_json(root / "dets.json", dets)
     return {"root": root, "ckpt": ckpt, "images": images, "video": video, "dets": root / "dets.json"}
 
@@ -75,8 +81,15 @@ def test_process_writes_pictures_and_meshes(assets, tmp_path):
     model = load_hmr(assets["ckpt"])
     stochastic = {"name": "maskgit", "steps": 2, "temperature": 3.0, "confidence_noise": 1.0}
     refiner = {"name": "pose_guided", "iterations": 3}  # refined stochastic samples
-    cfg = _cfg(tmp_path, detections=str(assets["dets"]), sampler=stochastic, refiner=refiner, compare="deterministic",
-               num_samples=3, panel_height=96)  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        detections=str(assets["dets"]),
+        sampler=stochastic,
+        refiner=refiner,
+        compare="deterministic",
+        num_samples=3,
+        panel_height=96,
+    )
     image = cv2.cvtColor(cv2.imread(str(assets["images"] / "a.png")), cv2.COLOR_BGR2RGB)
     people = demo.People(cfg)("a", image)
     assert len(people) == 1 and people[0].source == "coco_json"
@@ -157,8 +170,17 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_folder_and_video(assets, tmp_path):
-    out = _run([f"checkpoint={assets['ckpt']}", f"inputs=[{assets['images']},{assets['video']}]", "every_n=3",
-                "max_frames=2", "panel_height=64", f"hydra.run.dir={tmp_path}"], tmp_path)  # fmt: skip
+    out = _run(
+        [
+            f"checkpoint={assets['ckpt']}",
+            f"inputs=[{assets['images']},{assets['video']}]",
+            "every_n=3",
+            "max_frames=2",
+            "panel_height=64",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "whole image" in out.stderr + out.stdout  # no detections: the warning
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from engine_ddp_worker import RecordingLogger, make_dataset, make_model, mse_loss
+from fixtures_engine import small_engine
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -45,11 +46,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one 
 
 
 def _engine(**overrides) -> EngineConfig:
-    base = dict(
-        max_steps=10, batch_size=4, lr=1e-2, warmup_steps=3, precision="fp32", log_every=1,
-        ckpt_every=0, progress_bar=False, resume="auto",
-    )  # fmt: skip
-    return EngineConfig(**{**base, **overrides})
+    return EngineConfig(
+        **small_engine(**{"max_steps": 10, "warmup_steps": 3, "ckpt_every": 0, "resume": "auto", **overrides})
+    )
 
 
 def _noisy_loss(model: nn.Module, batch, rng: RngStreams):
@@ -312,18 +311,26 @@ def test_ddp_two_ranks_match_one_process_and_share_run_dir(tmp_path):
     steps = 4
     conf = {
         "defaults": [{"engine": "default"}, {"logger": "none"}, "_self_"],
-        "hydra": {"searchpath": [f"file://{REPO / 'configs'}"], "run": {"dir": f"{tmp_path}/out/${{mega_run_id:}}"}},
-        "engine": {"max_steps": steps, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "device": "cpu",
-                   "precision": "fp32", "log_every": 1, "progress_bar": False, "ckpt_every": 0},
+        "hydra": {
+            "searchpath": [f"file://{REPO / 'configs'}"],
+            "run": {"dir": f"{tmp_path}/out/${{mega_run_id:}}"},
+        },
+        "engine": small_engine(max_steps=steps, warmup_steps=2, device="cpu", ckpt_every=0),
         "out": str(tmp_path / "result.pt"),
-    }  # fmt: skip
+    }
     (tmp_path / "worker.yaml").write_text(yaml.safe_dump(conf))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
     env.pop("MEGA_RUN_ID", None)
     cmd = [
-        str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", "--max-restarts=0",
-        str(REPO / "tests" / "engine_ddp_worker.py"), "--config-path", str(tmp_path), "--config-name", "worker",
-    ]  # fmt: skip
+        str(Path(sys.executable).with_name("torchrun")),
+        "--nproc_per_node=2",
+        "--max-restarts=0",
+        str(REPO / "tests" / "engine_ddp_worker.py"),
+        "--config-path",
+        str(tmp_path),
+        "--config-name",
+        "worker",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(f"{tmp_path}/result.pt.rank{r}", weights_only=True) for r in (0, 1)]
@@ -332,8 +339,13 @@ def test_ddp_two_ranks_match_one_process_and_share_run_dir(tmp_path):
     assert (Path(ranks[0]["run_dir"]) / "checkpoints" / "last.pt").is_file()
 
     logger = RecordingLogger()
-    single = _train(tmp_path / "single", _engine(max_steps=steps, batch_size=8, warmup_steps=2), mse_loss, 0.0,
-                    logger=logger)  # fmt: skip
+    single = _train(
+        tmp_path / "single",
+        _engine(max_steps=steps, batch_size=8, warmup_steps=2),
+        mse_loss,
+        0.0,
+        logger=logger,
+    )
     for name, value in single.state_dict().items():
         torch.testing.assert_close(ranks[0]["model"][name], value, atol=1e-6, rtol=1e-5)
         assert torch.equal(ranks[0]["model"][name], ranks[1]["model"][name])  # ranks stay in sync

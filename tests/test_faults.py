@@ -16,6 +16,7 @@ import torch
 import yaml
 from engine_ddp_worker import make_dataset, make_model, mse_loss
 from faults_launch import REPO, WORKER, launch, same_weights
+from fixtures_engine import small_engine
 
 from mega.engine import (
     CheckpointError,
@@ -67,9 +68,9 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path):
 
 
 def _engine(**kw) -> EngineConfig:
-    base = dict(max_steps=10, batch_size=4, lr=1e-2, warmup_steps=2, precision="fp32", log_every=1,
-                ckpt_every=2, progress_bar=False, keep_last=2)  # fmt: skip
-    return EngineConfig(**{**base, **kw})
+    return EngineConfig(
+        **small_engine(**{"max_steps": 10, "warmup_steps": 2, "ckpt_every": 2, "keep_last": 2, **kw})
+    )
 
 
 def _train(run_dir, engine, config=None, width=16):
@@ -160,9 +161,12 @@ def test_script_user_error_has_no_traceback_and_keeps_the_file(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 60)
-    conf = {"defaults": [{"engine": "default"}, "_self_"], "hydra": {"searchpath": [f"file://{REPO / 'configs'}"],
-            "run": {"dir": str(run)}}, "engine": {"max_steps": 2, "device": "cpu", "progress_bar": False},
-            "out": str(tmp_path / "r")}  # fmt: skip
+    conf = {
+        "defaults": [{"engine": "default"}, "_self_"],
+        "hydra": {"searchpath": [f"file://{REPO / 'configs'}"], "run": {"dir": str(run)}},
+        "engine": {"max_steps": 2, "device": "cpu", "progress_bar": False},
+        "out": str(tmp_path / "r"),
+    }
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(conf))
     cmd = [sys.executable, str(WORKER), "--config-path", str(tmp_path), "--config-name", "w"]
     env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
@@ -202,7 +206,10 @@ def test_every_fault_recovers_bitwise_under_torchrun(tmp_path, reference):
     assert [r.split(" at step ")[1].split(" ")[0] for r in resumed] == ["3", "3", "6"]  # NaN, disk full, kill
     run_dir = (tmp_path / "out").iterdir().__next__()
     assert sorted(p.name for p in (run_dir / "faults").iterdir()) == [
-        "enospc_step6.fired", "kill_rank1_step8.fired", "nan_step4.fired"]  # fmt: skip
+        "enospc_step6.fired",
+        "kill_rank1_step8.fired",
+        "nan_step4.fired",
+    ]
     ref, _ = reference
     assert same_weights(run.weights(0), ref.weights(0)) and same_weights(run.weights(1), ref.weights(0))
 
@@ -256,8 +263,16 @@ def test_process_group_start_up_fails_fast_when_a_rank_never_comes(monkeypatch):
     store = tdist.TCPStore(
         "127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False
     )
-    env = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-               TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="3", TORCHELASTIC_RUN_ID="t")  # fmt: skip
+    env = dict(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE="True",
+        TORCHELASTIC_RESTART_COUNT="3",
+        TORCHELASTIC_RUN_ID="t",
+    )
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     start = time.perf_counter()

@@ -13,10 +13,22 @@ from mega.data.images.dataset import ImageNpzDataset
 
 CROP = 64
 CONTRACT = {
-    "img": (3, CROP, CROP), "kp2d_coco": (17, 3), "kp2d_smpl": (24, 3), "global_orient": (3,),
-    "body_pose": (23, 3), "betas": (10,), "has_smpl": (), "joints_3d": (24, 4), "transl": (3,),
-    "has_transl": (), "cam_int": (3, 3), "bbox_center": (2,), "bbox_size": (), "img_size": (2,), "index": (),
-}  # fmt: skip
+    "img": (3, CROP, CROP),
+    "kp2d_coco": (17, 3),
+    "kp2d_smpl": (24, 3),
+    "global_orient": (3,),
+    "body_pose": (23, 3),
+    "betas": (10,),
+    "has_smpl": (),
+    "joints_3d": (24, 4),
+    "transl": (3,),
+    "has_transl": (),
+    "cam_int": (3, 3),
+    "bbox_center": (2,),
+    "bbox_size": (),
+    "img_size": (2,),
+    "index": (),
+}
 
 
 def crop_px_error(sample: dict, points: torch.Tensor, kp: torch.Tensor) -> float:

@@ -152,8 +152,14 @@ def test_learned_pooling_tables(free_body):
 
 def test_pool_and_unpool():
     assign = torch.tensor([0, 0, 1, 1, 1])
-    ops = LevelOps(torch.zeros(5, 1, dtype=torch.long), assign, torch.tensor([1.0, 3.0, 1.0, 1.0, 2.0]),
-                   up_index=assign[:, None], up_weight=torch.ones(5, 1), n_next=2)  # fmt: skip
+    ops = LevelOps(
+        torch.zeros(5, 1, dtype=torch.long),
+        assign,
+        torch.tensor([1.0, 3.0, 1.0, 1.0, 2.0]),
+        up_index=assign[:, None],
+        up_weight=torch.ones(5, 1),
+        n_next=2,
+    )
     x = torch.tensor([[[4.0], [0.0], [1.0], [1.0], [4.0]]]).transpose(0, 1)  # vertex-major (5, 1, 1)
     torch.testing.assert_close(pool(x, ops), torch.tensor([[[1.0], [2.5]]]).transpose(0, 1))  # area means
     torch.testing.assert_close(
@@ -395,8 +401,13 @@ def test_registry_names_and_old_mlp_checkpoints(free_body, tmp_path):
         seed=0,
     )  # fmt: skip  (the kwargs of the MLP named mesh_vqvae)
     state = {k: v.clone() for k, v in MeshMLP(**old_kwargs).state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "name": "mesh_vqvae", "kwargs": old_kwargs, "state_dict": state,
-               "sha256": checkpoint_hash("mesh_vqvae", old_kwargs, state)}  # fmt: skip
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "name": "mesh_vqvae",
+        "kwargs": old_kwargs,
+        "state_dict": state,
+        "sha256": checkpoint_hash("mesh_vqvae", old_kwargs, state),
+    }
     torch.save(payload, tmp_path / "old.pt")
     tok = load_tokenizer(tmp_path / "old.pt")
     assert isinstance(tok, MeshMLP) and tok.registry_name == "mesh_mlp" and tok.num_tokens == 6

@@ -53,8 +53,15 @@ def test_sigterm_then_sigusr1_then_resume_is_bitwise_equal(tmp_path, nproc):
     step_a = _stopped_at(first.output, "SIGTERM")
     assert 3 <= step_a < 12 and first.results[0] is None  # stopped before the end
 
-    second = launch(tmp_path, "b", engine, run_dir=run_dir, torchrun_args=FORWARD_USR1,
-                    interrupt=(f"step {step_a + 2}/12", signal.SIGUSR1, "all"), **slow)  # fmt: skip
+    second = launch(
+        tmp_path,
+        "b",
+        engine,
+        run_dir=run_dir,
+        torchrun_args=FORWARD_USR1,
+        interrupt=(f"step {step_a + 2}/12", signal.SIGUSR1, "all"),
+        **slow,
+    )
     assert f"at step {step_a} (epoch" in second.output
     assert second.returncode == (75 if nproc == 1 else 1), second.output[-4000:]
     step_b = _stopped_at(second.output, "SIGUSR1")

@@ -18,8 +18,13 @@ TINY_TR = [
     "transformer.decoder_depth=1",
     "transformer.num_heads=2",
 ]
-TINY_ENGINE = ["engine.batch_size=4", "engine.warmup_steps=1", "engine.log_every=1", "engine.ckpt_every=0",
-               "engine.progress_bar=false"]  # fmt: skip
+TINY_ENGINE = [
+    "engine.batch_size=4",
+    "engine.warmup_steps=1",
+    "engine.log_every=1",
+    "engine.ckpt_every=0",
+    "engine.progress_bar=false",
+]
 
 
 def tiny_overrides(tmp: Path) -> list[str]:
@@ -33,19 +38,41 @@ def tiny_overrides(tmp: Path) -> list[str]:
         *TINY_TR,
         *TINY_ENGINE,
     ]
-    hmr = ["engine.max_steps=2", "engine.eval_every=0", "images.augment=null", "feature_cache_views=1", "backbone=tiny_cnn", "backbone.freeze=true", "backbone.input_size=32",
-           "backbone.widths=[8,16]", "backbone.depths=[1]", "heads.head_hidden=16", "eval_batch_size=4",
-           "test_limit=4", "eval_limit=4", *TINY_TR, *TINY_ENGINE]  # fmt: skip
+    hmr = [
+        "engine.max_steps=2",
+        "engine.eval_every=0",
+        "images.augment=null",
+        "feature_cache_views=1",
+        "backbone=tiny_cnn",
+        "backbone.freeze=true",
+        "backbone.input_size=32",
+        "backbone.widths=[8,16]",
+        "backbone.depths=[1]",
+        "heads.head_hidden=16",
+        "eval_batch_size=4",
+        "test_limit=4",
+        "eval_limit=4",
+        *TINY_TR,
+        *TINY_ENGINE,
+    ]
     arg = lambda xs: "[" + ",".join(f"'{x}'" for x in xs) + "]"  # noqa: E731  (quoted: items hold '=')
     return [
-        f"run_dir={tmp / 'qs'}", "stream=false",
-        f"motion.root={tmp / 'motion'}", "motion.sequences={train: 4, val: 2, test: 2}",
-        f"images.root={tmp / 'images'}", "images.sizes={train: 8, val: 4, test: 4}",
-        f"tokenizer.args={arg(tok)}", f"pretrain.args={arg(pre)}", f"train_hmr.args={arg(hmr)}",
+        f"run_dir={tmp / 'qs'}",
+        "stream=false",
+        f"motion.root={tmp / 'motion'}",
+        "motion.sequences={train: 4, val: 2, test: 2}",
+        f"images.root={tmp / 'images'}",
+        "images.sizes={train: 8, val: 4, test: 4}",
+        f"tokenizer.args={arg(tok)}",
+        f"pretrain.args={arg(pre)}",
+        f"train_hmr.args={arg(hmr)}",
         "eval.samplers.stochastic=2",
         'eval.args=["limit=4","timing.images=0","batch_size=4"]',
-        "demo.num_images=2", "demo.uncertainty_samples=2", 'demo.args=["panel_height=48","progress=false"]', "demo.video=null",
-    ]  # fmt: skip
+        "demo.num_images=2",
+        "demo.uncertainty_samples=2",
+        'demo.args=["panel_height=48","progress=false"]',
+        "demo.video=null",
+    ]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -58,8 +85,20 @@ def test_quickstart_runs_every_stage_then_skips_them(tmp_path):
     out = _run(tiny_overrides(tmp_path), ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     qs = tmp_path / "qs"
-    for stage in ("motion", "tokenizer", "pretrain", "images", "train_hmr", "eval_mean_pose", "eval_deterministic",
-                  "eval_stochastic", "eval_uncertainty_guided", "eval_pose_guided", "demo_heldout", "demo_heldout_uncertainty"):  # fmt: skip
+    for stage in (
+        "motion",
+        "tokenizer",
+        "pretrain",
+        "images",
+        "train_hmr",
+        "eval_mean_pose",
+        "eval_deterministic",
+        "eval_stochastic",
+        "eval_uncertainty_guided",
+        "eval_pose_guided",
+        "demo_heldout",
+        "demo_heldout_uncertainty",
+    ):
         assert f"{stage:<26} done in" in out.stdout, (stage, out.stdout[-3000:])
     assert "demo_video" in out.stdout and "skipped: no video" in out.stdout
     table = out.stdout[out.stdout.index("protocol smpl24") :]

@@ -27,8 +27,16 @@ SIZES = {"train": 20, "val": 6, "test": 6}
 @pytest.fixture(scope="module")
 def image_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("synthetic_images")
-    options = {"sizes": SIZES, "motion": {**MOTION, "root": str(tmp / "motion")}, "progress": False,
-               "width": 96, "height": 80, "box_px": [30.0, 70.0], "occluded": 0.5, "truncated": 0.3}  # fmt: skip
+    options = {
+        "sizes": SIZES,
+        "motion": {**MOTION, "root": str(tmp / "motion")},
+        "progress": False,
+        "width": 96,
+        "height": 80,
+        "box_px": [30.0, 70.0],
+        "occluded": 0.5,
+        "truncated": 0.3,
+    }
     torch.set_num_threads(1)
     root = ensure_synthetic_images(tmp / "images_set", **options)
     return root, options
@@ -45,10 +53,25 @@ def test_files_keys_and_shapes(image_set) -> None:
     assert manifest["sizes"] == SIZES and manifest["scene"]["width"] == 96
     for split, n in SIZES.items():
         a = load(root, split)
-        shapes = {"pose": (n, 72), "shape": (n, 10), "trans": (n, 3), "cam_int": (n, 3, 3), "S": (n, 24, 4),
-                  "j2d_smpl": (n, 24, 3), "j2d_coco": (n, 17, 3), "center": (n, 2), "scale": (n,),
-                  "has_smpl": (n,), "gender": (n,), "img_size": (n, 2), "imgname": (n,), "sequence": (n,),
-                  "frame": (n,), "truncation": (n,), "occlusion": (n,)}  # fmt: skip
+        shapes = {
+            "pose": (n, 72),
+            "shape": (n, 10),
+            "trans": (n, 3),
+            "cam_int": (n, 3, 3),
+            "S": (n, 24, 4),
+            "j2d_smpl": (n, 24, 3),
+            "j2d_coco": (n, 17, 3),
+            "center": (n, 2),
+            "scale": (n,),
+            "has_smpl": (n,),
+            "gender": (n,),
+            "img_size": (n, 2),
+            "imgname": (n,),
+            "sequence": (n,),
+            "frame": (n,),
+            "truncation": (n,),
+            "occlusion": (n,),
+        }
         assert {k: a[k].shape for k in shapes} == shapes
         assert (a["img_size"] == [96, 80]).all()
         for name in a["imgname"]:
@@ -208,8 +231,15 @@ def test_facing_limits_the_camera_yaw_about_the_person() -> None:
     world[:, 1] = torch.rand(n, generator=g) * 6.28 - 3.14  # any heading in the world
     world[n // 2 :, 0] = 1.4  # half of them lying / bent forward: heading from the left-right axis still
     torch.testing.assert_close(heading(world[: n // 2]), world[: n // 2, 1], atol=1e-5, rtol=0)
-    opts = SceneOptions(width=64, height=48, box_px=(20.0, 40.0), occluded=0.0, facing_deg=30.0, roll_deg=0.0,
-                        elevation_deg=(0.0, 0.0))  # fmt: skip
+    opts = SceneOptions(
+        width=64,
+        height=48,
+        box_px=(20.0, 40.0),
+        occluded=0.0,
+        facing_deg=30.0,
+        roll_deg=0.0,
+        elevation_deg=(0.0, 0.0),
+    )
     out = SceneRenderer(opts).render(torch.Generator().manual_seed(0), world, torch.zeros(n, 23, 3))
     left = axis_angle_to_matrix(torch.as_tensor(out["pose"][:, :3]).float())[:, :, 0]
     front = torch.cross(left, torch.tensor([0.0, -1.0, 0.0]).expand(n, 3), dim=-1)  # camera up = -y

@@ -22,8 +22,17 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PRESETS = ["hmr_cpu", "hmr_pose_cpu", "mega_hrnet", "mega_resnet", "mega_hrnet_mix", "mega_resnet_mix", "mega_vit",
-           "mega_vit_mix", "genhmr_vit"]  # fmt: skip
+PRESETS = [
+    "hmr_cpu",
+    "hmr_pose_cpu",
+    "mega_hrnet",
+    "mega_resnet",
+    "mega_hrnet_mix",
+    "mega_resnet_mix",
+    "mega_vit",
+    "mega_vit_mix",
+    "genhmr_vit",
+]
 
 
 def test_presets_compose_with_the_papers_settings():
@@ -42,7 +51,11 @@ def test_presets_compose_with_the_papers_settings():
     )  # hmr_cpu is the default
     mega, genhmr = cfgs["mega_hrnet"], cfgs["genhmr_vit"]
     assert (mega.engine.lr, tuple(mega.engine.betas), mega.engine.weight_decay, mega.engine.epochs) == (
-        1e-3, (0.9, 0.99), 0.05, 100)  # fmt: skip
+        1e-3,
+        (0.9, 0.99),
+        0.05,
+        100,
+    )
     assert mega.warmup_epochs == 20 and mega.conditioning.name == "prefix" and mega.images.name == "coco"
     assert cfgs["mega_hrnet_mix"].engine.epochs == 10 and cfgs["mega_hrnet_mix"].images.name == "mix"
     assert cfgs["mega_vit"].backbone.freeze and cfgs["mega_vit_mix"].backbone.trainable_blocks == 10
@@ -51,7 +64,10 @@ def test_presets_compose_with_the_papers_settings():
     w = genhmr.loss.weights
     assert (w.mask, w.theta, w.betas, w.joints_3d, w.kp2d) == (1.0, 1e-3, 5e-4, 5e-2, 1e-2)
     assert (genhmr.loss.gumbel.tau_start, genhmr.loss.gumbel.tau_end, genhmr.loss.gumbel.anneal_fraction) == (
-        1.0, 0.01, 0.5)  # fmt: skip
+        1.0,
+        0.01,
+        0.5,
+    )
 
 
 def test_missing_tokenizer_and_pretrained_name_the_command(tmp_path, monkeypatch):
@@ -76,13 +92,32 @@ def tiny_images(tmp_path_factory):
 
 def _overrides(images: Path, tokenizer: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
-        f"images.root={images}", "images.augment=null", "feature_cache_views=1", f"tokenizer.checkpoint={tokenizer}", "transformer.init=null",
-        "backbone=tiny_cnn", "backbone.input_size=32", "backbone.widths=[8,16]", "backbone.depths=[1]", "backbone.freeze=true",
-        "transformer.dim=16", "transformer.encoder_depth=1", "transformer.decoder_depth=1", "transformer.num_heads=2",
-        "heads.head_hidden=16", "engine.max_steps=3", f"engine.batch_size={batch_size}", "engine.warmup_steps=1",
-        "engine.log_every=1", "engine.eval_every=0", "engine.ckpt_every=0", "engine.progress_bar=false",
-        "eval_batch_size=4", "logger=none", f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+        f"images.root={images}",
+        "images.augment=null",
+        "feature_cache_views=1",
+        f"tokenizer.checkpoint={tokenizer}",
+        "transformer.init=null",
+        "backbone=tiny_cnn",
+        "backbone.input_size=32",
+        "backbone.widths=[8,16]",
+        "backbone.depths=[1]",
+        "backbone.freeze=true",
+        "transformer.dim=16",
+        "transformer.encoder_depth=1",
+        "transformer.decoder_depth=1",
+        "transformer.num_heads=2",
+        "heads.head_hidden=16",
+        "engine.max_steps=3",
+        f"engine.batch_size={batch_size}",
+        "engine.warmup_steps=1",
+        "engine.log_every=1",
+        "engine.eval_every=0",
+        "engine.ckpt_every=0",
+        "engine.progress_bar=false",
+        "eval_batch_size=4",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 def _run(cmd: list[str], cwd: Path) -> None:

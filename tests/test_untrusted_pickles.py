@@ -55,11 +55,16 @@ def test_allowed_content_round_trips():
     import scipy.sparse
 
     data = {
-        "f64": np.arange(6.0).reshape(2, 3), "u32": np.arange(3, dtype=np.uint32), "scalar": np.float32(2.5),
-        "fortran": np.asfortranarray(np.ones((3, 2))), "strings": np.array(["a", "bc"], dtype=object),
-        "sparse": scipy.sparse.csc_matrix(np.eye(3)), "set": {1, 2}, "od": collections.OrderedDict(a=1),
+        "f64": np.arange(6.0).reshape(2, 3),
+        "u32": np.arange(3, dtype=np.uint32),
+        "scalar": np.float32(2.5),
+        "fortran": np.asfortranarray(np.ones((3, 2))),
+        "strings": np.array(["a", "bc"], dtype=object),
+        "sparse": scipy.sparse.csc_matrix(np.eye(3)),
+        "set": {1, 2},
+        "od": collections.OrderedDict(a=1),
         "nested": [(1, "x", b"y", None, 2.0 + 1j)],
-    }  # fmt: skip
+    }
     for protocol in (2, 4, 5):
         out = load_pickle(pickle.dumps(data, protocol=protocol), name="mem")
         for k in ("f64", "u32", "fortran", "strings"):
