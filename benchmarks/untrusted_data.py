@@ -62,9 +62,22 @@ def fuzz(budget: int, seed: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cases.json"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz_readers.py"), "--budget", str(budget),
-                               "--seed", str(seed), "--out", str(out)], capture_output=True, text=True, errors="replace",
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "tests" / "fuzz_readers.py"),
+                "--budget",
+                str(budget),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         seconds = time.perf_counter() - start
         if not out.exists():
             progress = out.with_suffix(".progress")
@@ -82,8 +95,10 @@ def fuzz(budget: int, seed: int) -> None:
         mine = [c for c in cases if c["reader"] == name]
         outcomes = Counter("FAIL" if c["outcome"].startswith("FAIL") else c["outcome"] for c in mine)
         kinds = Counter(c["mutation"].split(":")[0] if ":" in c["mutation"] else "bytes" for c in mine)
-        print(f"| {name} | {len(mine)} | {outcomes['read']} | {outcomes['user error']} | {outcomes['FAIL']} | "
-              f"{1000 * max(c['cpu_s'] for c in mine):.1f} | {dict(kinds)} |")  # fmt: skip
+        print(
+            f"| {name} | {len(mine)} | {outcomes['read']} | {outcomes['user error']} | {outcomes['FAIL']} | "
+            f"{1000 * max(c['cpu_s'] for c in mine):.1f} | {dict(kinds)} |"
+        )
     for c in [c for c in cases if c["outcome"].startswith("FAIL")][:20]:
         print(f"  FAIL {c['reader']} {c['mutation']}: {c['outcome']}")
     print(f"\n{len(cases)} cases in {seconds:.0f} s (exit status {proc.returncode})")
@@ -101,16 +116,27 @@ def bad_samples(work: Path) -> None:
             tmp = work / f"bad{nproc}_{len(bad)}"
             tmp.mkdir(parents=True)
             data = write_sample_files(tmp / "data", bad)
-            run = launch(tmp, "run", {"ckpt_every": 0}, run_dir=tmp / "run", nproc=nproc, timeout=300,
-                         extra={"data_dir": str(data), "max_bad_fraction": 0.05})  # fmt: skip
+            run = launch(
+                tmp,
+                "run",
+                {"ckpt_every": 0},
+                run_dir=tmp / "run",
+                nproc=nproc,
+                timeout=300,
+                extra={"data_dir": str(data), "max_bad_fraction": 0.05},
+            )
             steps = [int(m) for m in re.findall(r"step (\d+)/12", run.output)]
             counted = re.findall(r"bad_samples (\d+)", run.output)
             listed = tmp / "run" / "bad_samples.tsv"
             rows = len(listed.read_text().splitlines()) - 1 if listed.exists() else 0
-            said = next((ln.split("error: ", 1)[1][:90] for ln in run.output.splitlines() if "error: " in ln),
-                        "finished" if run.returncode == 0 else "?")  # fmt: skip
-            print(f"| {nproc} | {len(bad)} | {run.returncode} | {max(steps, default=0)} | "
-                  f"{counted[-1] if counted else '-'} | {rows} | {said.replace(str(tmp), '<tmp>')} |")  # fmt: skip
+            said = next(
+                (ln.split("error: ", 1)[1][:90] for ln in run.output.splitlines() if "error: " in ln),
+                "finished" if run.returncode == 0 else "?",
+            )
+            print(
+                f"| {nproc} | {len(bad)} | {run.returncode} | {max(steps, default=0)} | "
+                f"{counted[-1] if counted else '-'} | {rows} | {said.replace(str(tmp), '<tmp>')} |"
+            )
 
 
 def preemption(work: Path) -> None:
@@ -133,18 +159,35 @@ def preemption(work: Path) -> None:
         )
         for sig, target in ((signal.SIGTERM, "launcher"), (signal.SIGUSR1, "all")):
             run_dir = base / f"run_{sig.name}"
-            first = launch(base, f"{sig.name}_a", {"ckpt_every": 0}, run_dir=run_dir, nproc=nproc, timeout=300,
-                           extra={**extra, "sleep_s": 0.2}, interrupt=("step 4/12", sig, target),
-                           torchrun_args=handle)  # fmt: skip
+            first = launch(
+                base,
+                f"{sig.name}_a",
+                {"ckpt_every": 0},
+                run_dir=run_dir,
+                nproc=nproc,
+                timeout=300,
+                extra={**extra, "sleep_s": 0.2},
+                interrupt=("step 4/12", sig, target),
+                torchrun_args=handle,
+            )
             stopped = re.findall(r"stopped after update (\d+)", first.output)
-            again = launch(base, f"{sig.name}_b", {"ckpt_every": 0}, run_dir=run_dir, nproc=nproc, timeout=300,
-                           extra=extra)  # fmt: skip
+            again = launch(
+                base,
+                f"{sig.name}_b",
+                {"ckpt_every": 0},
+                run_dir=run_dir,
+                nproc=nproc,
+                timeout=300,
+                extra=extra,
+            )
             equal = again.returncode == 0 and all(
                 same_weights(again.weights(r), ref.weights(0)) for r in range(nproc)
             )
             to = "process" if nproc == 1 else ("torchrun" if target == "launcher" else "every process")
-            print(f"| {nproc} | {sig.name} ({to}) | {first.returncode} | {stopped[0] if stopped else '-'} | "
-                  f"exit {again.returncode} | {'yes' if equal else 'NO'} |")  # fmt: skip
+            print(
+                f"| {nproc} | {sig.name} ({to}) | {first.returncode} | {stopped[0] if stopped else '-'} | "
+                f"exit {again.returncode} | {'yes' if equal else 'NO'} |"
+            )
 
 
 def main() -> None:

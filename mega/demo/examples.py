@@ -35,8 +35,14 @@ def write_heldout_detections(root: str | Path, num_images: int, out: Path, margi
     for i in pick:
         side = float(scale[i]) * 200.0 / margin
         x0, y0 = center[i] - side / 2
-        dets.append({"image_id": Path(str(names[i])).name, "keypoints": kp[i].reshape(-1).tolist(),
-                     "bbox": [float(x0), float(y0), side, side], "score": 1.0})  # fmt: skip
+        dets.append(
+            {
+                "image_id": Path(str(names[i])).name,
+                "keypoints": kp[i].reshape(-1).tolist(),
+                "bbox": [float(x0), float(y0), side, side],
+                "score": 1.0,
+            }
+        )
         paths.append(str(root / str(names[i])))
     write_json(out, dets)
     return paths

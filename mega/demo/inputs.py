@@ -127,8 +127,10 @@ class People:
             people = self.detector(image)
         else:
             if not self.warned:
-                log.warning("no detections file and no detector: each image is one person (whole image); "
-                            "pass detections=FILE or detector=blazepose (`make detector`) for real people")  # fmt: skip
+                log.warning(
+                    "no detections file and no detector: each image is one person (whole image); "
+                    "pass detections=FILE or detector=blazepose (`make detector`) for real people"
+                )
                 self.warned = True
             return [whole_image(w, h)]
         people = sorted(people, key=lambda p: -p.score)[: self.max_people]

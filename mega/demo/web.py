@@ -112,8 +112,10 @@ def fit(image: np.ndarray, max_side: int) -> tuple[np.ndarray, list[str]]:
 def read_video(path: Path, limits: Limits) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """At most ``limits.max_frames`` frames (every ``limits.every_n``-th) of an uploaded clip; and notices."""
     try:
-        out = [(stem, fit(rgb, limits.max_side)[0]) for stem, rgb in
-               video_frames(path, limits.every_n, limits.max_frames)]  # fmt: skip
+        out = [
+            (stem, fit(rgb, limits.max_side)[0])
+            for stem, rgb in video_frames(path, limits.every_n, limits.max_frames)
+        ]
     except DemoInputError as err:
         raise PageError(
             f"{path.name}: OpenCV cannot read this video (unsupported codec, or not a video)"
@@ -179,20 +181,28 @@ class Session:
         if known is not None:
             return known, "held-out example: its labelled keypoints stand in for a detector"
         if self._people is None:
-            cfg = OmegaConf.create({"max_people": self.pictures.get("max_people", 4), "detections": None,
-                                    "detector": self.detector})  # fmt: skip
+            cfg = OmegaConf.create(
+                {
+                    "max_people": self.pictures.get("max_people", 4),
+                    "detections": None,
+                    "detector": self.detector,
+                }
+            )
             self._people = People(cfg)
         h, w = image.shape[:2]
         found = self._people("upload", image)
         if self.detector is None:
-            return found, ("no person detector installed (`make detector`): the whole image is taken as one "
-                           "person, without 2D keypoints")  # fmt: skip
+            return found, (
+                "no person detector installed (`make detector`): the whole image is taken as one "
+                "person, without 2D keypoints"
+            )
         if not found:
             raise PageError(f"no person found in the {w} x {h} image")
         return found, f"{len(found)} {'person' if len(found) == 1 else 'people'} found by BlazePose"
 
-    def run(self, upload: str | Path | None, decoding: str, num_samples: int, rotation: str,
-            seed: int = 0) -> tuple[list[FrameResult], list[str]]:  # fmt: skip
+    def run(
+        self, upload: str | Path | None, decoding: str, num_samples: int, rotation: str, seed: int = 0
+    ) -> tuple[list[FrameResult], list[str]]:
         """One request: the upload (image or clip) through the demo's code path with the named decoding (a
         key of ``decodings``; Q samples unless its sampler is deterministic). Returns one result per image
         (a clip: per frame) and the notices for the page."""
@@ -213,8 +223,17 @@ class Session:
             images = [(_stem(path), image)]
         model = self.model()
         run_dir = self._new_run_dir()
-        cfg = OmegaConf.create({**self.pictures, "sampler": chosen["sampler"], "refiner": chosen.get("refiner"),
-                                "num_samples": q, "rotation": rotation, "seed": int(seed), "compare": None})  # fmt: skip
+        cfg = OmegaConf.create(
+            {
+                **self.pictures,
+                "sampler": chosen["sampler"],
+                "refiner": chosen.get("refiner"),
+                "num_samples": q,
+                "rotation": rotation,
+                "seed": int(seed),
+                "compare": None,
+            }
+        )
         results = []
         for stem, image in images:
             people, source = self.people(image)
@@ -223,19 +242,30 @@ class Session:
             try:
                 batch, decoded = decode(image, people, model, cfg, torch.device(self.device))
             except DemoInputError as err:  # e.g. pose_guided / rotation=keypoints without keypoints
-                raise PageError(str(err).replace("pass detections=FILE or detector=blazepose",
-                                                 "it works on the held-out examples, or with `make detector`")) from err  # fmt: skip
+                raise PageError(
+                    str(err).replace(
+                        "pass detections=FILE or detector=blazepose",
+                        "it works on the held-out examples, or with `make detector`",
+                    )
+                ) from err
             results.append(self._write(run_dir, stem, image, people, batch, decoded, model, cfg))
         return results, notices
 
     def _write(self, run_dir, stem, image, people, batch, decoded, model, cfg) -> FrameResult:
-        shown = {p.kind: save_png(run_dir / f"{stem}_{p.kind}.png", p.image)
-                 for p in panels(image, stem, people, batch, model, decoded, cfg)}  # fmt: skip
+        shown = {
+            p.kind: save_png(run_dir / f"{stem}_{p.kind}.png", p.image)
+            for p in panels(image, stem, people, batch, model, decoded, cfg)
+        }
         rows = export_people(stem, people, batch, model, decoded, cfg, run_dir)
         meshes = [person_mesh(decoded, i)[0] for i in range(len(people))]
         colors = [PALETTE[i % len(PALETTE)] for i in range(len(people))]
-        glb = write_glb(run_dir / f"{stem}.glb", meshes, model.body.faces.numpy(), colors,
-                        [f"person_{i}" for i in range(len(people))])  # fmt: skip
+        glb = write_glb(
+            run_dir / f"{stem}.glb",
+            meshes,
+            model.body.faces.numpy(),
+            colors,
+            [f"person_{i}" for i in range(len(people))],
+        )
         files = [Path(f) for row in rows for f in row["files"].values()] + [glb]
         return FrameResult(stem, shown, glb, files, rows)
 
@@ -263,6 +293,14 @@ def person_table(results: list[FrameResult]) -> list[list[Any]]:
     for res in results:
         for r in res.rows:
             fmt = lambda v: None if v is None else round(float(v), 1)  # noqa: E731
-            out.append([res.stem, r["person"], r["source"], fmt(r["reprojection_px"]),
-                        fmt(r["reprojection_px_before_refinement"]), fmt(r["mean_vertex_sd_mm"])])  # fmt: skip
+            out.append(
+                [
+                    res.stem,
+                    r["person"],
+                    r["source"],
+                    fmt(r["reprojection_px"]),
+                    fmt(r["reprojection_px_before_refinement"]),
+                    fmt(r["mean_vertex_sd_mm"]),
+                ]
+            )
     return out

@@ -196,8 +196,10 @@ def build_motion_arrays(
         seqs = [read(f) for f in files]
     seqs = [s for s in seqs if s is not None and len(s) >= max(1, min_frames)]
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    out = {k: np.concatenate([getattr(s, k) for s in seqs]) if seqs else np.zeros((0,) + shape, np.float32)
-           for k, shape in zip(_FIELDS, ((3,), (23, 3), (10,), (3,)))}  # fmt: skip
+    out = {
+        k: np.concatenate([getattr(s, k) for s in seqs]) if seqs else np.zeros((0,) + shape, np.float32)
+        for k, shape in zip(_FIELDS, ((3,), (23, 3), (10,), (3,)))
+    }
     out["gender_id"] = np.repeat(np.array([GENDERS.index(s.gender) for s in seqs], np.uint8), lengths)
     out["seq_id"] = np.repeat(np.arange(len(seqs), dtype=np.int32), lengths)
     names = [Path(s.path).relative_to(root).as_posix() if root else s.path for s in seqs]
@@ -259,8 +261,14 @@ class MotionDataset(Dataset):
                 f"no motion files for split '{split}' (protocol '{split_protocol}') under {self.root}; "
                 "check motion.root and motion.split_protocol"
             )
-        options = {"target_fps": target_fps, "trim": trim, "hand_joints": hand_joints, "z_up": z_up,
-                   "default_fps": default_fps, "fix_framerate": fix_framerate}  # fmt: skip
+        options = {
+            "target_fps": target_fps,
+            "trim": trim,
+            "hand_joints": hand_joints,
+            "z_up": z_up,
+            "default_fps": default_fps,
+            "fix_framerate": fix_framerate,
+        }
         stats = [(f.relative_to(self.root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         key = json.dumps(
             [CACHE_VERSION, options, min_frames, skip_bad_files, split_protocol, stats], sort_keys=True
