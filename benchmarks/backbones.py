@@ -6,7 +6,7 @@
 Builds every registered backbone from its config (configs/backbone/<name>.yaml, random weights) and
 prints one row per (backbone, batch): trunk and neck (pyramid) parameters, GFLOPs per image
 (torch.utils.flop_counter, multiply-add = 2 FLOPs, B = 1), and the median forward time (eval, no grad)
-in ms per image; ``--backward`` adds a training-mode forward + backward. ``--no-pyramid`` measures the trunk alone (pyramid_scales = []), what a model that uses
+in ms per image (batch 64 too for the cheap CPU backbones, tiny_cnn and blazepose); ``--backward`` adds a training-mode forward + backward. ``--no-pyramid`` measures the trunk alone (pyramid_scales = []), what a model that uses
 only tokens pays. tiny_cnn is also measured at 96 px (the CPU preset's smaller crop).
 """
 
@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mega  # noqa: F401
 from mega.backbones import BACKBONES, build_backbone
+from mega.backbones.tflite_plan import FLOP_FORMULAS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "backbone"
 
@@ -50,9 +51,17 @@ def _fwd_bwd_ms(m, x: torch.Tensor, device: str, repeats: int) -> float:
 
 
 def measure(
-    name: str, kwargs: dict, batches: list[int], device: str, repeats: int, backward: bool = False
+    name: str,
+    kwargs: dict,
+    batches: list[int],
+    device: str,
+    repeats: int,
+    backward: bool = False,
+    large_batch: int = 0,
 ) -> list[str]:
-    """Rows for one backbone: params, GFLOPs/img, median forward (and fwd+bwd) ms/img per batch size."""
+    """Rows for one backbone: params, GFLOPs/img, median forward (and fwd+bwd) ms/img per batch size;
+    ``large_batch`` is added for backbones under 2 GFLOP/img (the frozen CPU trunks cache features at
+    large batches)."""
     t0 = time.perf_counter()
     m = build_backbone(name, **kwargs).to(device).eval()
     build_s = time.perf_counter() - t0
@@ -62,10 +71,12 @@ def measure(
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         x1 = torch.randn(1, 3, s, s, generator=g).to(device)
-        with FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fc:
             m(x1)
         gflops = fc.get_total_flops() / 1e9
         rows = []
+        if large_batch and gflops < 2 and large_batch not in batches:
+            batches = [*batches, large_batch]
         for b in batches:
             x = torch.randn(b, 3, s, s, generator=g).to(device)
             m(x)  # warm-up
@@ -94,6 +105,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--names", nargs="*", default=None, help="backbones (default: every registered one)")
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 8])
+    ap.add_argument(
+        "--large-batch", type=int, default=64, help="extra batch for backbones < 2 GFLOP/img (0: none)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -113,7 +127,13 @@ def main() -> None:
         sizes = [cfg["input_size"], 96] if name == "tiny_cnn" else [cfg["input_size"]]
         for size in sizes:
             for row in measure(
-                name, {**cfg, "input_size": size}, args.batches, args.device, args.repeats, args.backward
+                name,
+                {**cfg, "input_size": size},
+                args.batches,
+                args.device,
+                args.repeats,
+                args.backward,
+                args.large_batch,
             ):
                 print(row, flush=True)
 

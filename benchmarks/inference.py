@@ -6,8 +6,8 @@
 
 Prints median milliseconds per image at batch 1 for: deterministic; stochastic (T = 5) with Q = 1 and
 Q = 16 (the Q samples run as one batch: the ratio must be far below 16; MEGA reports 5.75x); UGS (T = 5);
-pose-guided refinement per iteration; and throughput (images/s) of the deterministic mode at a large
-batch. Speed does not depend on the weights, so a random model of the right shape measures the same.
+pose-guided refinement per iteration; throughput (images/s) of the deterministic mode at a large
+batch; and the backbone alone (ms/image at batch 1 and at the large batch). Speed does not depend on the weights, so a random model of the right shape measures the same.
 """
 
 from __future__ import annotations
@@ -127,8 +127,20 @@ def main() -> None:
         run("deterministic", img=big, keypoints=kp_big, rotation="keypoints"), max(2, args.repeats // 5)
     )
 
+    backbone_ms = {}
+    for b in (1, args.batch):
+        crops = torch.randn(b, 3, size, size)
+        with torch.inference_mode():
+            backbone_ms[b] = (
+                timed(lambda crops=crops: model.backbone(crops), max(2, args.repeats // b)) * 1e3 / b
+            )
+
     print(
         f"model: {args.checkpoint or ' '.join(args.overrides)} | crop {size} | {torch.get_num_threads()} threads"
+    )
+    print(
+        f"backbone {model.backbone.registry_name}: {backbone_ms[1]:.2f} ms/image at batch 1, "
+        f"{backbone_ms[args.batch]:.2f} ms/image at batch {args.batch}"
     )
     print(f"{'mode':<32}{'Q':>4}{'ms/image (batch 1)':>22}")
     for name, q, sec in rows:

@@ -27,7 +27,8 @@ from mega.backbones.blazepose_file import (
     sha256,
 )
 from mega.backbones.tflite_graph import TFLiteFormatError, read_tflite
-from mega.backbones.tflite_net import TFLiteNet, same_padding
+from mega.backbones.tflite_net import CHUNK, TFLiteNet, same_padding
+from mega.backbones.tflite_plan import fused_path_available
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / DEFAULT_PATH
@@ -99,6 +100,77 @@ def test_port_matches_litert_on_every_output(graph, reference):
     )
     # the fixture's people are found (so the comparison covers a working network, not noise)
     assert float(reference["presence"].min()) > 0.5
+
+
+#: fused (oneDNN) against reference path, per graph output: the LiteRT fixture's tolerances (absolute,
+#: or times the largest reference value for the two dense maps)
+FUSED_ATOL = {"landmarks": 2e-2, "world": 2e-4, "presence": 1e-4}
+FUSED_RELATIVE_TO_MAX = {"heatmap": 2e-3, "segmentation": 1e-3}
+
+
+def test_fused_path_equals_the_reference_path_on_random_inputs(graph):
+    assert fused_path_available()  # the pinned torch has oneDNN: the fast path is what users run
+    net = TFLiteNet(graph, [graph.output_id(n) for n in OUTPUTS.values()]).eval()
+    g = torch.Generator().manual_seed(0)
+    # a batch of CHUNK + 2 runs in two chunks; one image is far outside [0, 1] (larger activations)
+    x = torch.rand(CHUNK + 2, 3, 256, 256, generator=g)
+    x[-1] = x[-1] * 4 - 2
+    with torch.no_grad():
+        ref, fused = net(x, fused=False), net(x)
+    assert net._plan is not None  # no_grad chose the fused path
+    for k, n in OUTPUTS.items():
+        t = graph.output_id(n)
+        assert fused[t].shape == ref[t].shape
+        atol = FUSED_ATOL.get(k) or FUSED_RELATIVE_TO_MAX[k] * float(ref[t].abs().max())
+        torch.testing.assert_close(fused[t], ref[t], atol=atol, rtol=0, msg=k)
+    # 24 of the 28 ADDs run inside their convolution's kernel (one step fewer each); the 4 left are the
+    # decoder's upsampled map + a ReLU6 convolution (oneDNN takes no sum after the activation)
+    kinds = [k for k, _, _ in net.program]
+    assert len(kinds) - len(net._plan.steps) == kinds.count("ADD") - 4 == 24
+
+
+def test_fused_path_follows_weight_changes_and_copies(graph):
+    import copy
+
+    net = TFLiteNet(graph, [graph.output_id("Identity_4")]).eval()
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    t = graph.output_id("Identity_4")
+    with torch.no_grad():
+        before = net(x)[t]
+        conv = net.convs["conv30"]
+        conv.weight.mul_(0.5)  # in place, as an optimiser step or load_state_dict does
+        after, ref = net(x)[t], net(x, fused=False)[t]
+        torch.testing.assert_close(after, ref, atol=2e-4, rtol=1e-4)
+        assert (after - before).abs().max() > 1e-2
+        twin = copy.deepcopy(net)  # the packed plan is not copied; the twin builds its own
+        torch.testing.assert_close(twin(x)[t], after, atol=0, rtol=0)
+        conv.weight.mul_(2.0)
+        assert not torch.equal(twin(x)[t], net(x)[t])
+
+
+def test_flop_formulas_count_the_fused_path_like_the_reference(graph):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mega.backbones.tflite_plan import FLOP_FORMULAS
+
+    net = TFLiteNet(graph, [graph.output_id("Identity"), graph.output_id("Identity_4")]).eval()
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fused:
+        net(x)
+    with torch.no_grad(), FlopCounterMode(display=False) as ref:
+        net(x, fused=False)
+    # the same within the tiny depthwise kernels that run as elementwise products (not counted)
+    assert 0 < ref.get_total_flops() - fused.get_total_flops() < 1e-3 * ref.get_total_flops()
+
+
+def test_trainable_convolutions_take_the_autograd_path():
+    bb = build_backbone("blazepose", source=str(MODEL), freeze=False, trainable_blocks=2)
+    x = torch.rand(1, 3, 256, 256)
+    out = bb.frozen_outputs(x)
+    assert out["world"].requires_grad and bb.net._plan is None
+    out["world"].sum().backward()
+    # the last two convolutions are the world-landmark and presence heads: only the first gets a gradient
+    assert {n.split(".")[1] for n, p in bb.net.named_parameters() if p.grad is not None} == {"conv44"}
 
 
 def test_backbone_contract_and_normalisation(reference):

@@ -7,6 +7,12 @@ only the operators needed for the outputs it is asked for (the BlazePose encoder
 256 x 256 segmentation decoder), computes in NCHW, and folds every explicit ``PAD`` that feeds a single
 ``VALID`` convolution into that convolution's padding when it is symmetric.
 
+Two ways to run it, same operators: when nothing needs a gradient (eval under ``no_grad`` /
+``inference_mode``, or a frozen trunk on an input without grad), the fused oneDNN plan of
+:mod:`mega.backbones.tflite_plan` (channels-last, bias + activation + residual add inside each kernel,
+prepacked weights); otherwise the reference path below, plain autograd-able PyTorch ops (``forward(x,
+fused=False)`` forces it).
+
 TF semantics reproduced here (checked against LiteRT by tests/test_blazepose.py):
 - ``SAME`` padding puts the odd pixel after (bottom / right): total = max((ceil(n/s) - 1) s + d (k - 1) + 1 - n, 0);
 - ``RESIZE_BILINEAR`` with ``half_pixel_centers`` is PyTorch's ``align_corners=False`` (the reader
@@ -24,6 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mega.backbones.tflite_graph import TFLiteGraph, TFLiteOp
+from mega.backbones.tflite_plan import FusedPlan, fused_path_available
+
+#: Images per pass: a large batch runs in chunks of this many. Bigger chunks make the 128 x 128 x 64
+#: maps outgrow the allocator's reuse (fresh pages, page faults: at 1 thread, chunks of 8 cost 14 ms
+#: per image against 9.7 ms for chunks of 4; chunks of 1 or 2 lose cache reuse of the weights).
+CHUNK = 4
 
 
 def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
@@ -69,6 +81,17 @@ class TFLiteConv(nn.Module):
         self.stride, self.dilation, self.groups, self.activation = stride, dilation, groups, activation
         self.padding = padding
 
+    def pads(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) zero padding for a (height, width) input."""
+        if self.padding == "same":
+            kh, kw = self.weight.shape[-2:]
+            top, bottom = same_padding(height, kh, self.stride[0], self.dilation[0])
+            left, right = same_padding(width, kw, self.stride[1], self.dilation[1])
+            return top, bottom, left, right
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        return self.padding
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, I, H, W) -> (B, O, H', W') (channels-last in, channels-last out for 1 x 1 kernels)."""
         kh, kw = self.weight.shape[-2:]
@@ -81,13 +104,7 @@ class TFLiteConv(nn.Module):
                 .permute(0, 3, 1, 2)
             )
             return _activate(y, self.activation)
-        if self.padding == "same":
-            top, bottom = same_padding(x.shape[-2], kh, self.stride[0], self.dilation[0])
-            left, right = same_padding(x.shape[-1], kw, self.stride[1], self.dilation[1])
-        elif self.padding == "valid":
-            top = bottom = left = right = 0
-        else:
-            top, bottom, left, right = self.padding
+        top, bottom, left, right = self.pads(x.shape[-2], x.shape[-1])
         if top == bottom and left == right:
             pad: tuple[int, int] = (top, left)
         else:
@@ -158,6 +175,11 @@ class TFLiteNet(nn.Module):
                 if op.kind in ("PAD", "RESIZE_BILINEAR", "RESHAPE")
             )
         }
+        self._plan: FusedPlan | None = None  # built at the first fused call
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the plan (it holds oneDNN-packed weights) to be rebuilt."""
+        return {**self.__dict__, "_plan": None}
 
     @staticmethod
     def _conv(graph: TFLiteGraph, op: TFLiteOp, folded: dict[int, tuple[int, int, int, int]]) -> TFLiteConv:
@@ -180,36 +202,72 @@ class TFLiteNet(nn.Module):
             weight, b, tuple(o["stride"]), tuple(o["dilation"]), padding, groups, o["activation"]
         )
 
-    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """x (B, C, H, W) -> {tensor id: (B, ...)} for the requested outputs."""
+    def forward(self, x: torch.Tensor, fused: bool | None = None) -> dict[int, torch.Tensor]:
+        """x (B, C, H, W) -> {tensor id: (B, ...)} for the requested outputs.
+
+        ``fused`` (default: whenever nothing needs a gradient and the input is float32) runs the oneDNN
+        plan of :mod:`mega.backbones.tflite_plan`; False runs the reference operators below.
+        """
+        if x.shape[0] > CHUNK:
+            parts = [self(x[i : i + CHUNK], fused) for i in range(0, x.shape[0], CHUNK)]
+            return {t: torch.cat([p[t] for p in parts]) for t in self.output_ids}
+        if fused is None:
+            fused = self.can_fuse(x)
+        if fused:
+            if self._plan is None:
+                self._plan = FusedPlan(
+                    self.program,
+                    self.convs,
+                    self.alias,
+                    self.input_id,
+                    self.output_ids,
+                    set(self.constants),
+                    self.run_op,
+                )
+            return self._plan(x)
         values: dict[int, torch.Tensor] = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
         for kind, op, key in self.program:
             if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 y = self.convs[key](values[self.alias.get(op.inputs[0], op.inputs[0])])
-            elif kind == "ADD":
-                y = _activate(values[op.inputs[0]] + values[op.inputs[1]], op.options["activation"])
-            elif kind == "PAD":
-                p = self.constants[op.inputs[1]].tolist()
-                y = F.pad(values[op.inputs[0]], (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
-            elif kind == "RESIZE_BILINEAR":
-                size = tuple(self.constants[op.inputs[1]].tolist())
-                y = F.interpolate(values[op.inputs[0]], size=size, mode="bilinear", align_corners=False)
-            elif kind == "MAX_POOL_2D":
-                o, v = op.options, values[op.inputs[0]]
-                if o["padding"] == "same":
-                    (t, b), (lft, r) = (
-                        same_padding(v.shape[2 + a], o["kernel"][a], o["stride"][a]) for a in (0, 1)
-                    )
-                    v = F.pad(v, (lft, r, t, b), value=float("-inf"))
-                y = _activate(F.max_pool2d(v, o["kernel"], o["stride"]), o["activation"])
-            elif kind == "RESHAPE":
-                v = values[op.inputs[0]]
-                v = v.permute(0, 2, 3, 1) if v.ndim == 4 else v
-                y = v.reshape(v.shape[0], *self.constants[op.inputs[1]].tolist()[1:])
-                y = y.permute(0, 3, 1, 2) if y.ndim == 4 else y
-            elif kind == "LOGISTIC":
-                y = torch.sigmoid(values[op.inputs[0]])
-            else:  # pragma: no cover - read_tflite refuses other kinds
-                raise NotImplementedError(kind)
+            else:
+                y = self.run_op(kind, op, [values[t] for t in op.inputs if t not in self.constants])
             values[op.outputs[0]] = y
         return {t: values[t] for t in self.output_ids}
+
+    def can_fuse(self, x: torch.Tensor) -> bool:
+        """Whether the fused plan applies: float32 CPU tensors, oneDNN present, no gradient needed."""
+        if not (x.dtype == torch.float32 and x.device.type == "cpu" and fused_path_available()):
+            return False
+        params = [t for conv in self.convs.values() for t in (conv.weight, conv.bias)]
+        if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
+            return False
+        if not torch.is_grad_enabled():
+            return True
+        return not x.requires_grad and not any(p.requires_grad for p in params)
+
+    def run_op(self, kind: str, op: TFLiteOp, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One non-convolution operator on its tensor inputs (constants come from the file)."""
+        v = inputs[0]
+        if kind == "ADD":
+            return _activate(v + inputs[1], op.options["activation"])
+        if kind == "PAD":
+            p = self.constants[op.inputs[1]].tolist()
+            return F.pad(v, (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
+        if kind == "RESIZE_BILINEAR":
+            size = tuple(self.constants[op.inputs[1]].tolist())
+            return F.interpolate(v, size=size, mode="bilinear", align_corners=False)
+        if kind == "MAX_POOL_2D":
+            o = op.options
+            if o["padding"] == "same":
+                (t, b), (lft, r) = (
+                    same_padding(v.shape[2 + a], o["kernel"][a], o["stride"][a]) for a in (0, 1)
+                )
+                v = F.pad(v, (lft, r, t, b), value=float("-inf"))
+            return _activate(F.max_pool2d(v, o["kernel"], o["stride"]), o["activation"])
+        if kind == "RESHAPE":
+            v = v.permute(0, 2, 3, 1) if v.ndim == 4 else v
+            y = v.reshape(v.shape[0], *self.constants[op.inputs[1]].tolist()[1:])
+            return y.permute(0, 3, 1, 2) if y.ndim == 4 else y
+        if kind == "LOGISTIC":
+            return torch.sigmoid(v)
+        raise NotImplementedError(kind)  # pragma: no cover - read_tflite refuses other kinds
