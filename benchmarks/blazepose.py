@@ -14,6 +14,12 @@
    the same load and cache conditions. Medians of wall and of process CPU ms per image, the ratio of
    the medians, and the 1-minute load average before and after the row (the machine is shared:
    interleaving spreads load over both sides alike; CPU time leaves out time spent descheduled).
+Several threads on a loaded machine: the port's batches run whole images per worker thread (no
+per-operator barrier); a single image runs OpenMP teams, whose spinning waits collapse when other
+processes hold the cores (measured at 2 threads, 2 cores, load 6: 114-370 ms per image by default,
+27-29 ms with ``OMP_WAIT_POLICY=PASSIVE``, read by OpenMP at start-up only; on an idle machine the
+default is the faster one).
+
 2. The ``blazepose`` backbone as the HMR model calls it (ImageNet-normalised crops, eval, no grad): ms per
    image at each batch; and a frozen trunk's training forward + backward at B = 8.
 """

@@ -148,6 +148,25 @@ def test_fused_path_follows_weight_changes_and_copies(graph):
         assert not torch.equal(twin(x)[t], net(x)[t])
 
 
+def test_a_batch_over_several_threads_runs_on_worker_threads_and_equals_one_thread(graph):
+    import threading
+
+    net = TFLiteNet(graph, [graph.output_id("Identity"), graph.output_id("Identity_4")]).eval()
+    x = torch.rand(2 * CHUNK + 2, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        one = net(x)  # one thread (the fixture): chunks of CHUNK in a row
+        torch.set_num_threads(2)
+        try:
+            two = net(x)  # the same chunks, taken by two worker threads
+            threads_after = torch.get_num_threads()
+        finally:
+            torch.set_num_threads(1)
+    assert threads_after == 2
+    assert any(t.name.startswith("tflite-plan") for t in threading.enumerate())
+    for t in one:
+        assert torch.equal(one[t], two[t])
+
+
 def test_flop_formulas_count_the_fused_path_like_the_reference(graph):
     from torch.utils.flop_counter import FlopCounterMode
 

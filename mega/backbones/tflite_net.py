@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mega.backbones.tflite_graph import TFLiteGraph, TFLiteOp
-from mega.backbones.tflite_plan import FusedPlan, fused_path_available
+from mega.backbones.tflite_plan import FusedPlan, fused_path_available, run_over_threads
 
 #: Images per pass: a large batch runs in chunks of this many. Bigger chunks make the 128 x 128 x 64
 #: maps outgrow the allocator's reuse (fresh pages, page faults: at 1 thread, chunks of 8 cost 14 ms
@@ -206,24 +206,21 @@ class TFLiteNet(nn.Module):
         """x (B, C, H, W) -> {tensor id: (B, ...)} for the requested outputs.
 
         ``fused`` (default: whenever nothing needs a gradient and the input is float32) runs the oneDNN
-        plan of :mod:`mega.backbones.tflite_plan`; False runs the reference operators below.
+        plan of :mod:`mega.backbones.tflite_plan` (a batch over several intra-op threads: images split
+        over worker threads); False runs the reference operators below.
         """
+        if fused is None:
+            fused = self.can_fuse(x)
+        if fused and self._plan is None:
+            self._plan = FusedPlan(self.program, self.convs, self.alias, self.input_id, self.output_ids,
+                                   set(self.constants), self.run_op)  # fmt: skip
+        threads = torch.get_num_threads()
+        if fused and threads > 1 and x.shape[0] > 1:
+            return run_over_threads(self._plan, x, threads, CHUNK)
         if x.shape[0] > CHUNK:
             parts = [self(x[i : i + CHUNK], fused) for i in range(0, x.shape[0], CHUNK)]
             return {t: torch.cat([p[t] for p in parts]) for t in self.output_ids}
-        if fused is None:
-            fused = self.can_fuse(x)
         if fused:
-            if self._plan is None:
-                self._plan = FusedPlan(
-                    self.program,
-                    self.convs,
-                    self.alias,
-                    self.input_id,
-                    self.output_ids,
-                    set(self.constants),
-                    self.run_op,
-                )
             return self._plan(x)
         values: dict[int, torch.Tensor] = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
         for kind, op, key in self.program:
