@@ -7,9 +7,9 @@
 Stages (each one the project's own script, in a fixed run directory under ``run_dir``):
 
     motion         synthetic motion data (mega.data.motion.dataset)                 -> data/synthetic_motion/
+    images         scripts/prepare_data.py benchmark=synthetic_images         -> images (in the background: beside the next two)
     tokenizer      scripts/train_tokenizer.py                               -> tokenizer/tokenizer.pt
     pretrain       scripts/pretrain.py                                      -> pretrain/pretrained.pt
-    images         scripts/prepare_data.py benchmark=synthetic_images         -> images + test benchmark index
     train_hmr      scripts/train_hmr.py experiment=hmr_cpu                  -> train_hmr/hmr.pt
     eval_<s>       scripts/eval.py with sampler s, or its eval.decoding arguments (and predictor=mean_pose)  -> eval/<s>/summary.json
     demo_*         scripts/demo.py on held-out images (+ the sports2d video) -> demo/<name>/*.png
@@ -26,6 +26,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class Stage:
     done: Path
     skip_reason: str | None = None  # set: the stage is skipped with this line (e.g. no video)
     prepare: Callable[[], list[str]] | None = None  # run first (writes inputs); returns extra arguments
+    background: bool = False  # runs alongside the stages after it (its own core), joined when needed
+    needs: tuple[str, ...] = ()  # background stages whose output this one reads (waited for first)
 
 
 def _py(cfg: DictConfig) -> str:
@@ -126,10 +129,17 @@ def training_stages(cfg: DictConfig) -> list[Stage]:
     ]
     stages = [
         Stage("motion", [_py(cfg), "-c", motion_code], Path(mo.root) / "MANIFEST.json"),
+        Stage(
+            "images",
+            _script(cfg, "prepare_data.py", run / "images", *img_args),
+            index,
+            background=bool(cfg.images.background),
+        ),
         Stage("tokenizer", _script(cfg, "train_tokenizer.py", run / "tokenizer", *tok_args), tok),
         Stage("pretrain", _script(cfg, "pretrain.py", run / "pretrain", *pre_args), pre),
-        Stage("images", _script(cfg, "prepare_data.py", run / "images", *img_args), index),
-        Stage("train_hmr", _script(cfg, "train_hmr.py", run / "train_hmr", *hmr_args), hmr),
+        Stage(
+            "train_hmr", _script(cfg, "train_hmr.py", run / "train_hmr", *hmr_args), hmr, needs=("images",)
+        ),
     ]
     return stages
 
@@ -245,6 +255,59 @@ def run_stage(stage: Stage, log_path: Path, stream: bool, threads: int) -> None:
         raise StageFailed(f"stage {stage.name} failed (exit {code}); its log: {log_path}\n{tail}")
 
 
+def run_stages(stages: list[Stage], cfg: DictConfig, run: Path) -> dict[str, float]:
+    """Run the stages in order (a ``background`` one beside the next, joined before a stage that
+    ``needs`` it or at the end); one line per stage; returns the seconds of those that ran."""
+    times: dict[str, float] = {}
+    background: dict[str, tuple[threading.Thread, list[BaseException], float, str]] = {}
+
+    def join(name: str) -> None:
+        thread, errors, t0, head = background.pop(name)
+        thread.join()
+        if errors:
+            raise errors[0]
+        times[name] = time.perf_counter() - t0
+        print(f"{head} done in {_fmt(times[name])} (in the background)", flush=True)
+
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i:>2}/{len(stages)}] {stage.name:<26}"
+        for name in stage.needs:
+            if name in background:
+                join(name)
+        if cfg.only and stage.name not in cfg.only:
+            continue
+        if stage.skip_reason:
+            print(f"{head} skipped: {stage.skip_reason}", flush=True)
+            continue
+        if stage.done.exists() and stage.name not in cfg.force:
+            print(f"{head} done already ({stage.done})", flush=True)
+            continue
+        log_path = run / "logs" / f"{stage.name}.log"
+        if stage.background:  # its output goes to its log only (two progress bars would interleave)
+            print(f"{head} running in the background ... (log: {log_path})", flush=True)
+            errors: list[BaseException] = []
+            thread = threading.Thread(target=_run_into, args=(stage, log_path, int(cfg.threads), errors))
+            thread.start()
+            background[stage.name] = (thread, errors, time.perf_counter(), head)
+            continue
+        print(f"{head} running ... (log: {log_path})", flush=True)
+        t0 = time.perf_counter()
+        run_stage(stage, log_path, bool(cfg.stream), int(cfg.threads))
+        times[stage.name] = time.perf_counter() - t0
+        print(f"{head} done in {_fmt(times[stage.name])}", flush=True)
+    for name in list(background):
+        join(name)
+    return times
+
+
+def _run_into(stage: Stage, log_path: Path, threads: int, errors: list[BaseException]) -> None:
+    """:func:`run_stage` for a background thread: its error is kept for the join, not lost."""
+    try:
+        run_stage(stage, log_path, False, threads)
+    except BaseException as err:  # noqa: BLE001  (re-raised in the main thread by the join)
+        errors.append(err)
+
+
 def _fmt(seconds: float) -> str:
     return f"{int(seconds // 60)}m{seconds % 60:04.1f}s" if seconds >= 60 else f"{seconds:.1f}s"
 
@@ -292,23 +355,8 @@ def main(cfg: DictConfig) -> None:
         if unknown:
             raise UserError(f"{key}={unknown}: unknown stage(s); the stages are {names}")
     run = Path(cfg.run_dir)
-    times: dict[str, float] = {}
     t_all = time.perf_counter()
-    for i, stage in enumerate(stages, 1):
-        head = f"[{i:>2}/{len(stages)}] {stage.name:<26}"
-        if cfg.only and stage.name not in cfg.only:
-            continue
-        if stage.skip_reason:
-            print(f"{head} skipped: {stage.skip_reason}", flush=True)
-            continue
-        if stage.done.exists() and stage.name not in cfg.force:
-            print(f"{head} done already ({stage.done})", flush=True)
-            continue
-        print(f"{head} running ... (log: {run / 'logs' / (stage.name + '.log')})", flush=True)
-        t0 = time.perf_counter()
-        run_stage(stage, run / "logs" / f"{stage.name}.log", bool(cfg.stream), int(cfg.threads))
-        times[stage.name] = time.perf_counter() - t0
-        print(f"{head} done in {_fmt(times[stage.name])}", flush=True)
+    times = run_stages(stages, cfg, run)
     total = time.perf_counter() - t_all
     table, rows = final_table(cfg)
     pictures = []

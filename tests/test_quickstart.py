@@ -130,6 +130,18 @@ def test_quickstart_runs_every_stage_then_skips_them(tmp_path):
     assert "nothing to do" in again.stdout
 
 
+def test_a_failing_background_stage_stops_the_run_before_its_reader(tmp_path):
+    """The images stage runs beside the tokenizer and pre-training; its failure surfaces as one clear
+    error naming its log when train_hmr (which reads its output) is about to start, and train_hmr never runs."""
+    out = _run([*tiny_overrides(tmp_path), "images.args=['no_such_key=1']"], ROOT)
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert f"{'images':<26} running in the background" in out.stdout
+    assert f"{'pretrain':<26} done in" in out.stdout  # the foreground went on meanwhile
+    assert "train_hmr" not in out.stdout
+    assert "stage images failed" in out.stderr and "logs/images.log" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_unknown_stage_is_a_clear_error(tmp_path):
     out = _run([*tiny_overrides(tmp_path), "force=[trian_hmr]"], ROOT)
     assert out.returncode == 1 and "force=['trian_hmr']: unknown stage" in out.stderr
