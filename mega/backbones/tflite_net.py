@@ -235,12 +235,12 @@ class TFLiteNet(nn.Module):
         """Whether the fused plan applies: float32 CPU tensors, oneDNN present, no gradient needed."""
         if not (x.dtype == torch.float32 and x.device.type == "cpu" and fused_path_available()):
             return False
-        params = [t for conv in self.convs.values() for t in (conv.weight, conv.bias)]
-        if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
+        first = next(iter(self.convs.values())).weight  # a cast module (.double(), .to()) casts them all
+        if first.dtype != torch.float32 or first.device.type != "cpu":
             return False
         if not torch.is_grad_enabled():
             return True
-        return not x.requires_grad and not any(p.requires_grad for p in params)
+        return not x.requires_grad and not any(p.requires_grad for p in self.parameters())
 
     def run_op(self, kind: str, op: TFLiteOp, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """One non-convolution operator on its tensor inputs (constants come from the file)."""

@@ -48,9 +48,17 @@ MM_PIXELS = 256
 DENSE_PAIRS = 256
 
 
+try:  # the overloads themselves (an OpOverloadPacket call would first pick among them)
+    _CONV = torch.ops.mkldnn._convolution_pointwise.default
+    _CONV_ADD = torch.ops.mkldnn._convolution_pointwise.binary
+    _CONV_ADD_INPLACE = torch.ops.mkldnn._convolution_pointwise_.binary
+except (AttributeError, RuntimeError):  # a PyTorch build without oneDNN: the reference path only
+    _CONV = _CONV_ADD = _CONV_ADD_INPLACE = None
+
+
 def fused_path_available() -> bool:
     """Whether this PyTorch build has oneDNN's fused convolution operators."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return _CONV is not None and torch.backends.mkldnn.is_available()
 
 
 def _pointwise_conv_flops(*args, out_shape=None, **kwargs) -> int:
@@ -64,8 +72,7 @@ def _pointwise_conv_flops(*args, out_shape=None, **kwargs) -> int:
 #: ``FlopCounterMode(custom_mapping=FLOP_FORMULAS)`` counts the fused path's oneDNN convolutions (the
 #: dense tiny depthwise kernels are elementwise products and are not counted).
 FLOP_FORMULAS = {
-    torch.ops.mkldnn._convolution_pointwise: _pointwise_conv_flops,
-    torch.ops.mkldnn._convolution_pointwise_: _pointwise_conv_flops,
+    op._overloadpacket: _pointwise_conv_flops for op in (_CONV, _CONV_ADD_INPLACE) if op is not None
 }
 
 
@@ -83,7 +90,8 @@ class PackedConv:
 
     def __init__(self, conv, activation: str) -> None:
         self.conv, (self.attr, self.scalars) = conv, POST_OPS[activation]
-        self.stride, self.dilation = list(conv.stride), list(conv.dilation)
+        self.params = conv._parameters  # weight / bias, read at each call without nn.Module.__getattr__
+        self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
         o, i, kh, kw = conv.weight.shape
         self.kernel = (kh, kw)
         self.pointwise = (kh, kw) == (1, 1) and conv.groups == 1 and self.stride == [1, 1]
@@ -102,7 +110,7 @@ class PackedConv:
             )
             if self.pointwise and (top, bottom, left, right) == (0, 0, 0, 0) and h * w <= MM_PIXELS:
                 mode = "matmul"
-            elif self.conv.groups == 1 and (top, bottom, left, right) == (0, 0, 0, 0) and (kh, kw) == (h, w):
+            elif self.groups == 1 and (top, bottom, left, right) == (0, 0, 0, 0) and (kh, kw) == (h, w):
                 mode = "linear"
             elif self.depthwise and out[0] * out[1] * h * w <= DENSE_PAIRS:
                 mode = "dense"
@@ -113,9 +121,9 @@ class PackedConv:
             self._modes[(h, w)] = (mode, pad, None if symmetric else (left, right, top, bottom), out)
         return self._modes[(h, w)]
 
-    def _weights(self, mode: str, h: int, w: int, pad: list[int], shape: list[int]) -> tuple:
+    def _weights(self, mode: str, h: int, w: int, pad: list[int], shape: torch.Size) -> tuple:
         """The mode's prepared (weight, bias), rebuilt when a parameter changed."""
-        wt, b = self.conv.weight, self.conv.bias
+        wt, b = self.params["weight"], self.params["bias"]
         key = (wt.data_ptr(), wt._version, b.data_ptr(), b._version)
         slot = (mode, h, w) if mode == "dense" else (mode,)
         cached = self._prepared.get(slot)
@@ -123,7 +131,7 @@ class PackedConv:
             wt = wt.detach()
             if mode == "onednn":
                 packed = torch.ops.mkldnn._reorder_convolution_weight(
-                    wt, pad, self.stride, self.dilation, self.conv.groups, shape
+                    wt, pad, self.stride, self.dilation, self.groups, list(shape)
                 )
             elif mode == "matmul":
                 packed = wt[:, :, 0, 0].t().contiguous()
@@ -161,24 +169,22 @@ class PackedConv:
         """(B, I, H, W) channels-last -> activation(conv(x) [+ other]) (B, O, H', W') channels-last;
         with ``inplace`` the oneDNN kernel writes the result into ``other``."""
         n, _, h, w = x.shape
-        mode, pad, explicit, (oh, ow) = self._mode(h, w)
+        mode, pad, explicit, (oh, ow) = self._modes.get((h, w)) or self._mode(h, w)
         if mode == "onednn":
             if explicit is not None:
                 x = F.pad(x, explicit)
-            wt, b = self._weights(mode, h, w, pad, list(x.shape))
-            args = (wt, b, pad, self.stride, self.dilation, self.conv.groups)
+            wt, b = self._weights(mode, h, w, pad, x.shape)
+            args = (wt, b, pad, self.stride, self.dilation, self.groups)
             if other is None:
-                return torch.ops.mkldnn._convolution_pointwise(x, *args, self.attr, self.scalars, "")
+                return _CONV(x, *args, self.attr, self.scalars, "")
             # oneDNN's sum post-op takes only ReLU after it; other activations follow as one clamp
             relu = "relu" if self.attr == "relu" else None
             if inplace:
-                y = torch.ops.mkldnn._convolution_pointwise_.binary(
-                    other, x, *args, "add", None, relu, [], ""
-                )
+                y = _CONV_ADD_INPLACE(other, x, *args, "add", None, relu, [], "")
             else:
-                y = torch.ops.mkldnn._convolution_pointwise.binary(x, other, *args, "add", None, relu, [], "")
+                y = _CONV_ADD(x, other, *args, "add", None, relu, [], "")
             return y.clamp_(*self.scalars) if self.attr == "hardtanh" else y
-        wt, b = self._weights(mode, h, w, pad, list(x.shape))
+        wt, b = self._weights(mode, h, w, pad, x.shape)
         nhwc = x.permute(0, 2, 3, 1)
         if mode == "matmul":
             y = torch.addmm(b, nhwc.reshape(n * h * w, -1), wt)
