@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -104,7 +105,8 @@ def build_page(session: Session, examples: list[Path], banner: str):
     def outputs_of(frame):
         p = frame.panels
         return (str(p["input"]), str(p["overlay"]), str(p["side"]) if "side" in p else None,
-                gr.update(value=str(p["sd"]) if "sd" in p else None, visible="sd" in p), str(frame.glb))  # fmt: skip
+                gr.update(value=str(p["sd"]) if "sd" in p else None, visible="sd" in p),
+                gr.update(value=str(frame.glb), camera_position=(None, None, frame.view_distance)))  # fmt: skip
 
     def run(upload, snapshot, sampler, q, rotation):
         empty = (None, None, None, gr.update(value=None, visible=False), None, None, None, gr.update(choices=[], value=None, visible=False), [])  # fmt: skip
@@ -139,7 +141,14 @@ def build_page(session: Session, examples: list[Path], banner: str):
                                         sources=["clipboard", "webcam", "upload"], elem_id="snapshot")  # fmt: skip
                 names = list(session.decodings)
                 sampler = gr.Radio(names, value=names[0], label="Sampler", elem_id="sampler")
-                q = gr.Slider(2, 20, value=5, step=1, label="Q samples (all but deterministic)", elem_id="q")
+                q = gr.Slider(
+                    2,
+                    20,
+                    value=5,
+                    step=1,
+                    label="Q samples (stochastic; the others decode once)",
+                    elem_id="q",
+                )
                 rotation = gr.Radio(list(ROTATIONS), value="head", label="Rotation from", elem_id="rotation",
                                     info="head: the model's heads; keypoints: solved from the 2D keypoints")  # fmt: skip
                 button = gr.Button("Run", variant="primary", elem_id="run")
@@ -173,7 +182,9 @@ def build_page(session: Session, examples: list[Path], banner: str):
 
 
 def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """A message as HTML: ``<``, ``>``, ``&`` escaped; `commands` in backticks as code."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", text)
 
 
 @hydra.main(config_path="../configs", config_name="app", version_base="1.3")

@@ -15,7 +15,7 @@ import trimesh
 from fixtures_models import heldout_set, save_tiny_hmr
 
 from mega.demo.examples import build_examples, image_key
-from mega.demo.web import Limits, PageError, Session, check_upload, person_table
+from mega.demo.web import VIEWER_FOV, Limits, PageError, Session, check_upload, person_table, view_distance
 from mega.export import write_glb
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,6 +23,7 @@ STOCHASTIC = {"name": "maskgit", "steps": 2, "temperature": 3.0, "confidence_noi
 DECODINGS = {
     "deterministic": {"sampler": {"name": "deterministic"}},
     "stochastic": {"sampler": STOCHASTIC},
+    "uncertainty_guided": {"sampler": {"name": "uncertainty_guided", "steps": 2}},
     "pose_guided": {"sampler": STOCHASTIC, "refiner": {"name": "pose_guided", "iterations": 2}},
 }
 PICTURES = {
@@ -95,6 +96,44 @@ def test_run_writes_pictures_glb_and_files(app_assets, tmp_path, free_body):
     np.testing.assert_allclose(glb.vertices, obj.vertices * [1, -1, -1], atol=1e-5)
     meta = json.loads(frame.glb.with_name(f"{frame.stem}_p0.json").read_text())
     assert meta["sampler"] == "maskgit Q=3"
+    assert frame.view_distance == pytest.approx(view_distance([glb.vertices]))
+
+
+def _widest_angle(points: np.ndarray, camera: np.ndarray, target: np.ndarray) -> float:
+    """The largest angle (rad) between a camera's axis (camera -> target) and its rays to ``points``."""
+    axis = (target - camera) / np.linalg.norm(target - camera)
+    rays = points - camera
+    return float(np.arccos(np.clip(rays @ axis / np.linalg.norm(rays, axis=1), -1, 1)).max())
+
+
+def test_the_3d_view_sees_every_person_whole():
+    """From any direction, a camera at view_distance from the centre of the people's bounding box sees every
+    vertex within half the viewer's vertical field of view; the viewer's own framing (1.1 box diagonals)
+    cuts the head off a standing body seen from the front."""
+    g = np.random.default_rng(0)
+    corners = np.array([[x, y, z] for x in (-0.25, 0.25) for y in (-0.85, 0.85) for z in (-0.15, 0.15)])
+    body = np.concatenate([corners, g.uniform(corners.min(0), corners.max(0), (500, 3))]) + [0.2, 0.1, 3.0]
+    for meshes in ([body], [body, body + [1.4, 0.2, 0.8]], [body * 0.01]):
+        points = np.concatenate(meshes)
+        centre = (points.max(0) + points.min(0)) / 2
+        r = view_distance(meshes)
+        dirs = g.normal(size=(300, 3))
+        for d in dirs / np.linalg.norm(dirs, axis=1, keepdims=True):
+            assert _widest_angle(points, centre + r * d, centre) < VIEWER_FOV / 2
+    centre = (body.max(0) + body.min(0)) / 2
+    babylon = 1.1 * np.linalg.norm(body.max(0) - body.min(0))
+    assert _widest_angle(body, centre + [0, 0, -babylon], centre) > VIEWER_FOV / 2
+
+
+def test_greedy_samplers_decode_once(app_assets, tmp_path):
+    """Q samples of a sampler that draws nothing at random (GenHMR's top-1 UGS) would be Q copies: one
+    decoding, no SD map of zeros, and the page says why."""
+    s = session(app_assets, tmp_path)
+    results, notices = s.run(app_assets["examples"][0], "uncertainty_guided", 5, "head")
+    assert results[0].rows[0]["num_samples"] == 1 and "sd" not in results[0].panels
+    assert any("uncertainty_guided decodes without drawing at random" in n for n in notices)
+    results, notices = s.run(app_assets["examples"][0], "uncertainty_guided", 1, "head")
+    assert not any("drawing at random" in n for n in notices)
 
 
 def test_whole_image_without_detector_and_clip(app_assets, tmp_path):
@@ -208,3 +247,5 @@ def test_the_pages_sampler_choices_are_valid_presets():
         assert (build_refiner(d["refiner"]) is None) == (name != "pose_guided")
     with pytest.raises(app.AppError, match="no sampler preset"):
         app.preset("sampler", "nonexistent")
+    # messages go into the page as HTML: markup escaped, `commands` as code
+    assert app._escape("a <b> & `make detector`") == "a &lt;b&gt; &amp; <code>make detector</code>"

@@ -15,12 +15,8 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -28,66 +24,29 @@ import trimesh
 from fixtures_models import heldout_set, save_tiny_hmr
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("MEGA_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",  # WebGL on the CPU
-    "--enable-unsafe-swiftshader",
-    "--use-fake-device-for-media-stream",  # a test-pattern webcam
-    "--use-fake-ui-for-media-stream",
-]
+from mega.demo.browser import (
+    CHROMIUM,
+    AppProcess,
+    BrowserError,
+    canvas_pixels,
+    cut_off,
+    launch_chromium,
+    open_page,
+)
+from mega.demo.browser import sync_playwright as start_playwright
+from mega.demo.browser import upload as upload_file
+
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class App:
-    """``scripts/app.py`` in a subprocess, in an empty working folder (to check it writes nothing there)."""
+class App(AppProcess):
+    """``scripts/app.py`` on one torch thread, in an empty working folder (to check it writes nothing there)."""
 
     def __init__(self, cwd: Path, *overrides: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.cwd = cwd
-        cwd.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, str(ROOT / "scripts" / "app.py"), f"port={self.port}", "threads=1", *overrides]
-        self.log = cwd.parent / f"{cwd.name}.log"
-        self.proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT
-        )
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"the app did not start in 240 s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> str:
-        self.proc.terminate()
         try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.log.read_text()
+            super().__init__(cwd, "threads=1", *overrides)
+        except BrowserError as err:
+            raise AssertionError(str(err)) from err
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +56,11 @@ def browser():
             f"{CHROMIUM} not found: install Debian's chromium (`make test-app` does: apt-get install chromium)"
         )
     try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as err:
-        pytest.fail(f"playwright is missing ({err}): `make test-app` installs the extras .[app,browser]")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        playwright = start_playwright()
+    except BrowserError as err:
+        pytest.fail(str(err))
+    with playwright as p:
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -117,33 +76,8 @@ def assets(tmp_path_factory, free_body):
     }
 
 
-def open_page(browser, app: App):
-    """A fresh page (own context) that records every request leaving localhost."""
-    ctx = browser.new_context(
-        viewport={"width": 1400, "height": 1000}, accept_downloads=True, permissions=["camera"]
-    )
-    page = ctx.new_page()
-    page.set_default_timeout(180_000)  # a loaded 2-core machine renders WebGL on the CPU slowly
-    page.outside = []
-    page.on(
-        "request",
-        lambda r: (
-            urlparse(r.url).hostname not in ("127.0.0.1", "localhost")
-            and not r.url.startswith(("data:", "blob:"))
-            and page.outside.append(r.url)
-        ),
-    )
-    page.goto(app.url, timeout=180_000)
-    page.wait_for_selector("#run")
-    return page
-
-
 def upload_and_run(page, path: Path) -> None:
-    clear = page.locator("#upload button[aria-label=Clear]")
-    if clear.count():  # a file is there already: the drop zone comes back once it is cleared
-        clear.first.click()
-    page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.wait_for_selector(f'#upload td.filename[aria-label="{path.name}"]')
+    upload_file(page, path)
     page.click("#run")
 
 
@@ -157,7 +91,7 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
     )
     page = None
     try:
-        page = open_page(browser, app)
+        page = open_page(browser, app.url)
         assert page.locator("text=Examples").count() >= 1  # the held-out images are bundled
         heldout = sorted((assets["images"] / "images" / "test").iterdir())[0]
         page.locator("#sampler label", has_text="stochastic").first.click()
@@ -200,6 +134,7 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
         page.wait_for_timeout(1000)
         after = grab()
         assert before.std() > 5, "the 3D view shows nothing"
+        assert not cut_off(canvas_pixels(page)), "the 3D view cuts the body off at its top or bottom"
         assert np.abs(after - before).mean() > 1.0, "dragging did not turn the 3D view"
         shot = Path(os.environ.get("MEGA_APP_SCREENSHOT", tmp_path / "page.png"))
         shot.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +187,7 @@ def test_checkpoint_that_does_not_load_is_said_in_the_page(browser, assets, tmp_
     app = App(tmp_path / "cwd", f"checkpoint={broken}", "examples.images_root=null", "examples.video=null")
     page = None
     try:
-        page = open_page(browser, app)
+        page = open_page(browser, app.url)
         assert "model not loaded" in page.locator("#banner").inner_text()
         image = tmp_path / "gray.png"
         Image.fromarray(np.full((60, 80, 3), 120, np.uint8)).save(image)

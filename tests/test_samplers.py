@@ -34,6 +34,13 @@ def model():
     return net
 
 
+@pytest.fixture(scope="module")
+def soft_model():
+    """The init's head: flat logits, so whatever a sampler draws at random shows in its samples."""
+    torch.manual_seed(0)
+    return MaskedTokenTransformer(L, K, dim=32, encoder_depth=1, decoder_depth=1, num_heads=2).eval()
+
+
 class Recorder:
     """Wraps a logits_fn and records every call's masks."""
 
@@ -220,12 +227,12 @@ def test_nothing_to_generate_and_bad_inputs(model):
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_sampler_configs_build_and_run(path, model):
+def test_sampler_configs_build_and_run(path, soft_model):
     cfg = OmegaConf.to_container(OmegaConf.load(path))
     assert cfg["name"] in SAMPLERS  # a preset names its class's registry entry
     sampler = SAMPLERS.build(**cfg)
     res = sampler(
-        model,
+        soft_model,
         batch_size=2,
         num_tokens=L,
         codebook_size=K,
@@ -233,6 +240,33 @@ def test_sampler_configs_build_and_run(path, model):
         generator=torch.Generator().manual_seed(0),
     )
     assert res.ids.shape == (2, 3, L)
+    assert sampler.draws_at_random == bool((res.ids != res.ids[:, :1]).any())  # samples differ iff it says so
+
+
+@pytest.mark.parametrize(
+    "knobs, differ",
+    [
+        ({"top_k": 1}, False),
+        ({"temperature": 0.0}, False),
+        ({"top_k": 1, "confidence_noise": 3.0}, False),
+        ({"confidence_noise": 3.0, "top_k": 2}, True),
+        ({"top_k": 3}, True),
+        ({}, True),
+    ],  # fmt: skip
+)
+def test_draws_at_random_says_whether_samples_differ(knobs, differ):
+    def by_order(ids, mask):  # each position prefers code (positions fixed so far + its index) mod K
+        best = ((~mask).sum(1, keepdim=True) + torch.arange(L)) % K
+        return torch.nn.functional.one_hot(best, K).float() * 5.0  # the order of fixing shows in the codes
+
+    temperature = knobs.pop("temperature", 2.0)
+    sampler = SAMPLERS.build(
+        name="maskgit", steps=5, temperature_schedule="constant", temperature=temperature, **knobs
+    )
+    res = sampler(by_order, batch_size=4, num_tokens=L, codebook_size=K, num_samples=4,
+                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert sampler.draws_at_random is differ
+    assert bool((res.ids != res.ids[:, :1]).any()) is differ
 
 
 def test_registry_and_configs_are_in_sync():

@@ -28,10 +28,12 @@ from mega.demo.run import decode, export_people, person_mesh
 from mega.detection import Person
 from mega.errors import UserError
 from mega.export import write_glb
+from mega.inference import build_sampler
 from mega.viz.views import PALETTE, save_png
 
 log = logging.getLogger("demo")
 ROTATIONS = ("head", "keypoints")
+VIEWER_FOV = 0.8  # rad: the vertical field of view of the page's 3D view (Babylon.js's default camera)
 
 
 class PageError(UserError, ValueError):
@@ -125,14 +127,26 @@ def read_video(path: Path, limits: Limits) -> tuple[list[tuple[str, np.ndarray]]
 
 @dataclass
 class FrameResult:
-    """What the page shows of one image: panel PNGs by kind (input, overlay, side, sd), the GLB scene,
-    the files to download and one row per person (for the table)."""
+    """What the page shows of one image: panel PNGs by kind (input, overlay, side, sd), the GLB scene and
+    the 3D view's camera distance from its centre (:func:`view_distance`), the files to download and one row
+    per person (for the table)."""
 
     stem: str
     panels: dict[str, Path]
     glb: Path
     files: list[Path]
     rows: list[dict[str, Any]]
+    view_distance: float = 3.0
+
+
+def view_distance(meshes: list[np.ndarray], fov: float = VIEWER_FOV, spare: float = 1.1) -> float:
+    """How far from the centre of the meshes' bounding box the 3D view's camera must be for all of them to
+    be seen whole (from any direction): the box's bounding sphere fits the vertical field of view ``fov``,
+    with ``spare`` to spare. The viewer's own framing (1.1 box diagonals) cuts off the head of a standing
+    body. ``meshes``: per person (V, 3) vertices; the distance is in their unit."""
+    points = np.concatenate([np.asarray(m, np.float64).reshape(-1, 3) for m in meshes])
+    half_diagonal = float(np.linalg.norm(points.max(0) - points.min(0))) / 2
+    return spare * max(half_diagonal, 1e-3) / float(np.sin(fov / 2))
 
 
 @dataclass
@@ -204,16 +218,17 @@ class Session:
         self, upload: str | Path | None, decoding: str, num_samples: int, rotation: str, seed: int = 0
     ) -> tuple[list[FrameResult], list[str]]:
         """One request: the upload (image or clip) through the demo's code path with the named decoding (a
-        key of ``decodings``; Q samples unless its sampler is deterministic). Returns one result per image
+        key of ``decodings``; Q samples when its sampler draws at random, else one). Returns one result per image
         (a clip: per frame) and the notices for the page."""
         if decoding not in self.decodings:
             raise PageError(f"sampler {decoding!r}: choose one of {', '.join(self.decodings)}")
         if rotation not in ROTATIONS:
             raise PageError(f"rotation {rotation!r}: choose one of {', '.join(ROTATIONS)}")
         chosen = self.decodings[decoding]
-        q = int(num_samples) if chosen["sampler"]["name"] != "deterministic" else 1
-        if not 1 <= q <= 20:
+        if not 1 <= int(num_samples) <= 20:
             raise PageError(f"Q = {num_samples}: choose 1 to 20 samples")
+        random = build_sampler(chosen["sampler"]).draws_at_random  # else Q samples would be Q copies
+        q = int(num_samples) if random else 1
         kind = check_upload(upload, self.limits)
         path = Path(upload)
         if kind == "video":
@@ -221,6 +236,10 @@ class Session:
         else:
             image, notices = read_image(path, self.limits)
             images = [(_stem(path), image)]
+        if not random and int(num_samples) > 1:
+            notices.append(
+                f"{decoding} decodes without drawing at random: one sample (Q does not apply, no SD map)"
+            )
         model = self.model()
         run_dir = self._new_run_dir()
         cfg = OmegaConf.create(
@@ -267,7 +286,7 @@ class Session:
             [f"person_{i}" for i in range(len(people))],
         )
         files = [Path(f) for row in rows for f in row["files"].values()] + [glb]
-        return FrameResult(stem, shown, glb, files, rows)
+        return FrameResult(stem, shown, glb, files, rows, view_distance(meshes))
 
     def _new_run_dir(self) -> Path:
         runs = self.work_dir / "runs"

@@ -153,6 +153,7 @@ class DeterministicSampler:
     """Registry entry ``deterministic``: ``sample_deterministic`` with no knobs of its own."""
 
     steps = 1  #: network passes per decoding (every sampler states its T)
+    draws_at_random = False  #: Q samples are Q copies (every sampler says whether its samples can differ)
 
     def __call__(
         self,

@@ -162,6 +162,12 @@ class MaskGITSampler:
         self.confidence_noise = confidence_noise
         self.top_k = top_k
 
+    @property
+    def draws_at_random(self) -> bool:
+        """Whether Q samples can differ: a temperature > 0 and not top-1 (top-1 decodes greedily, with no
+        confidence noise either). GenHMR's UGS is top-1: its Q samples are Q copies of one answer."""
+        return self.temperature > 0 and self.top_k != 1
+
     def __call__(
         self,
         logits_fn: LogitsFn,
