@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/app_page.png", help="PNG (one image and sampler) or a folder")
     ap.add_argument("--width", type=int, default=1000, help="the screenshots' width in pixels")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the app this starts")
+    ap.add_argument(
+        "--python", default=sys.executable, help="the Python that runs the app (e.g. .venv/bin/python)"
+    )
     args = ap.parse_args(argv)
     for f in [Path(args.checkpoint)] * (args.url is None) + [Path(p) for p in args.images]:
         if not f.is_file():
@@ -96,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.url is None:
         # as `make app` there: the examples and relative paths from the current folder (a checkout)
         log = Path(tempfile.mkdtemp(prefix="app-shot-")) / "app.log"
-        app = AppProcess(Path.cwd(), f"checkpoint={args.checkpoint}", f"threads={args.threads}", log=log)
+        app = AppProcess(
+            Path.cwd(),
+            f"checkpoint={args.checkpoint}",
+            f"threads={args.threads}",
+            log=log,
+            python=args.python,
+        )
     url = args.url or app.url
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = []
