@@ -132,8 +132,9 @@ def test_greedy_samplers_decode_once(app_assets, tmp_path):
     results, notices = s.run(app_assets["examples"][0], "uncertainty_guided", 5, "head")
     assert results[0].rows[0]["num_samples"] == 1 and "sd" not in results[0].panels
     assert any("uncertainty_guided decodes without drawing at random" in n for n in notices)
-    results, notices = s.run(app_assets["examples"][0], "uncertainty_guided", 1, "head")
-    assert not any("drawing at random" in n for n in notices)
+    for name, q in [("uncertainty_guided", 1), ("deterministic", 5)]:  # nothing to say
+        results, notices = s.run(app_assets["examples"][0], name, q, "head")
+        assert results[0].rows[0]["num_samples"] == 1 and not any("drawing at random" in n for n in notices)
 
 
 def test_whole_image_without_detector_and_clip(app_assets, tmp_path):

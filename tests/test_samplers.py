@@ -252,7 +252,7 @@ def test_sampler_configs_build_and_run(path, soft_model):
         ({"confidence_noise": 3.0, "top_k": 2}, True),
         ({"top_k": 3}, True),
         ({}, True),
-    ],  # fmt: skip
+    ],
 )
 def test_draws_at_random_says_whether_samples_differ(knobs, differ):
     def by_order(ids, mask):  # each position prefers code (positions fixed so far + its index) mod K
@@ -263,8 +263,14 @@ def test_draws_at_random_says_whether_samples_differ(knobs, differ):
     sampler = SAMPLERS.build(
         name="maskgit", steps=5, temperature_schedule="constant", temperature=temperature, **knobs
     )
-    res = sampler(by_order, batch_size=4, num_tokens=L, codebook_size=K, num_samples=4,
-                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+    res = sampler(
+        by_order,
+        batch_size=4,
+        num_tokens=L,
+        codebook_size=K,
+        num_samples=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert sampler.draws_at_random is differ
     assert bool((res.ids != res.ids[:, :1]).any()) is differ
 

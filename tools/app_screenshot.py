@@ -56,8 +56,12 @@ def save_small(png: bytes, out: Path, width: int) -> tuple[int, int]:
     ink = np.asarray(page.convert("L")) < 250
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     pad = 12
-    box = (max(0, cols[0] - pad), max(0, rows[0] - pad), min(page.width, cols[-1] + pad + 1),
-           min(page.height, rows[-1] + pad + 1))  # fmt: skip
+    box = (
+        max(0, cols[0] - pad),
+        max(0, rows[0] - pad),
+        min(page.width, cols[-1] + pad + 1),
+        min(page.height, rows[-1] + pad + 1),
+    )
     page = page.crop(box)
     if page.width > width:
         page = page.resize((width, round(page.height * width / page.width)), Image.LANCZOS)
@@ -67,7 +71,7 @@ def save_small(png: bytes, out: Path, width: int) -> tuple[int, int]:
     return small.size
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None):
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="drive an app already running at this address instead of starting one")
     ap.add_argument("--images", nargs="+", default=[DEFAULT_IMAGE], help="images (or clips) to upload")
     ap.add_argument("--samplers", nargs="+", default=["stochastic"], help="the page's sampler choices to run")
-    ap.add_argument("--q", type=int, default=5, help="Q samples (all samplers but deterministic)")
+    ap.add_argument("--q", type=int, default=5, help="Q samples (the samplers that draw at random)")
     ap.add_argument(
         "--runs", type=int, default=1, help="timed runs per image and sampler, each on a fresh page"
     )
@@ -93,50 +97,65 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"error: {f} not found (`make quickstart` makes the model and the held-out images)"
             )
+    return args
+
+
+def one_run(browser, url: str, image: Path, sampler: str, q: int, label: str, shot: Path | None, width: int):
+    """Upload, choose, press Run and wait on a fresh page; prints the times (and writes ``shot``)."""
+    page = open_page(browser, url)
+    try:
+        upload(page, image)
+        choose(page, sampler, q=q)
+        t = run_and_wait(page)
+        view = "error" if t.view_s is None else f"{t.view_s:.2f} s"
+        print(f"{label}: overlay {t.overlay_s:.2f} s, 3D view {view}  ({t.message})", flush=True)
+        if shot is not None:
+            page.wait_for_timeout(1500)  # the 3D view settles
+            if t.view_s is not None and cut_off(canvas_pixels(page)):
+                print("  warning: the 3D view cuts the body off at its top or bottom")
+            size = save_small(page.screenshot(full_page=True), shot, width)
+            print(f"  screenshot {shot} {size[0]} x {size[1]} px, {shot.stat().st_size / 1e3:.0f} kB")
+        if page.outside:
+            print(f"  requests that left localhost: {page.outside}")
+        return t
+    except Exception:  # what the page showed, then the error
+        failed = Path(tempfile.mkdtemp(prefix="app-shot-failure-")) / "page.png"
+        page.screenshot(path=str(failed), full_page=True)
+        print(f"  {label} failed; the page: {failed}; console errors: {page.errors}")
+        raise
+    finally:
+        page.context.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     pairs = [(Path(i), s) for i in args.images for s in args.samplers]
     out = Path(args.out)
     app = None
-    if args.url is None:
-        # as `make app` there: the examples and relative paths from the current folder (a checkout)
+    if args.url is None:  # as `make app` there: the examples and relative paths from the current folder
         log = Path(tempfile.mkdtemp(prefix="app-shot-")) / "app.log"
-        app = AppProcess(
-            Path.cwd(),
-            f"checkpoint={args.checkpoint}",
-            f"threads={args.threads}",
-            log=log,
-            python=args.python,
-        )
-    url = args.url or app.url
+        overrides = [f"checkpoint={args.checkpoint}", f"threads={args.threads}"]
+        app = AppProcess(Path.cwd(), *overrides, log=log, python=args.python)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = []
     try:
         with sync_playwright() as p:
             browser = launch_chromium(p)
             for image, sampler in pairs:
-                times = []
-                for run in range(args.runs):
-                    page = open_page(browser, url)
-                    try:
-                        upload(page, image)
-                        choose(page, sampler, q=args.q)
-                        t = run_and_wait(page)
-                        times.append(t)
-                        view = "error" if t.view_s is None else f"{t.view_s:.2f} s"
-                        print(f"{image.name} {sampler} run {run + 1}: overlay {t.overlay_s:.2f} s, 3D view {view}"
-                              f"  ({t.message})", flush=True)  # fmt: skip
-                        if run == args.runs - 1:
-                            page.wait_for_timeout(1500)  # the 3D view settles
-                            if t.view_s is not None and cut_off(canvas_pixels(page)):
-                                print("  warning: the 3D view cuts the body off at its top or bottom")
-                            shot = out if len(pairs) == 1 else out / f"{image.stem}_{sampler}.png"
-                            size = save_small(page.screenshot(full_page=True), shot, args.width)
-                            print(
-                                f"  screenshot {shot} {size[0]} x {size[1]} px, {shot.stat().st_size / 1e3:.0f} kB"
-                            )
-                        if page.outside:
-                            print(f"  requests that left localhost: {page.outside}")
-                    finally:
-                        page.context.close()
+                shot = out if len(pairs) == 1 else out / f"{image.stem}_{sampler}.png"
+                times = [
+                    one_run(
+                        browser,
+                        args.url or app.url,
+                        image,
+                        sampler,
+                        args.q,
+                        f"{image.name} {sampler} run {run + 1}",
+                        shot if run == args.runs - 1 else None,
+                        args.width,
+                    )
+                    for run in range(args.runs)
+                ]
                 rows.append((image.name, sampler, times))
             browser.close()
     finally:
@@ -146,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nseconds from pressing Run: median (min-max)")
     print("| image | sampler | runs | overlay shown | overlay and 3D view shown |\n|---|---|---|---|---|")
     for name, sampler, t in rows:
-        print(f"| {name} | {sampler} | {len(t)} | {_spread([x.overlay_s for x in t])} | "
-              f"{_spread([x.view_s for x in t if x.view_s is not None])} |")  # fmt: skip
+        print(
+            f"| {name} | {sampler} | {len(t)} | {_spread([x.overlay_s for x in t])} | "
+            f"{_spread([x.view_s for x in t if x.view_s is not None])} |"
+        )
     return 0
 
 

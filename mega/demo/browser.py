@@ -76,9 +76,13 @@ class AppProcess:
     returns."""
 
     def __init__(
-        self, cwd: Path, *overrides: str, log: Path | None = None, python: str = sys.executable,
+        self,
+        cwd: Path,
+        *overrides: str,
+        log: Path | None = None,
+        python: str = sys.executable,
         timeout: float = 240,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.cwd = Path(cwd)
@@ -120,16 +124,25 @@ class AppProcess:
 
 def open_page(browser, url: str, width: int = 1400, height: int = 1000, timeout_ms: int = 180_000):
     """A fresh page (its own context) at ``url``; ``page.outside`` collects every request that leaves
-    localhost."""
+    localhost, ``page.errors`` the console's errors."""
     ctx = browser.new_context(
         viewport={"width": width, "height": height}, accept_downloads=True, permissions=["camera"]
     )
     page = ctx.new_page()
     page.set_default_timeout(timeout_ms)  # a loaded 2-core machine renders WebGL on the CPU slowly
     page.outside = []
+    page.errors = []  # the browser console's errors (JavaScript exceptions included)
+    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
     local = ("127.0.0.1", "localhost")
-    page.on("request", lambda r: urlparse(r.url).hostname not in local and not r.url.startswith(("data:", "blob:"))
-            and page.outside.append(r.url))  # fmt: skip
+    page.on(
+        "request",
+        lambda r: (
+            urlparse(r.url).hostname not in local
+            and not r.url.startswith(("data:", "blob:"))
+            and page.outside.append(r.url)
+        ),
+    )
     page.goto(url, timeout=timeout_ms)
     page.wait_for_selector("#run")
     return page
@@ -194,8 +207,10 @@ def run_and_wait(page, timeout_s: float = 180.0, poll_s: float = 0.1) -> RunTime
     draws the body (:func:`drawn`), or an error message shows (its text starts the message)."""
     page.click("#run")
     t0 = time.perf_counter()
-    done = ("() => { const img = document.querySelector('#overlay img');"
-            " return (img && img.complete && img.naturalWidth > 0) || document.querySelector('.mega-error'); }")  # fmt: skip
+    done = (
+        "() => { const img = document.querySelector('#overlay img');"
+        " return (img && img.complete && img.naturalWidth > 0) || document.querySelector('.mega-error'); }"
+    )
     page.wait_for_function(done, timeout=timeout_s * 1000, polling=int(poll_s * 1000))
     overlay_s = time.perf_counter() - t0
     message = page.locator("#message").inner_text().strip()

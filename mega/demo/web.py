@@ -236,7 +236,7 @@ class Session:
         else:
             image, notices = read_image(path, self.limits)
             images = [(_stem(path), image)]
-        if not random and int(num_samples) > 1:
+        if not random and int(num_samples) > 1 and chosen["sampler"]["name"] != "deterministic":
             notices.append(
                 f"{decoding} decodes without drawing at random: one sample (Q does not apply, no SD map)"
             )
