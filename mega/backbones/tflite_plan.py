@@ -10,7 +10,9 @@ the TFLite runtimes use on a CPU:
 - a convolution whose only reader is an ADD (the residual sum of every inverted-bottleneck block) runs
   at the ADD's place as one kernel, conv + add (+ the ADD's activation), written in place into the skip
   tensor when nothing reads it later;
-- every intermediate is released right after its last reader, so the allocator reuses warm memory.
+- every intermediate is released right after its last reader, so the allocator reuses warm memory;
+- small maps take kernels with less fixed cost (:data:`MM_PIXELS`), and a batch at several threads runs
+  whole images per worker thread (:func:`run_over_threads`).
 
 The reordered weights follow the module's parameters: each convolution re-packs when a weight's data or
 version changes (an optimiser step, ``load_state_dict``). tests/test_blazepose.py checks this path
@@ -37,8 +39,8 @@ POST_OPS: dict[str, tuple[str, list[float]]] = {
     "relu_n1_to_1": ("hardtanh", [-1.0, 1.0]),
 }
 CONV_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-#: Kernel choice per convolution and input size (per image, never per batch: the choice, hence the
-#: rounding, must not depend on the batch, so that cached features equal uncached ones). oneDNN's fixed
+#: Kernel choice per convolution and input size (per image, never per batch: the kernel, hence the
+#: rounding, of a map must not depend on the batch; tests/test_feature_cache.py). oneDNN's fixed
 #: cost per call (~25 us on this CPU, more with cold caches) dominates on small maps, where these win:
 #: - a 1 x 1 convolution on at most MM_PIXELS pixels: one MKL matrix product over the channels-last view;
 #: - a depthwise convolution with (output pixels x input pixels) <= DENSE_PAIRS: a dense per-channel
