@@ -173,7 +173,9 @@ def build_page(session: Session, examples: list[Path], banner: str):
         shown = [people, overlay, side, sd, view]
         button.click(run, [upload, snapshot, sampler, q, rotation],
                      [message, *shown, table, files, frame, state], concurrency_limit=1)  # fmt: skip
-        frame.change(show_frame, [frame, state], shown)
+        # .input, not .change: Run sets the menu too, and a second send of the same 3D scene while the page
+        # still loads its 3D viewer cancels that load in Gradio 6.31 (the view stays empty)
+        frame.input(show_frame, [frame, state], shown)
         # one input at a time: a new file clears the snapshot and a new snapshot the file
         clear_if = lambda value: gr.update(value=None) if value else gr.update()  # noqa: E731
         upload.change(clear_if, upload, snapshot)

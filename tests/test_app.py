@@ -228,19 +228,26 @@ def test_write_glb_nodes_colours_and_frame(tmp_path):
         write_glb(tmp_path / "e.glb", [], faces)
 
 
-def test_the_pages_sampler_choices_are_valid_presets():
-    """configs/app.yaml's decodings name presets that build (scripts/app.py reads them; the library never does)."""
+def _app_script():
     import importlib.util
 
+    spec = importlib.util.spec_from_file_location(
+        "app_script", Path(__file__).resolve().parents[1] / "scripts" / "app.py"
+    )
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    return app
+
+
+def test_the_pages_sampler_choices_are_valid_presets():
+    """configs/app.yaml's decodings name presets that build (scripts/app.py reads them; the library never does)."""
     from omegaconf import OmegaConf
 
     from mega.inference import build_sampler
     from mega.refiners import build_refiner
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("app_script", root / "scripts" / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
+    app = _app_script()
     choices = app.decodings(OmegaConf.load(root / "configs" / "app.yaml").decodings)
     assert list(choices) == ["deterministic", "stochastic", "uncertainty_guided", "pose_guided"]
     for name, d in choices.items():
