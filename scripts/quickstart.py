@@ -60,6 +60,7 @@ class Stage:
     prepare: Callable[[], list[str]] | None = None  # run first (writes inputs); returns extra arguments
     background: bool = False  # runs alongside the stages after it (its own core), joined when needed
     needs: tuple[str, ...] = ()  # background stages whose output this one reads (waited for first)
+    threads: int | None = None  # OMP / torch threads of this stage; None: the run's ``threads``
 
 
 def _py(cfg: DictConfig) -> str:
@@ -124,7 +125,7 @@ def training_stages(cfg: DictConfig) -> list[Stage]:
         f"tokenizer.checkpoint={tok}",
         f"transformer.init={pre}",
         f"images.root={im.root}",
-        threads,
+        f"threads={cfg.train_hmr.threads}",
         *cfg.train_hmr.args,
     ]
     stages = [
@@ -138,7 +139,11 @@ def training_stages(cfg: DictConfig) -> list[Stage]:
         Stage("tokenizer", _script(cfg, "train_tokenizer.py", run / "tokenizer", *tok_args), tok),
         Stage("pretrain", _script(cfg, "pretrain.py", run / "pretrain", *pre_args), pre),
         Stage(
-            "train_hmr", _script(cfg, "train_hmr.py", run / "train_hmr", *hmr_args), hmr, needs=("images",)
+            "train_hmr",
+            _script(cfg, "train_hmr.py", run / "train_hmr", *hmr_args),
+            hmr,
+            needs=("images",),
+            threads=int(cfg.train_hmr.threads),
         ),
     ]
     return stages
@@ -292,7 +297,7 @@ def run_stages(stages: list[Stage], cfg: DictConfig, run: Path) -> dict[str, flo
             continue
         print(f"{head} running ... (log: {log_path})", flush=True)
         t0 = time.perf_counter()
-        run_stage(stage, log_path, bool(cfg.stream), int(cfg.threads))
+        run_stage(stage, log_path, bool(cfg.stream), stage.threads or int(cfg.threads))
         times[stage.name] = time.perf_counter() - t0
         print(f"{head} done in {_fmt(times[stage.name])}", flush=True)
     for name in list(background):

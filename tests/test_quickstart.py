@@ -104,6 +104,9 @@ def test_quickstart_runs_every_stage_then_skips_them(tmp_path):
     table = out.stdout[out.stdout.index("protocol smpl24") :]
     for row in ("mean_pose (floor)", "deterministic", "stochastic", "uncertainty_guided", "pose_guided"):
         assert row in table
+    # train_hmr runs alone and gets its own thread count (the others share the two cores)
+    assert "threads=2" in (qs / "logs/train_hmr.log").read_text().splitlines()[0]
+    assert "threads=1" in (qs / "logs/tokenizer.log").read_text().splitlines()[0]
     record = json.loads((qs / "quickstart.json").read_text())
     assert set(record["metrics"]) == {
         "stochastic (mean of Q)",
