@@ -1,6 +1,6 @@
 """`make quickstart`: the main job end to end at CPU scale, resumable, one line per stage and one table.
 
-    python scripts/quickstart.py                      # from nothing: ~9 min on 2 idle cores; seconds when done
+    python scripts/quickstart.py                      # from nothing: ~7 min on 2 idle cores; seconds when done
     python scripts/quickstart.py force=[eval_stochastic,demo_heldout]
     python scripts/quickstart.py stream=false         # stage output only in outputs/quickstart/logs/
 
