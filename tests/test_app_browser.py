@@ -155,8 +155,17 @@ def test_page_upload_run_turn_download(browser, assets, tmp_path):
         page.get_by_role("tab", name="Paste or webcam").click()
         page.locator("#snapshot button[aria-label='Capture from camera']").click()
         page.get_by_text("Click to Access Webcam").click()
-        page.locator("#snapshot button[aria-label='capture photo']").click()
-        page.wait_for_selector("#snapshot img")
+        # the fake camera's stream may start after the first click: capture again until a picture shows
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        for attempt in range(6):
+            page.locator("#snapshot button[aria-label='capture photo']").click()
+            try:
+                page.wait_for_selector("#snapshot img", timeout=20_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 5:
+                    raise
         page.wait_for_selector('#upload td.filename[aria-label="notes.png"]', state="detached")
         page.click("#run")
         page.wait_for_function(
