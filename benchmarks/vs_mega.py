@@ -120,6 +120,7 @@ def ours(task: str):
         sys.path.insert(0, str(REPO / "benchmarks"))
         from hmr import random_batch
 
+        from mega.engine import build_optimizer
         from mega.losses import HMRObjective
 
         model.train()
@@ -128,7 +129,7 @@ def ours(task: str):
         objective = HMRObjective(OmegaConf.to_container(cfg.loss.weights), total_steps=1000,
                                  gumbel=OmegaConf.to_container(cfg.loss.gumbel), keypoints=["smpl24"])  # fmt: skip
         data = random_batch(8, 224, "cpu")
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        opt = build_optimizer(model, lr=1e-4, weight_decay=1e-4)  # what train_hmr.py builds (fused AdamW)
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -138,6 +139,7 @@ def ours(task: str):
 
         return step
     model.eval()
+    model.backbone.fuse_for_inference()  # what load_hmr does for eval.py, the demo and the app
     img = _images(1)
     if task in ("det", "det_bf16"):
         bf16 = task == "det_bf16"

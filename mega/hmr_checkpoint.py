@@ -108,8 +108,12 @@ def save_hmr(
     return Path(path)
 
 
-def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
+def load_hmr(path: str | Path, device: str | torch.device = "cpu", inference: bool = True) -> HMRModel:
     """Rebuild a trained model from its self-describing ``hmr.pt`` (eval mode, on ``device``).
+
+    ``inference=True`` (the default) also folds the backbone's BatchNorms into its convolutions
+    (:meth:`mega.backbones.base.Backbone.fuse_for_inference`): the same outputs, faster, but the model
+    cannot train; pass False to fine-tune it.
 
     The tokenizer is loaded from the path recorded at training time and must have the same hash.
     ``model.training_config`` is the training run's resolved config (None when the file has none).
@@ -163,4 +167,7 @@ def load_hmr(path: str | Path, device: str | torch.device = "cpu") -> HMRModel:
             f"{' '.join(line.strip() for line in first[:2])[:300]}); retrain it or use the code version that wrote it"
         ) from err
     model.training_config = record.get("config")  # the training run's resolved config (its data), or None
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if inference:
+        model.backbone.fuse_for_inference()
+    return model

@@ -244,10 +244,27 @@ class HMRModel(nn.Module):
     def logits_fn(self, context: dict[str, Any], num_samples: int = 1):
         """A sampler's ``logits_fn`` (ids (R, L), mask (R, L)) -> float32 logits (R, L, K), R = B * Q.
 
-        The context of each image is repeated Q times (row b * Q + q), the samplers' row layout.
+        The context of each image is repeated Q times (row b * Q + q), the samplers' row layout. A call whose
+        Q rows per image are identical (ids and mask; e.g. the first step of stochastic decoding, when
+        every token is masked) runs the network on one row per image and repeats its logits: the same
+        result, Q times less work.
         """
-        ctx = Conditioning.repeat_context(context, num_samples) if num_samples > 1 else context
-        return self.transformer.logits_fn(ctx, self.conditioning)
+        if num_samples == 1:
+            return self.transformer.logits_fn(context, self.conditioning)
+        per_image = self.transformer.logits_fn(context, self.conditioning)  # B rows
+        per_row = self.transformer.logits_fn(Conditioning.repeat_context(context, num_samples), self.conditioning)
+
+        def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
+            q = num_samples
+            grouped_ids, grouped_mask = ids.reshape(-1, q, ids.shape[1]), mask.reshape(-1, q, mask.shape[1])
+            same = bool((grouped_mask == grouped_mask[:, :1]).all()) and bool(
+                ((grouped_ids == grouped_ids[:, :1]) | grouped_mask).all()
+            )
+            if not same:
+                return per_row(ids, mask)
+            return per_image(ids[::q], mask[::q]).repeat_interleave(q, dim=0)
+
+        return logits_fn
 
     # ------------------------------------------------------------------ tokens -> body
     #: Samples whose target ids are remembered (:class:`mega.tokenizers.target_cache.TargetIdCache`); 0: none

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from omegaconf import OmegaConf
 
 import mega  # noqa: F401
@@ -115,6 +116,47 @@ def test_trainable_blocks_and_freeze(path, one_thread):
         build_backbone(name, **{**kw, "freeze": True, "trainable_blocks": 1})
     with pytest.raises(ValueError, match="outside"):
         build_backbone(name, **{**kw, "trainable_blocks": 10_000})
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "resnet50", "hrnet_w48"])
+def test_fuse_for_inference_folds_every_batch_norm_and_keeps_the_outputs(name, one_thread):
+    """BatchNorm folded into the convolutions (non-trivial running statistics): every BN of the trunk
+    goes, outputs equal the unfused model's; the fused backbone refuses to train."""
+    torch.manual_seed(0)
+    m = build_backbone(name, **SMALL[name]).eval()
+    g = torch.Generator().manual_seed(1)
+    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+    for bn in bns:  # statistics and affine parameters far from the identity
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.data.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.data.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
+    img = _img(2, SMALL[name]["input_size"])
+    with torch.no_grad():
+        before = m(img)
+        trunk_bns = [n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d) and not n.startswith("neck.")]
+        assert m.fuse_for_inference() == len(trunk_bns) > 0
+        after = m(img)
+    assert not any(isinstance(mod, nn.BatchNorm2d) for n, mod in m.named_modules() if not n.startswith("neck."))
+    scale = float(before.tokens.abs().max())
+    torch.testing.assert_close(after.tokens, before.tokens, atol=1e-5 * scale, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        m.train()
+
+
+def test_channels_last_backbones_keep_nchw_results(one_thread):
+    """HRNet and ResNet run channels-last inside; tokens equal a contiguous (NCHW) run of the same weights."""
+    for name in ("resnet50", "hrnet_w48"):
+        torch.manual_seed(0)
+        m = build_backbone(name, **SMALL[name]).eval()
+        conv = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        img = _img(2, SMALL[name]["input_size"])
+        with torch.no_grad():
+            fast = m(img).tokens
+            m.to(memory_format=torch.contiguous_format)
+            reference = m.from_frozen({"fmap": m.forward_features(img)}).tokens
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
 
 
 def test_pyramid_scales_and_errors():

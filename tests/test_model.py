@@ -61,6 +61,36 @@ def test_forward_and_predict_shapes(free_body, kind, conditioning):
     assert torch.equal(pred.ids[:, 0], logits.argmax(-1))
 
 
+def test_logits_fn_runs_identical_sample_rows_once(free_body):
+    """Q identical rows per image (ids where visible, and mask) run as one row each, the same logits as Q
+    rows; rows that differ take the per-row pass."""
+    model = make_model(free_body, "mesh", "prefix").eval()
+    L, K, Q = model.transformer.num_tokens, model.transformer.codebook_size, 4
+    img = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    seen = []
+    model.transformer.decoder_blocks[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    with torch.no_grad():
+        _, context = model.encode_image(img)
+        fn = model.logits_fn(context, Q)
+        mask = torch.rand(2, L, generator=torch.Generator().manual_seed(1)) < 0.5
+        mask[:, 0] = True
+        ids = torch.randint(0, K, (2, L), generator=torch.Generator().manual_seed(2))
+        rows_ids, rows_mask = ids.repeat_interleave(Q, 0), mask.repeat_interleave(Q, 0)
+        rows_ids[1, 0] = (rows_ids[1, 0] + 1) % K  # differs only where masked: still the same row
+        once = fn(rows_ids, rows_mask)
+        reference = model.transformer(rows_ids, rows_mask, model.conditioning.repeat_context(context, Q),
+                                      conditioning=model.conditioning)  # fmt: skip
+        assert seen == [2, 2 * Q]
+        torch.testing.assert_close(once, reference, atol=1e-5, rtol=1e-5)
+        rows_mask[1, 0] = False  # now row 1 differs from row 0
+        mixed = fn(rows_ids, rows_mask)
+        assert seen[-1] == 2 * Q
+        reference = model.transformer(rows_ids, rows_mask, model.conditioning.repeat_context(context, Q),
+                                      conditioning=model.conditioning)  # fmt: skip
+        torch.testing.assert_close(mixed, reference, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(mixed[1], once[1], atol=1e-4)  # row 1 now sees its visible token
+
+
 def test_frozen_parts_stay_out_of_parameters_and_state(free_body):
     model = make_model(free_body, "pose", "prefix")
     names = [n for n, _ in model.named_parameters()]

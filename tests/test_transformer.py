@@ -88,6 +88,27 @@ def test_padding_does_not_leak_between_samples():
         torch.testing.assert_close(batched[b : b + 1], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_packed_encoder_equals_rows_alone_with_gradients():
+    """Rows with different visible counts (the per-token layers run on real tokens only): logits and
+    parameter gradients equal those of each row run alone, where there is no padding at all."""
+    model = _model(dropout=0.0).train()
+    ids = _ids(5, seed=3)
+    counts = [12, 2, 7, 11, 4]  # masked per row; row 0 has no visible token
+    mask = torch.zeros(5, L, dtype=torch.bool)
+    for b, c in enumerate(counts):
+        mask[b, torch.randperm(L, generator=torch.Generator().manual_seed(10 + b))[:c]] = True
+    calls = []
+    model.encoder_blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    batched = model(ids, mask)
+    assert calls[0] == (sum(L - c for c in counts), 32)  # the MLP saw the 31 real tokens, no padding
+    params = [model.encoder_blocks[0].attn.qkv.weight, model.encoder_blocks[1].mlp[0].weight, model.token_embed.weight]
+    grads = torch.autograd.grad(batched.square().sum(), params)
+    alone = torch.cat([model(ids[b : b + 1], mask[b : b + 1]) for b in range(5)])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+    for g, r in zip(grads, torch.autograd.grad(alone.square().sum(), params)):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+
+
 def test_masked_ids_are_ignored_and_visible_ids_matter():
     model = _model()
     ids = _ids(2, seed=3)
@@ -109,6 +130,40 @@ def test_context_hook_changes_predictions():
     assert a.shape == (2, L, K) and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="context_dim"):
         _model()(ids, mask, context=ctx)
+
+
+def _full_sequence_blocks(monkeypatch):
+    """Blocks that ignore ``num_queries`` and slice a full-sequence pass: the slow reference."""
+    from mega.transformer.masked_transformer import Block
+
+    full = Block.forward
+
+    def reference(self, x, attn_mask=None, num_queries=None):
+        out = full(self, x, attn_mask)
+        return out if num_queries is None else out[:, -num_queries:]
+
+    monkeypatch.setattr(Block, "forward", reference)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_last_block_skipping_the_prefix_equals_the_full_pass(monkeypatch, train):
+    """The last decoder block computes only the L body positions; logits and gradients as a full pass."""
+    model = _model(context_dim=8).train(train)
+    ids = _ids(3)
+    mask = sample_training_mask(3, L, generator=torch.Generator().manual_seed(2))
+    ctx = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(3))
+    calls = []
+    model.decoder_blocks[-1].mlp.register_forward_hook(lambda m, i, o: calls.append(o.shape[1]))
+    fast = model(ids, mask, context=ctx)
+    grad_fast = torch.autograd.grad(fast.square().sum(), [model.context_proj.weight, model.decoder_pos])
+    assert calls == [L]  # the last MLP saw the body positions only (not the 5 prefix tokens)
+    _full_sequence_blocks(monkeypatch)
+    slow = model(ids, mask, context=ctx)
+    grad_slow = torch.autograd.grad(slow.square().sum(), [model.context_proj.weight, model.decoder_pos])
+    assert calls[-1] == L + 5
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grad_fast, grad_slow):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_bad_inputs_get_clear_errors():

@@ -60,6 +60,9 @@ class Backbone(nn.Module):
     """
 
     registry_name: ClassVar[str] = ""
+    #: Keep the trunk's weights and feature maps channels-last (NHWC): oneDNN's faster layout for CNNs on
+    #: CPUs (HRNet-W48 at 224 px, 2 threads: forward + backward at batch 8 4.28 -> 3.58 s).
+    channels_last: ClassVar[bool] = False
 
     dim: int
     input_size: int
@@ -109,6 +112,8 @@ class Backbone(nn.Module):
 
             load_backbone_weights(self, weights)
         self.set_trainable(freeze=freeze, trainable_blocks=trainable_blocks)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @property
     def num_tokens(self) -> int:
@@ -149,8 +154,23 @@ class Backbone(nn.Module):
         )
         self.train(self.training)
 
+    def fuse_for_inference(self) -> int:
+        """Fold the trunk's BatchNorms into their convolutions (``inference_fusion.py``), in place, for
+        inference only: the backbone refuses ``train()`` afterwards. Returns how many were folded."""
+        from mega.backbones.inference_fusion import fold_batch_norms
+
+        self.eval()
+        folded = fold_batch_norms(self)
+        self.inference_only = True
+        return folded
+
     def train(self, mode: bool = True) -> Backbone:
         """Like nn.Module.train, but BatchNorm layers whose parameters are all frozen stay in eval mode."""
+        if mode and getattr(self, "inference_only", False):
+            raise RuntimeError(
+                f"backbone '{self.registry_name}' was fused for inference (BatchNorm folded into its "
+                "convolutions) and cannot train; load the checkpoint with load_hmr(path, inference=False)"
+            )
         super().train(mode)
         if mode:
             for m in self.modules():
@@ -172,6 +192,8 @@ class Backbone(nn.Module):
     def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the trunk computes from a crop: ``{"fmap": (B, C, h, w)}``. With a frozen trunk this is
         what :class:`mega.backbones.feature_cache.FrozenFeatureDataset` computes once and keeps."""
+        if self.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
         return {"fmap": self.forward_features(img)}
 
     def from_frozen(self, raw: dict[str, torch.Tensor]) -> BackboneOutput:

@@ -81,6 +81,7 @@ class HRNet(Backbone):
     """
 
     registry_name = "hrnet_w48"
+    channels_last = True
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ class ResNet(Backbone):
     """
 
     registry_name = "resnet50"
+    channels_last = True
 
     def __init__(
         self,
