@@ -19,7 +19,9 @@ temperature 1, cosine). Tasks (batch 1 image unless said):
     dec1, dec16  the mesh decoder alone on 1 / 16 id sequences (reported per mesh)
     encdec8  tokenizer encode + decode of 8 meshes (what a training step needs for its target ids)
 
-Each (side, task) runs in its own process (``--one``), which builds the model, runs the task once to warm
+Each side runs as its code base runs it: ours with what ``load_hmr`` gives ``eval.py`` and the demo (BatchNorm
+folded into HRNet's convolutions, channels-last maps) and what ``train_hmr.py`` builds (``build_optimizer``:
+fused AdamW); theirs as MEGA's scripts build it. Each (side, task) runs in its own process (``--one``), which builds the model, runs the task once to warm
 up and reports the median of ``--reps`` timed runs and the process's peak RSS. Rounds interleave the two
 sides (the order alternates per round); before each pair the 1-minute load average is read and, if above
 ``--idle-load``, waited on for up to ``--idle-wait`` s; the load seen is printed with the pair. Ratios are
