@@ -252,7 +252,9 @@ class HMRModel(nn.Module):
         if num_samples == 1:
             return self.transformer.logits_fn(context, self.conditioning)
         per_image = self.transformer.logits_fn(context, self.conditioning)  # B rows
-        per_row = self.transformer.logits_fn(Conditioning.repeat_context(context, num_samples), self.conditioning)
+        per_row = self.transformer.logits_fn(
+            Conditioning.repeat_context(context, num_samples), self.conditioning
+        )
 
         def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
             q = num_samples

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from omegaconf import OmegaConf
+from torch import nn
 
 import mega  # noqa: F401
 from mega.backbones import BACKBONES, BackboneOutput, build_backbone
@@ -134,10 +134,14 @@ def test_fuse_for_inference_folds_every_batch_norm_and_keeps_the_outputs(name, o
     img = _img(2, SMALL[name]["input_size"])
     with torch.no_grad():
         before = m(img)
-        trunk_bns = [n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d) and not n.startswith("neck.")]
+        trunk_bns = [
+            n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d) and not n.startswith("neck.")
+        ]
         assert m.fuse_for_inference() == len(trunk_bns) > 0
         after = m(img)
-    assert not any(isinstance(mod, nn.BatchNorm2d) for n, mod in m.named_modules() if not n.startswith("neck."))
+    assert not any(
+        isinstance(mod, nn.BatchNorm2d) for n, mod in m.named_modules() if not n.startswith("neck.")
+    )
     scale = float(before.tokens.abs().max())
     torch.testing.assert_close(after.tokens, before.tokens, atol=1e-5 * scale, rtol=1e-4)
     with pytest.raises(RuntimeError, match="fused for inference"):

@@ -101,7 +101,11 @@ def test_packed_encoder_equals_rows_alone_with_gradients():
     model.encoder_blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
     batched = model(ids, mask)
     assert calls[0] == (sum(L - c for c in counts), 32)  # the MLP saw the 31 real tokens, no padding
-    params = [model.encoder_blocks[0].attn.qkv.weight, model.encoder_blocks[1].mlp[0].weight, model.token_embed.weight]
+    params = [
+        model.encoder_blocks[0].attn.qkv.weight,
+        model.encoder_blocks[1].mlp[0].weight,
+        model.token_embed.weight,
+    ]
     grads = torch.autograd.grad(batched.square().sum(), params)
     alone = torch.cat([model(ids[b : b + 1], mask[b : b + 1]) for b in range(5)])
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)

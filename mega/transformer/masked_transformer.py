@@ -48,8 +48,12 @@ class Attention(nn.Module):
         else:  # the q rows of the fused weight are its first D (the layout above)
             dim = x.shape[-1]
             w, b = self.qkv.weight, self.qkv.bias
-            q = rearrange(F.linear(x[:, -num_queries:], w[:dim], b[:dim]), "b s (h d) -> b h s d", h=self.num_heads)
-            k, v = rearrange(F.linear(x, w[dim:], b[dim:]), "b s (two h d) -> two b h s d", two=2, h=self.num_heads)
+            q = rearrange(
+                F.linear(x[:, -num_queries:], w[:dim], b[:dim]), "b s (h d) -> b h s d", h=self.num_heads
+            )
+            k, v = rearrange(
+                F.linear(x, w[dim:], b[dim:]), "b s (two h d) -> two b h s d", two=2, h=self.num_heads
+            )
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, S, D/H)
         return self.proj(rearrange(out, "b h s d -> b s (h d)"))
