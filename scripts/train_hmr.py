@@ -152,7 +152,7 @@ def training_set(cfg: DictConfig, model: HMRModel, engine):
     size = model.backbone.input_size
     train_set = build_image_dataset(cfg.images, cfg.splits.train, crop_size=size, seed=engine.seed, rank=0)
     if cfg.feature_cache:  # the frozen trunk runs once per cached crop, not once per step
-        if not model.backbone.trunk_frozen:
+        if not model.backbone.cacheable:
             raise ConfigError("feature_cache=true needs backbone.freeze=true; or set feature_cache=false")
         t_cache = time.perf_counter()
         train_set = FrozenFeatureDataset(

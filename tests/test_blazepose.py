@@ -117,7 +117,7 @@ def test_fused_path_equals_the_reference_path_on_random_inputs(graph):
     x[-1] = x[-1] * 4 - 2
     with torch.no_grad():
         ref, fused = net(x, fused=False), net(x)
-    assert net._plan is not None  # no_grad chose the fused path
+    assert (None, None) in net._plans  # no_grad chose the fused path
     for k, n in OUTPUTS.items():
         t = graph.output_id(n)
         assert fused[t].shape == ref[t].shape
@@ -126,7 +126,7 @@ def test_fused_path_equals_the_reference_path_on_random_inputs(graph):
     # 24 of the 28 ADDs run inside their convolution's kernel (one step fewer each); the 4 left are the
     # decoder's upsampled map + a ReLU6 convolution (oneDNN takes no sum after the activation)
     kinds = [k for k, _, _ in net.program]
-    assert len(kinds) - len(net._plan.steps) == kinds.count("ADD") - 4 == 24
+    assert len(kinds) - len(net._plans[None, None].steps) == kinds.count("ADD") - 4 == 24
 
 
 def test_fused_path_follows_weight_changes_and_copies(graph):
@@ -185,9 +185,9 @@ def test_flop_formulas_count_the_fused_path_like_the_reference(graph):
 def test_trainable_convolutions_take_the_autograd_path():
     bb = build_backbone("blazepose", source=str(MODEL), freeze=False, trainable_blocks=2)
     x = torch.rand(1, 3, 256, 256)
-    out = bb.frozen_outputs(x)
-    assert out["world"].requires_grad and bb.net._plan is None
-    out["world"].sum().backward()
+    out = bb(x)
+    assert out.world.requires_grad and (bb.cut, None) not in bb.net._plans
+    out.world.sum().backward()
     # the last two convolutions are the world-landmark and presence heads: only the first gets a gradient
     assert {n.split(".")[1] for n, p in bb.net.named_parameters() if p.grad is not None} == {"conv44"}
 

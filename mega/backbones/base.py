@@ -153,6 +153,8 @@ class Backbone(nn.Module):
         self.trunk_frozen = not any(
             p.requires_grad for n, p in self.named_parameters() if not n.startswith("neck.")
         )
+        #: frozen_outputs reads no trainable parameter: it may run without autograd, once per cached crop
+        self.cacheable = self.trunk_frozen
         self.train(self.training)
 
     def fuse_for_inference(self) -> int:
@@ -206,7 +208,7 @@ class Backbone(nn.Module):
     def forward(self, img: torch.Tensor) -> BackboneOutput:
         """img (B, 3, S, S), ImageNet-normalised -> BackboneOutput (tokens (B, N, C), pooled (B, C), pyramid)."""
         self.check_input(img)
-        if getattr(self, "trunk_frozen", False) and torch.is_grad_enabled():
+        if getattr(self, "cacheable", False) and torch.is_grad_enabled():
             with torch.no_grad():
                 raw = self.frozen_outputs(img)
         else:

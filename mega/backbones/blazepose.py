@@ -22,7 +22,20 @@ hip-centred) and a person-presence flag. This backbone keeps the encoder and the
 
 Crops arrive ImageNet-normalised (the data pipeline's contract); the network's [0, 1] scaling is undone
 inside. Trainability: ``freeze`` (the default) keeps all 3.17 M weights fixed; ``trainable_blocks=N``
-trains the last N convolutions (the file's operator order). The landmark embedding always trains.
+trains the last N convolutions (the kept operators' order: the encoder, then the regression branch).
+The landmark embedding always trains. A partly trainable network is split at :attr:`BlazePose.cut`,
+the last tensor before its first trainable convolution through which everything flows
+(:meth:`mega.backbones.tflite_net.TFLiteNet.cut_before`): ``frozen_outputs`` stops there (what the
+feature cache keeps), ``from_frozen`` runs the rest. Useful values:
+
+==========  =========================================  ====================
+N           trains                                     cut (cached)
+==========  =========================================  ====================
+29          the regression branch (landmark outputs)   8 x 8 x 144 map
+41          + the 8 x 8 stage (4 inverted bottlenecks)  16 x 16 x 88
+60          + the last 16 x 16 stages                  32 x 32 x 32
+74          everything                                 the input crop
+==========  =========================================  ====================
 """
 
 from __future__ import annotations
@@ -155,15 +168,26 @@ class BlazePose(Backbone):
         if embed is not None:
             embed.requires_grad_(True)
         self.trunk_frozen = not any(p.requires_grad for p in self.net.parameters())
+        # a partly trainable network splits at the last tensor before its first trainable convolution:
+        # the frozen side is what a feature cache keeps (always possible: at worst the input itself)
+        first = next((k for k, c in self.net.convs.items() if c.weight.requires_grad), None)
+        self.cut = None if first is None else self.net.cut_before(first)
+        self.cacheable = True
 
     def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ImageNet-normalised (B, 3, S, S) -> fmap (B, 144, S/32, S/32), landmarks (B, 39, 5), world
-        (B, 39, 3), presence (B,): the network's outputs (what a frozen trunk's cache keeps)."""
+        """ImageNet-normalised (B, 3, S, S) -> what the frozen part computes (what a cache keeps): fmap
+        (B, 144, S/32, S/32), landmarks (B, 39, 5), world (B, 39, 3), presence (B,) for a frozen network;
+        ``{"cut": (B, C, h, w)}``, the tensor at :attr:`cut`, when some convolutions train."""
         # undo the ImageNet normalisation straight into the channels-last layout the network runs in
         raw01 = torch.addcmul(self.mean.view(-1), img.permute(0, 2, 3, 1), self.std.view(-1)).permute(
             0, 3, 1, 2
         )
-        out = self.net(raw01)
+        if self.cut is not None:
+            return {"cut": self.net(raw01, part=(None, self.cut))[self.cut]}
+        return self._named(self.net(raw01))
+
+    def _named(self, out: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The network's outputs by tensor id -> fmap, landmarks, world, presence."""
         raw = {"fmap": out[self._ids[0]].contiguous()}
         if len(self._ids) > 1:
             lms, presence, world = (out[t] for t in self._ids[1:])
@@ -173,10 +197,18 @@ class BlazePose(Backbone):
 
     def forward_features(self, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> the 8 x 8 map (B, 144, S/32, S/32)."""
-        return self.frozen_outputs(img)["fmap"]
+        return self._complete(self.frozen_outputs(img))["fmap"]
+
+    def _complete(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`frozen_outputs` -> the network's outputs (runs the trainable side of a cut)."""
+        if "cut" not in raw:
+            return raw
+        return self._named(self.net(raw["cut"].float(), part=(self.cut, None)))
 
     def from_frozen(self, raw: dict[str, torch.Tensor]) -> BlazePoseOutput:
-        """The network's outputs -> tokens (B, N, 144), pooled (B, 144), pyramid, and the landmarks."""
+        """:meth:`frozen_outputs` -> tokens (B, N, 144), pooled (B, 144), pyramid, and the landmarks (the
+        trainable convolutions run here when there is a :attr:`cut`)."""
+        raw = self._complete(raw)
         fmap = raw["fmap"].float()
         tokens = fmap.flatten(2).transpose(1, 2)
         out = BlazePoseOutput(tokens=tokens, pooled=tokens.mean(dim=1), pyramid=self.neck(fmap))

@@ -28,7 +28,8 @@ class FrozenFeatureDataset(Dataset):
 
     Args:
         dataset: yields sample dicts with ``img`` (3, S, S) (the image-data contract), no augmentation.
-        backbone: a :class:`mega.backbones.Backbone` whose trunk is frozen (``trunk_frozen``).
+        backbone: a :class:`mega.backbones.Backbone` whose ``frozen_outputs`` read no trainable
+            parameter (``cacheable``: a frozen trunk; BlazePose also with trainable convolutions).
         batch_size: crops per trunk forward while filling the cache.
         views: augmented versions of each sample (the dataset's epochs 0 .. views - 1 via ``set_epoch``);
             sample ``i`` of view ``v`` is item ``v * len(dataset) + i``.
@@ -38,8 +39,11 @@ class FrozenFeatureDataset(Dataset):
     def __init__(
         self, dataset: Dataset, backbone: Any, batch_size: int = 32, views: int = 1, progress: bool = True
     ) -> None:
-        if not getattr(backbone, "trunk_frozen", False):
-            raise ValueError("feature_cache needs a frozen backbone trunk (backbone.freeze=true)")
+        if not getattr(backbone, "cacheable", False):
+            raise ValueError(
+                "feature_cache needs a frozen backbone trunk (backbone.freeze=true), or a backbone whose "
+                "frozen part computes its outputs alone (blazepose with trainable_blocks)"
+            )
         if views < 1 or (views > 1 and not hasattr(dataset, "set_epoch")):
             raise ValueError(f"feature_cache_views={views}: needs >= 1 (and > 1 a dataset with set_epoch)")
         self.samples: list[dict[str, Any]] = []

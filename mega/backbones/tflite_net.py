@@ -175,11 +175,11 @@ class TFLiteNet(nn.Module):
                 if op.kind in ("PAD", "RESIZE_BILINEAR", "RESHAPE")
             )
         }
-        self._plan: FusedPlan | None = None  # built at the first fused call
+        self._plans: dict[tuple, FusedPlan] = {}  # per (start, stop) part, built at its first fused call
 
     def __getstate__(self) -> dict:
-        """Copies and pickles leave the plan (it holds oneDNN-packed weights) to be rebuilt."""
-        return {**self.__dict__, "_plan": None}
+        """Copies and pickles leave the plans (they hold oneDNN-packed weights) to be rebuilt."""
+        return {**self.__dict__, "_plans": {}}
 
     @staticmethod
     def _conv(graph: TFLiteGraph, op: TFLiteOp, folded: dict[int, tuple[int, int, int, int]]) -> TFLiteConv:
@@ -202,34 +202,74 @@ class TFLiteNet(nn.Module):
             weight, b, tuple(o["stride"]), tuple(o["dilation"]), padding, groups, o["activation"]
         )
 
-    def forward(self, x: torch.Tensor, fused: bool | None = None) -> dict[int, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, fused: bool | None = None, part: tuple[int | None, int | None] = (None, None)
+    ) -> dict[int, torch.Tensor]:
         """x (B, C, H, W) -> {tensor id: (B, ...)} for the requested outputs.
 
         ``fused`` (default: whenever nothing needs a gradient and the input is float32) runs the oneDNN
         plan of :mod:`mega.backbones.tflite_plan` (a batch over several intra-op threads: images split
-        over worker threads); False runs the reference operators below.
+        over worker threads); False runs the reference operators below. ``part = (start, stop)`` runs
+        one side of a cut (:meth:`cut_before`): ``(None, t)`` returns ``{t: ...}`` computed from the
+        network's input, ``(t, None)`` the outputs computed from x = tensor t.
         """
         if fused is None:
             fused = self.can_fuse(x)
-        if fused and self._plan is None:
-            self._plan = FusedPlan(self.program, self.convs, self.alias, self.input_id, self.output_ids,
-                                   set(self.constants), self.run_op)  # fmt: skip
+        program, input_id, output_ids = self._part(*part)
+        if fused and part not in self._plans:
+            self._plans[part] = FusedPlan(program, self.convs, self.alias, input_id, output_ids,
+                                          set(self.constants), self.run_op)  # fmt: skip
         threads = torch.get_num_threads()
         if fused and threads > 1 and x.shape[0] > 1:
-            return run_over_threads(self._plan, x, threads, CHUNK)
+            return run_over_threads(self._plans[part], x, threads, CHUNK)
         if x.shape[0] > CHUNK:
-            parts = [self(x[i : i + CHUNK], fused) for i in range(0, x.shape[0], CHUNK)]
-            return {t: torch.cat([p[t] for p in parts]) for t in self.output_ids}
+            parts = [self(x[i : i + CHUNK], fused, part) for i in range(0, x.shape[0], CHUNK)]
+            return {t: torch.cat([p[t] for p in parts]) for t in output_ids}
         if fused:
-            return self._plan(x)
-        values: dict[int, torch.Tensor] = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
-        for kind, op, key in self.program:
+            return self._plans[part](x)
+        values: dict[int, torch.Tensor] = {input_id: x.contiguous(memory_format=torch.channels_last)}
+        for kind, op, key in program:
             if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 y = self.convs[key](values[self.alias.get(op.inputs[0], op.inputs[0])])
             else:
                 y = self.run_op(kind, op, [values[t] for t in op.inputs if t not in self.constants])
             values[op.outputs[0]] = y
-        return {t: values[t] for t in self.output_ids}
+        return {t: values[t] for t in output_ids}
+
+    def _sources(self, op: TFLiteOp) -> list[int]:
+        """The run-time tensors an operator reads (a folded PAD's reader reads the PAD's input)."""
+        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            return [self.alias.get(op.inputs[0], op.inputs[0])]
+        return [t for t in op.inputs if t >= 0 and t not in self.constants]
+
+    def _part(self, start: int | None, stop: int | None) -> tuple[list, int, list[int]]:
+        """(program, input id, output ids) of one side of a cut; (None, None) is the whole network."""
+        if start is None and stop is None:
+            return self.program, self.input_id, self.output_ids
+        made = [self.input_id] + [op.outputs[0] for _, op, _ in self.program]  # made[i + 1]: op i's
+        if stop is not None:
+            return self.program[: made.index(stop)], self.input_id, [stop]
+        return self.program[made.index(start) :], start, self.output_ids
+
+    def cut_before(self, key: str) -> int:
+        """The last tensor before convolution ``key`` that separates the network in two: every operator
+        after it and every output reads only it or tensors computed after it (the input id if none).
+
+        What a partly trainable network caches: the frozen side up to this tensor runs once per crop,
+        ``forward(cut, part=(cut, None))`` runs the rest (tests/test_blazepose.py)."""
+        made = {self.input_id: -1} | {op.outputs[0]: i for i, (_, op, _) in enumerate(self.program)}
+        first = next(i for i, (_, _, k) in enumerate(self.program) if k == key)
+        # earliest[i]: the oldest producer read by operator i or later (outputs count as read at the end)
+        earliest = [min((made[t] for t in self.output_ids), default=len(self.program))] * (
+            len(self.program) + 1
+        )
+        for i in range(len(self.program) - 1, -1, -1):
+            reads = [made[t] for t in self._sources(self.program[i][1])]
+            earliest[i] = min([earliest[i + 1], *reads])
+        for j in range(first - 1, -1, -1):
+            if earliest[j + 1] >= j:
+                return self.program[j][1].outputs[0]
+        return self.input_id
 
     def can_fuse(self, x: torch.Tensor) -> bool:
         """Whether the fused plan applies: float32 CPU tensors, oneDNN present, no gradient needed."""
