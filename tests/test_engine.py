@@ -117,6 +117,36 @@ def test_fused_adamw_is_the_default_and_matches_the_reference_update():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_lr_scales_give_each_prefix_its_multiple_of_the_schedule():
+    """A scaled part follows the same warm-up + cosine at its multiple; an SGD-like check of the first
+    update: with Adam the first step moves every weight by about its group's lr."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)))
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.0, lr_scales={"1.": 0.1, "1.1.": 0.5})
+    want = {"0.": 1e-2, "1.0.": 1e-3, "1.1.": 5e-3}
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert by_param[id(p)] == pytest.approx(next(v for k, v in want.items() if name.startswith(k)))
+    assert sorted(len(g["params"]) for g in opt.param_groups) == [1, 1, 1, 1, 1, 1]  # no parameter twice
+    sched = build_scheduler(opt, warmup_steps=1, total_steps=10, min_lr_ratio=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.randn(8, 4)).square().mean().backward()
+    opt.step()
+    sched.step()
+    for name, p in model.named_parameters():
+        lr = next(v for k, v in want.items() if name.startswith(k))
+        moved = (p.detach() - before[name]).abs()
+        assert float(moved.max()) == pytest.approx(lr, rel=1e-3)  # Adam's first step: lr * sign(grad)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+        [
+            g["initial_lr"] * lr_at(1, base_lr=1.0, warmup_steps=1, total_steps=10, min_lr=0.1)
+            for g in opt.param_groups
+        ]
+    )
+    with pytest.raises(ValueError, match="no trainable parameter name starts with"):
+        build_optimizer(model, lr=1e-2, weight_decay=0.0, lr_scales={"backbone.": 0.1})
+
+
 # --- checkpoints ----------------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ class EngineConfig:
     min_lr_ratio: float = 0.1  # final lr of the cosine, as a fraction of the peak
     warmup_steps: int = 100  # linear warm-up length in updates
     weight_decay: float = 0.01  # decoupled weight decay on matrices/kernels only
+    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
@@ -56,6 +57,7 @@ class EngineConfig:
                 f"{self.batch_size}, {self.grad_accum}, {self.log_every}, {self.keep_last})"
             )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.lr_scales = {str(k): float(v) for k, v in dict(self.lr_scales or {}).items()}
         if not isinstance(self.fault, FaultConfig):
             fault = (
                 OmegaConf.to_container(self.fault) if isinstance(self.fault, DictConfig) else dict(self.fault)

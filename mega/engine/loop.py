@@ -126,7 +126,12 @@ class _Run:
         self.ckpt_dir = run_dir / "checkpoints"
         model.to(dist.device).train()
         self.optimizer = optimizer or build_optimizer(
-            model, lr=engine.lr, weight_decay=engine.weight_decay, betas=engine.betas, eps=engine.eps
+            model,
+            lr=engine.lr,
+            weight_decay=engine.weight_decay,
+            betas=engine.betas,
+            eps=engine.eps,
+            lr_scales=engine.lr_scales,
         )
         # unreadable samples: replaced and counted within a budget (mega/engine/bad_samples.py)
         self.guard = None

@@ -65,6 +65,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     fused: bool | None = None,
+    lr_scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; weight decay on every parameter with ndim >= 2.
 
@@ -82,17 +83,34 @@ def build_optimizer(
             default multi-tensor path on 210 M CPU parameters, 147 vs 465 ms; the same update up to
             float rounding). None = fused where every trainable parameter is a float tensor on a CPU or
             CUDA device.
+        lr_scales: parameter-name prefix -> lr multiplier (the longest matching prefix wins), e.g.
+            ``{"backbone.": 0.1}`` for a pre-trained backbone fine-tuned more gently than the new parts.
+            A prefix that matches no trainable parameter is an error (a typo would silently do nothing).
 
     Returns:
-        The optimiser, with two parameter groups (decayed, not decayed).
+        The optimiser: a decayed and a not-decayed group per lr multiplier (two without ``lr_scales``),
+        each group's ``lr`` its peak (the scheduler scales every group alike).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError(f"{type(model).__name__} has no trainable parameters (all have requires_grad=False)")
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    scales = {str(k): float(v) for k, v in (lr_scales or {}).items()}
+    unused = sorted(k for k in scales if not any(n.startswith(k) for n, _ in named))
+    if unused:
+        raise ValueError(f"lr_scales: no trainable parameter name starts with {unused}")
+
+    def scale(name: str) -> float:
+        match = [k for k in scales if name.startswith(k)]
+        return scales[max(match, key=len)] if match else 1.0
+
+    groups = []
+    for mult in sorted({scale(n) for n, _ in named}, reverse=True):
+        for decayed in (True, False):
+            members = [p for n, p in named if scale(n) == mult and (p.ndim >= 2) == decayed]
+            if members or not scales:
+                groups.append({"params": members, "weight_decay": weight_decay if decayed else 0.0,
+                               "lr": lr * mult})  # fmt: skip
+    params = [p for _, p in named]
     if fused is None:
         fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
