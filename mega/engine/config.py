@@ -27,7 +27,7 @@ class EngineConfig:
     min_lr_ratio: float = 0.1  # final lr of the cosine, as a fraction of the peak
     warmup_steps: int = 100  # linear warm-up length in updates
     weight_decay: float = 0.01  # decoupled weight decay on matrices/kernels only
-    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
+    lr_scales: dict[str, float] | None = None  # parameter-name prefix -> lr multiplier (None: all 1)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
