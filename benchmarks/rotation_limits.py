@@ -9,14 +9,18 @@ Caches the frozen network's outputs for the synthetic train split (``--views`` a
 - a learning curve of the preset's heads alone (``mega.model.Heads`` on the same tokens, rotation
   relative to the crop's viewing ray, the rotation loss only) trained on 1/4, 1/2 and all of the train
   images, and for longer: mean / median geodesic error on train and test, and the share of flips
-  (> 90 degrees).
+  (> 90 degrees);
+- with ``--tune N`` instead: the heads alone against the heads trained together with BlazePose's last N
+  convolutions (``trainable_blocks=N``; the cache keeps the tensor before them) at each ``--tune-lr``.
 
     python benchmarks/rotation_limits.py --root data/synthetic_images_cpu --steps 1500
+    python benchmarks/rotation_limits.py --tune 41 --tune-lr 1e-4 3e-4
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 
@@ -73,22 +77,35 @@ def kabsch_from_world(world: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
 
 
 def train_heads(
-    backbone: BlazePose, train: dict, test: dict, pool: torch.Tensor, steps: int, seed: int
+    backbone: BlazePose,
+    train: dict,
+    test: dict,
+    pool: torch.Tensor,
+    steps: int,
+    seed: int,
+    tune_lr: float = 0.0,
 ) -> str:
-    """Train fresh heads (+ the landmark embedding) on rows ``pool`` of ``train``; one table row."""
+    """Train fresh heads (+ the landmark embedding, + the backbone's trainable convolutions at ``tune_lr``
+    when > 0; a copy, so runs do not share updates) on rows ``pool`` of ``train``; one table row."""
     torch.manual_seed(seed)
+    backbone = copy.deepcopy(backbone)
     heads = Heads(backbone.dim, 256, None, num_tokens=backbone.num_tokens, spatial_dim=16)
     embed = backbone.landmark_embed
     for p in embed.parameters():
         torch.nn.init.normal_(p, std=0.02)
-    params = [*heads.parameters(), *embed.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.05)
+    groups = [{"params": [*heads.parameters(), *embed.parameters()]}]
+    tuned = [p for p in backbone.net.parameters() if p.requires_grad]
+    if tune_lr > 0:
+        groups.append({"params": tuned, "lr": tune_lr, "weight_decay": 0.0})
+    else:
+        backbone.net.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
+    keys = [k for k in train if k not in ("R", "kp2d")]
 
     def predict(d: dict, idx: torch.Tensor) -> torch.Tensor:
-        keys = ("fmap", "landmarks", "world", "presence")
         return heads(backbone.from_frozen({k: d[k][idx] for k in keys}))[0]
 
     for _ in range(steps):
@@ -101,7 +118,8 @@ def train_heads(
     with torch.no_grad():
         e_tr = geodesic_deg(predict(train, pool[::4]), train["R"][pool[::4]])
         e_te = geodesic_deg(predict(test, torch.arange(len(test["R"]))), test["R"])
-    return (f"| {len(pool)} | {steps} | {e_tr.mean():.1f} / {e_tr.median():.1f} | {e_te.mean():.1f} / "
+    what = f"+ {len(tuned)} tensors at lr {tune_lr:g}" if tune_lr > 0 else "heads alone"
+    return (f"| {what} | {len(pool)} | {steps} | {e_tr.mean():.1f} / {e_tr.median():.1f} | {e_te.mean():.1f} / "
             f"{e_te.median():.1f} | {(e_te > 90).float().mean() * 100:.1f} % |")  # fmt: skip
 
 
@@ -111,16 +129,33 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=2, help="augmented versions of each train crop")
     ap.add_argument("--steps", type=int, default=1500, help="updates of the learning curve's runs")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tune", type=int, default=0, metavar="N",
+                    help="instead of the learning curve: heads alone against heads + BlazePose's last N "
+                    "convolutions (e.g. 41: the 8 x 8 stage and the regression branch; the cut is cached)")  # fmt: skip
+    ap.add_argument(
+        "--tune-lr", type=float, nargs="+", default=[1e-4], help="lr(s) of the tuned convolutions"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    backbone = BlazePose().eval()
+    backbone = BlazePose(freeze=not args.tune, trainable_blocks=args.tune or None).eval()
     preset = OmegaConf.to_container(OmegaConf.load("configs/experiment/hmr_cpu.yaml"), resolve=True)
     train = cache(backbone, args.root, "train", args.views, preset["images"]["augment"])
     test = cache(backbone, args.root, "test", 1, None)
     print(f"{args.root}: {len(train['R'])} train crops, {len(test['R'])} test crops cached in "
           f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
 
+    header = (
+        "\n| trained | train crops | updates | train mean / median | test mean / median | test flips |\n"
+        + "|---" * 6
+        + "|"
+    )
+    if args.tune:
+        print(header)
+        pool = torch.arange(len(train["R"]))
+        for lr in (0.0, *args.tune_lr):
+            print(train_heads(backbone, train, test, pool, args.steps, seed=0, tune_lr=lr), flush=True)
+        return
     body = load_body_model("free")
     with torch.no_grad():
         rest = body(global_orient=torch.eye(3)[None], body_pose=torch.eye(3).expand(1, 23, 3, 3),
@@ -135,9 +170,8 @@ def main() -> None:
         print(f"| Kabsch from world landmarks | {name} | {err.mean():.1f} / {err.median():.1f} | "
               f"{(err > 90).float().mean() * 100:.1f} % | {order.float().mean() * 100:.1f} % |")  # fmt: skip
 
+    print(header)
     n = len(train["R"]) // args.views  # rows of one view; a subset keeps every view of its images
-    print("\n| train crops | updates | train mean / median | test mean / median | test flips |")
-    print("|---|---|---|---|---|")
     for frac, steps in ((0.25, args.steps), (0.5, args.steps), (1.0, args.steps), (1.0, 4 * args.steps)):
         keep = torch.arange(int(n * frac))
         pool = torch.cat([keep + v * n for v in range(args.views)])

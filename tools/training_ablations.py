@@ -29,6 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 _MORE_DATA = ["images.root=data/synthetic_images_12k", "images.generate.sizes.train=12000",
               "+images.generate.workers=2", "engine.max_steps=6000", "threads=2"]  # fmt: skip
 
+#: Fine-tune the end of BlazePose (mega/backbones/blazepose.py: the last 41 convolutions; the cache keeps
+#: the 16 x 16 x 88 map before them), at a tenth of the lr of the new parts.
+_TUNED = ["backbone.freeze=false", "backbone.trainable_blocks=41", "engine.lr_scales={backbone.net.:0.1}"]
+
 #: name -> (experiment preset, overrides, what it shows). GenHMR's losses (Table 10): L_mask, L_theta,
 #: L_3D, L_2D through the straight-through Gumbel-softmax tokens (the pose preset's objective).
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
@@ -50,6 +54,19 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     # 4x the images and 4x the updates (the same 16 passes over 2 cached views): does more data help?
     "mesh_12k": ("hmr_cpu", [*_MORE_DATA], "MEGA, 12,000 training images, 6000 updates"),
     "pose_12k": ("hmr_pose_cpu", [*_MORE_DATA], "GenHMR, 12,000 training images, 6000 updates"),
+    # BlazePose's 8 x 8 stage and regression branch fine-tuned at 0.1x the lr (the 16 x 16 map is cached)
+    "mesh_tuned": ("hmr_cpu", [*_TUNED], "MEGA, BlazePose's last stage + regression branch fine-tuned"),
+    "mesh_tuned_12k": ("hmr_cpu", [*_TUNED, *_MORE_DATA], "MEGA, fine-tuned last stage, 12,000 images"),
+    "mesh_tuned_slow": (
+        "hmr_cpu",
+        [*_TUNED[:2], "engine.lr_scales={backbone.net.:0.03}"],
+        "MEGA, fine-tuned last stage at 0.03x the lr",
+    ),  # fmt: skip
+    "mesh_tuned_branch": (
+        "hmr_cpu",
+        ["backbone.freeze=false", "backbone.trainable_blocks=29", _TUNED[2]],
+        "MEGA, BlazePose's regression branch fine-tuned (the 8 x 8 map cached)",
+    ),  # fmt: skip
 }
 
 
