@@ -86,12 +86,31 @@ def test_cached_crops_give_the_uncached_outputs_and_gradients(n):
 
     def grads(out) -> dict[str, torch.Tensor]:
         tuned.zero_grad(set_to_none=True)
-        (out.tokens.square().mean() + out.world.sum() + out.presence.sum()).backward()
+        out.tokens.square().mean().backward()  # the tokens alone: what the HMR model reads
         return {k: p.grad.clone() for k, p in tuned.named_parameters() if p.grad is not None}
 
     via_cache, direct = grads(tuned.from_frozen(batch["frozen"])), grads(tuned(x))
     assert via_cache.keys() == direct.keys()
     for k in direct:
         torch.testing.assert_close(via_cache[k], direct[k], atol=1e-4, rtol=1e-3, msg=k)
+    # exactly the last n convolutions but the presence flag's (no token reads it) train, and every
+    # trainable parameter gets a gradient from the tokens (DDP refuses parameters that get none)
+    presence = list(tuned.net.convs)[-1]
+    assert tuned.net.program[-3][2] == presence and not tuned.net.convs[presence].weight.requires_grad
     trained = {k.split(".")[2] for k in direct if k.startswith("net.")}
-    assert trained == set(list(tuned.net.convs)[-n:])  # exactly the last n convolutions
+    assert trained == set(list(tuned.net.convs)[-n:]) - {presence}
+    assert set(direct) == {k for k, p in tuned.named_parameters() if p.requires_grad}
+
+
+def test_weights_have_the_strides_of_their_gradients():
+    """DDP's buckets take each weight's strides; a gradient with other strides is copied every step (with a
+    warning). The channels-last convolutions give k x k kernels channels-last gradients and 1 x 1 kernels
+    row-major ones: every trainable weight has its gradient's strides."""
+    bb = blazepose(41)
+    bb(torch.rand(2, 3, 256, 256)).tokens.square().mean().backward()
+    checked = 0
+    for key, conv in bb.net.convs.items():
+        if conv.weight.grad is not None:
+            assert conv.weight.stride() == conv.weight.grad.stride(), key
+            checked += 1
+    assert checked == 40  # the last 41 convolutions but the presence flag's

@@ -23,7 +23,8 @@ hip-centred) and a person-presence flag. This backbone keeps the encoder and the
 Crops arrive ImageNet-normalised (the data pipeline's contract); the network's [0, 1] scaling is undone
 inside. Trainability: ``freeze`` (the default) keeps all 3.17 M weights fixed; ``trainable_blocks=N``
 trains the last N convolutions (the kept operators' order: the encoder, then the regression branch).
-The landmark embedding always trains. A partly trainable network is split at :attr:`BlazePose.cut`,
+The landmark embedding always trains; the presence-flag convolution never does (no token reads it, so
+it would get no gradient, which DDP refuses). A partly trainable network is split at :attr:`BlazePose.cut`,
 the last tensor before its first trainable convolution through which everything flows
 (:meth:`mega.backbones.tflite_net.TFLiteNet.cut_before`): ``frozen_outputs`` stops there (what the
 feature cache keeps), ``from_frozen`` runs the rest. Useful values:
@@ -137,6 +138,7 @@ class BlazePose(Backbone):
         self._ids = [names[MAP_TENSOR]] + [graph.output_id(n) for n in heads]
         self.net = TFLiteNet(graph, self._ids)
         dim = graph.shapes[self._ids[0]][-1]
+        self._presence_conv = self._conv_behind(self._ids[2]) if landmark_tokens else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.landmark_tokens = bool(landmark_tokens)
@@ -167,12 +169,22 @@ class BlazePose(Backbone):
         embed = getattr(self, "landmark_embed", None)
         if embed is not None:
             embed.requires_grad_(True)
+        if self._presence_conv is not None:  # the presence flag reaches no token: no gradient would reach it
+            self.net.convs[self._presence_conv].requires_grad_(False)  # (and DDP refuses unused parameters)
         self.trunk_frozen = not any(p.requires_grad for p in self.net.parameters())
         # a partly trainable network splits at the last tensor before its first trainable convolution:
         # the frozen side is what a feature cache keeps (always possible: at worst the input itself)
         first = next((k for k, c in self.net.convs.items() if c.weight.requires_grad), None)
         self.cut = None if first is None else self.net.cut_before(first)
         self.cacheable = True
+
+    def _conv_behind(self, tensor: int) -> str:
+        """The key of the convolution that computes ``tensor`` through non-convolution operators only."""
+        producer = {op.outputs[0]: (op, key) for _, op, key in self.net.program}
+        op, key = producer[tensor]
+        while not key:
+            op, key = producer[next(t for t in op.inputs if t in producer)]
+        return key
 
     def frozen_outputs(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         """ImageNet-normalised (B, 3, S, S) -> what the frozen part computes (what a cache keeps): fmap

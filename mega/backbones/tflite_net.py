@@ -76,7 +76,11 @@ class TFLiteConv(nn.Module):
         activation: str,
     ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(weight.contiguous())
+        # the strides autograd gives the gradient of a channels-last convolution: channels-last for k x k
+        # kernels, row-major for 1 x 1 (a permuted 1 x 1 kernel counts as contiguous in both formats but keeps
+        # the file's strides, which DDP's buckets and the gradients would disagree on)
+        layout = torch.channels_last if weight.shape[-1] * weight.shape[-2] > 1 else torch.contiguous_format
+        self.weight = nn.Parameter(weight.clone(memory_format=layout))
         self.bias = nn.Parameter(bias.contiguous())
         self.stride, self.dilation, self.groups, self.activation = stride, dilation, groups, activation
         self.padding = padding
