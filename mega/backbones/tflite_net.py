@@ -180,6 +180,9 @@ class TFLiteNet(nn.Module):
             )
         }
         self._plans: dict[tuple, FusedPlan] = {}  # per (start, stop) part, built at its first fused call
+        self._parts: dict[
+            tuple, tuple[list, int, list[int]]
+        ] = {}  # per (start, stop): program, input, outputs
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the plans (they hold oneDNN-packed weights) to be rebuilt."""
@@ -250,17 +253,21 @@ class TFLiteNet(nn.Module):
         """(program, input id, output ids) of one side of a cut; (None, None) is the whole network."""
         if start is None and stop is None:
             return self.program, self.input_id, self.output_ids
-        made = [self.input_id] + [op.outputs[0] for _, op, _ in self.program]  # made[i + 1]: op i's
-        if stop is not None:
-            return self.program[: made.index(stop)], self.input_id, [stop]
-        return self.program[made.index(start) :], start, self.output_ids
+        if (start, stop) not in self._parts:  # once per part: a training step asks for it every time
+            made = [self.input_id] + [op.outputs[0] for _, op, _ in self.program]  # made[i + 1]: op i's
+            self._parts[start, stop] = (
+                (self.program[: made.index(stop)], self.input_id, [stop])
+                if stop is not None
+                else (self.program[made.index(start) :], start, self.output_ids)
+            )
+        return self._parts[start, stop]
 
     def cut_before(self, key: str) -> int:
         """The last tensor before convolution ``key`` that separates the network in two: every operator
         after it and every output reads only it or tensors computed after it (the input id if none).
 
         What a partly trainable network caches: the frozen side up to this tensor runs once per crop,
-        ``forward(cut, part=(cut, None))`` runs the rest (tests/test_blazepose.py)."""
+        ``forward(cut, part=(cut, None))`` runs the rest (tests/test_blazepose_tuning.py)."""
         made = {self.input_id: -1} | {op.outputs[0]: i for i, (_, op, _) in enumerate(self.program)}
         first = next(i for i, (_, _, k) in enumerate(self.program) if k == key)
         # earliest[i]: the oldest producer read by operator i or later (outputs count as read at the end)
