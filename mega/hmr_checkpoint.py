@@ -12,6 +12,7 @@ adds (step, config, ...). It is written atomically with its content hash (:mod:`
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 from mega.engine.checkpoint_file import CheckpointError
 from mega.errors import is_user_error
 from mega.model import HMRModel
+
+logger = logging.getLogger(__name__)
 
 HMR_FORMAT = "mega-hmr/1"
 
@@ -108,12 +111,17 @@ def save_hmr(
     return Path(path)
 
 
-def load_hmr(path: str | Path, device: str | torch.device = "cpu", inference: bool = True) -> HMRModel:
+def load_hmr(
+    path: str | Path, device: str | torch.device = "cpu", inference: bool = True, compile: bool = False
+) -> HMRModel:
     """Rebuild a trained model from its self-describing ``hmr.pt`` (eval mode, on ``device``).
 
     ``inference=True`` (the default) also folds the backbone's BatchNorms into its convolutions
     (:meth:`mega.backbones.base.Backbone.fuse_for_inference`): the same outputs, faster, but the model
-    cannot train; pass False to fine-tune it.
+    cannot train; pass False to fine-tune it. ``compile=True`` (with ``inference``) also compiles a CNN
+    backbone with ``torch.compile`` (:meth:`mega.backbones.base.Backbone.compile_for_inference`; the
+    first call per batch size compiles, then HRNet-W48 runs about 15 % faster on a CPU); other
+    backbones run eagerly, with a log line.
 
     The tokenizer is loaded from the path recorded at training time and must have the same hash.
     ``model.training_config`` is the training run's resolved config (None when the file has none).
@@ -170,4 +178,9 @@ def load_hmr(path: str | Path, device: str | torch.device = "cpu", inference: bo
     model = model.to(device).eval()
     if inference:
         model.backbone.fuse_for_inference()
+        if compile and not model.backbone.compile_for_inference():
+            name = model.backbone.registry_name
+            logger.info("backbone %s is not compiled (compile: the CNN backbones only)", name)
+    elif compile:
+        raise ValueError("load_hmr: compile=True needs inference=True (the compiled backbone cannot train)")
     return model

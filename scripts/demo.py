@@ -82,7 +82,7 @@ def main(cfg: DictConfig) -> None:
     items = list_inputs(list(cfg.inputs))
     device = torch.device(cfg.device)
     ckpt = find_checkpoint(cfg.checkpoint)
-    model = load_hmr(ckpt, device=device)
+    model = load_hmr(ckpt, device=device, compile=bool(cfg.compile))
     people_of = People(cfg)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def model_under_test(cfg: DictConfig, device):
     from mega.refiners import build_refiner
 
     checkpoint = find_hmr(cfg.checkpoint)
-    model = load_hmr(checkpoint, device)
+    model = load_hmr(checkpoint, device, compile=bool(cfg.compile))
     sampler = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
     refiner = build_refiner(OmegaConf.to_container(cfg.refiner, resolve=True))
     keypoints = KeypointSource(**cfg.keypoints)

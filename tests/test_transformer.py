@@ -137,14 +137,14 @@ def test_context_hook_changes_predictions():
 
 
 def _full_sequence_blocks(monkeypatch):
-    """Blocks that ignore ``num_queries`` and slice a full-sequence pass: the slow reference."""
-    from mega.transformer.masked_transformer import Block
+    """Blocks that ignore ``queries`` and select from a full-sequence pass: the slow reference."""
+    from mega.transformer.masked_transformer import Block, select_queries
 
     full = Block.forward
 
-    def reference(self, x, attn_mask=None, num_queries=None):
+    def reference(self, x, attn_mask=None, queries=None):
         out = full(self, x, attn_mask)
-        return out if num_queries is None else out[:, -num_queries:]
+        return out if queries is None else select_queries(out, queries)
 
     monkeypatch.setattr(Block, "forward", reference)
 
@@ -168,6 +168,40 @@ def test_last_block_skipping_the_prefix_equals_the_full_pass(monkeypatch, train)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     for a, b in zip(grad_fast, grad_slow):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("context_dim", [None, 8])
+def test_masked_only_logits_equal_the_full_pass_where_masked(monkeypatch, context_dim):
+    """What samplers ask for (``masked_only``): the last block and the head run on the masked positions
+    only, padded per row to the largest count; their logits equal a full pass's, visible ones are 0."""
+    model = _model(context_dim=context_dim).eval()
+    ids = _ids(4)
+    mask = torch.zeros(4, L, dtype=torch.bool)
+    mask[0, [1, 4, 7]] = True  # 3 masked
+    mask[1, :] = True  # all masked
+    mask[2, [0]] = True  # 1 masked
+    mask[3, 5:] = True  # L - 5 masked
+    mask[1] = False
+    mask[1, 2:] = True
+    ctx = None if context_dim is None else torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(3))
+    seen = []
+    model.decoder_blocks[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    with torch.no_grad():
+        fast = model(ids, mask, context=ctx, masked_only=True)
+        assert seen == [int(mask.sum(1).max())] < [L]  # the last MLP ran on the largest masked count
+        full = model(ids, mask, context=ctx)
+        _full_sequence_blocks(monkeypatch)
+        slow = model(ids, mask, context=ctx)
+    torch.testing.assert_close(full, slow, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast[mask], slow[mask], atol=1e-5, rtol=1e-5)
+    assert not fast[~mask].any()
+    # the samplers' logits_fn asks for masked positions only
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits_fn(ctx)(ids, mask), fast.float(), atol=0, rtol=0)
+        all_masked = torch.ones_like(mask)  # nothing to drop: the full pass itself
+        torch.testing.assert_close(
+            model(ids, all_masked, context=ctx, masked_only=True), model(ids, all_masked, context=ctx)
+        )
 
 
 def test_bad_inputs_get_clear_errors():

@@ -64,6 +64,10 @@ class Backbone(nn.Module):
     #: CPUs (224 px, 2 threads, eval batch 1 / training batch 8: HRNet-W48 212 -> 166 ms / 3.73 -> 3.31 s,
     #: ResNet-50 51 -> 44 ms / 1.21 -> 0.97 s).
     channels_last: ClassVar[bool] = False
+    #: Whether :meth:`compile_for_inference` compiles the trunk: True for the CNNs, where inductor's
+    #: frozen-weight kernels beat eager oneDNN at batch 1 (HRNet-W48, 224 px, 2 threads: see
+    #: ``compile_for_inference``); BlazePose runs its own fused oneDNN plan, the ViTs are GEMM-bound.
+    compilable: ClassVar[bool] = False
 
     dim: int
     input_size: int
@@ -166,6 +170,53 @@ class Backbone(nn.Module):
         folded = fold_batch_norms(self)
         self.inference_only = True
         return folded
+
+    def compile_for_inference(self) -> bool:
+        """Compile the backbone with ``torch.compile`` for inference, in place (``nn.Module.compile``).
+
+        Inductor's freezing mode treats the weights as constants: convolutions get weights packed once
+        for oneDNN and their bias / ReLU / residual sums fused, elementwise passes are merged. The
+        first call per batch size compiles (about 30 s for HRNet-W48 on 2 CPU cores); the result
+        equals the eager trunk up to float rounding (tests/test_compile.py). Because the weights are
+        baked in, the BatchNorms are folded first (:meth:`fuse_for_inference`) and the backbone
+        refuses ``train()`` afterwards; load weights before compiling. Measured on HRNet-W48
+        (``benchmarks/vs_mega.py --compile``): see the README's speed section.
+
+        Returns:
+            True when compiled; False when this backbone is not ``compilable`` (it runs eagerly).
+
+        Raises:
+            RuntimeError: torch.compile cannot build kernels here (on a CPU it needs a C++ compiler);
+                the message says to run without compiling.
+        """
+        if not self.compilable:
+            return False
+        from torch._inductor import config as inductor_config
+
+        if not getattr(self, "inference_only", False):
+            self.fuse_for_inference()
+        s = self.input_size
+        probe = torch.zeros(1, 3, s, s, device=next(self.parameters()).device)
+        compiled = torch.compile(self._call_impl, dynamic=False)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # inductor's freezing (weights as constants) for this module's graphs only, also when a new
+            # batch size recompiles; nn.Module.compile's own options do not reach it
+            with inductor_config.patch(freezing=True):
+                return compiled(*args, **kwargs)
+
+        self._compiled_call_impl = call  # what nn.Module.compile sets: the same state_dict keys
+        try:
+            with torch.no_grad():
+                self(probe)  # compile now: a missing compiler fails here, not in the middle of a run
+        except Exception as err:  # inductor raises many kinds (BackendCompilerFailed, CppCompileError, ...)
+            self._compiled_call_impl = None  # back to eager
+            first = str(err).strip().splitlines()[:1]
+            raise RuntimeError(
+                f"backbone '{self.registry_name}': torch.compile failed ({type(err).__name__}: "
+                f"{first[0][:200] if first else ''}); run without compile=true (eager is the default)"
+            ) from err
+        return True
 
     def train(self, mode: bool = True) -> Backbone:
         """Like nn.Module.train, but BatchNorm layers whose parameters are all frozen stay in eval mode."""

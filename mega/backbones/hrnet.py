@@ -82,6 +82,7 @@ class HRNet(Backbone):
 
     registry_name = "hrnet_w48"
     channels_last = True
+    compilable = True
 
     def __init__(
         self,

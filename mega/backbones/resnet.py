@@ -36,6 +36,7 @@ class ResNet(Backbone):
 
     registry_name = "resnet50"
     channels_last = True
+    compilable = True
 
     def __init__(
         self,

@@ -55,6 +55,7 @@ class TinyCNN(Backbone):
     """
 
     registry_name = "tiny_cnn"
+    compilable = True
 
     def __init__(
         self,

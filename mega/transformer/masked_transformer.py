@@ -28,6 +28,18 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 
+#: Which positions of a (B, S, D) sequence a block computes: None = all S; an int n = the last n (the
+#: body tokens after a prefix); a (B, n) int64 tensor = those positions of each row.
+Queries = int | Tensor | None
+
+
+def select_queries(x: Tensor, queries: int | Tensor) -> Tensor:
+    """(B, S, D) -> (B, n, D): the last ``queries`` positions (a view), or the rows' given positions."""
+    if isinstance(queries, int):
+        return x[:, -queries:]
+    return x.gather(1, queries.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
 
@@ -40,16 +52,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, num_queries: int | None = None) -> Tensor:
-        """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool, True = key may be attended; num_queries: only the
-        last n positions ask (keys and values still come from all S). Returns (B, S, D) or (B, n, D)."""
-        if num_queries is None:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, queries: Queries = None) -> Tensor:
+        """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool, True = key may be attended; queries: which
+        positions ask (keys and values still come from all S; see :func:`select_queries`). Returns
+        (B, S, D), or (B, n, D) for n queries."""
+        if queries is None:
             q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
         else:  # the q rows of the fused weight are its first D (the layout above)
             dim = x.shape[-1]
             w, b = self.qkv.weight, self.qkv.bias
             q = rearrange(
-                F.linear(x[:, -num_queries:], w[:dim], b[:dim]), "b s (h d) -> b h s d", h=self.num_heads
+                F.linear(select_queries(x, queries), w[:dim], b[:dim]),
+                "b s (h d) -> b h s d",
+                h=self.num_heads,
             )
             k, v = rearrange(
                 F.linear(x, w[dim:], b[dim:]), "b s (two h d) -> two b h s d", two=2, h=self.num_heads
@@ -90,11 +105,11 @@ class Block(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, num_queries: int | None = None) -> Tensor:
-        """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool or None; num_queries: compute only the last n
-        positions' outputs (they still attend to all S). Returns (B, S, D) or (B, n, D)."""
-        keep = x if num_queries is None else x[:, -num_queries:]
-        x = keep + self.attn(self.norm1(x), attn_mask, num_queries)
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, queries: Queries = None) -> Tensor:
+        """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool or None; queries: compute only these positions'
+        outputs (they still attend to all S; see :func:`select_queries`). Returns (B, S, D) or (B, n, D)."""
+        keep = x if queries is None else select_queries(x, queries)
+        x = keep + self.attn(self.norm1(x), attn_mask, queries)
         return x + self.mlp(self.norm2(x))
 
     def forward_packed(self, x: Tensor, rows: Tensor, shape: tuple[int, int], attn_mask: Tensor) -> Tensor:
@@ -186,16 +201,22 @@ class MaskedTokenTransformer(nn.Module):
         """The network as a sampler's ``logits_fn``: (ids (R, L), mask (R, L)) -> float32 logits (R, L, K).
 
         ``context`` / ``conditioning`` as in :meth:`forward` (rows already laid out as the sampler's, R = B * Q);
-        None: unconditional generation.
+        None: unconditional generation. Samplers read the logits of masked positions only, so the last
+        block and the head run on those (``masked_only``); visible positions get zeros.
         """
 
         def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
-            return self(ids, mask, context, conditioning=conditioning).float()
+            return self(ids, mask, context, conditioning=conditioning, masked_only=True).float()
 
         return logits_fn
 
     def forward(
-        self, ids: Tensor, mask: Tensor, context: Any = None, conditioning: nn.Module | None = None
+        self,
+        ids: Tensor,
+        mask: Tensor,
+        context: Any = None,
+        conditioning: nn.Module | None = None,
+        masked_only: bool = False,
     ) -> Tensor:
         """Predict every position's code.
 
@@ -207,6 +228,8 @@ class MaskedTokenTransformer(nn.Module):
             context: without ``conditioning``: (B, N, context_dim) tokens for the built-in prefix
                 projection, or None; with it: ``conditioning.prepare(features)``'s output.
             conditioning: a :class:`mega.conditioning.Conditioning` (not owned by this module), or None.
+            masked_only: compute the logits of masked positions only (what samplers read): the last block
+                and the head run on them; visible positions' logits are zeros. Exact otherwise.
 
         Returns:
             (B, L, K) logits (in the autocast dtype under autocast).
@@ -215,7 +238,9 @@ class MaskedTokenTransformer(nn.Module):
         encoded = None
         if not (bool(mask.all()) and not self._encoder_needs_grad()):
             encoded = self.forward_encoder(ids, mask)
-        return self.forward_decoder(mask, encoded, context, conditioning)
+        return self.forward_decoder(
+            mask, encoded, context, conditioning, wanted=mask if masked_only else None
+        )
 
     def _encoder_needs_grad(self) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder_blocks.parameters())
@@ -273,6 +298,7 @@ class MaskedTokenTransformer(nn.Module):
         encoded: tuple[Tensor, Tensor, Tensor] | None,
         context: Any = None,
         conditioning: nn.Module | None = None,
+        wanted: Tensor | None = None,
     ) -> Tensor:
         """Decode all L positions from the encoded visible tokens and [MASK] embeddings.
 
@@ -281,6 +307,9 @@ class MaskedTokenTransformer(nn.Module):
             encoded: ``forward_encoder``'s (tokens, index, valid), or None when every token is masked.
             context: see :meth:`forward`.
             conditioning: see :meth:`forward`.
+            wanted: (B, L) bool, the positions whose logits are needed (None: all). The last block and the
+                head run on the rows' wanted positions, padded to the largest count with unwanted ones;
+                the logits of every unwanted position are zeros.
 
         The last block computes only the L body positions (nothing reads the prefix's outputs after it).
 
@@ -305,16 +334,31 @@ class MaskedTokenTransformer(nn.Module):
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (B, N + L, Dd)
         last = len(self.decoder_blocks) - 1
+        # What the last block computes: nothing reads the prefix positions after it, and with ``wanted``
+        # only those positions (unless conditioning layers after it need all L token states).
+        queries: Queries = L if num_context else None
+        order = None
+        if wanted is not None and not (conditioning is not None and conditioning.layers_after(last)):
+            n = int(wanted.sum(1).max())
+            if n < L:
+                # (B, n): each row's wanted positions first, in order
+                order = torch.argsort((~wanted).to(torch.int8), dim=1, stable=True)[:, :n]
+                queries = order + num_context
         for i, block in enumerate(self.decoder_blocks):
-            if i == last and num_context:  # nothing reads the prefix positions after the last block
-                x, num_context = block(x, num_queries=L), 0
+            if i == last and queries is not None:
+                x, num_context = block(x, queries=queries), 0
             else:
                 x = block(x)
             if conditioning is not None:
                 for j in conditioning.layers_after(i):  # conditioning layers see the L token states
                     tokens = conditioning.layer(j, x[:, num_context:], context)
                     x = torch.cat([x[:, :num_context], tokens], dim=1) if num_context else tokens
-        return self.head(self.decoder_norm(x[:, num_context:]))  # (B, L, K)
+        logits = self.head(self.decoder_norm(x[:, num_context:]))  # (B, L or n, K)
+        if order is None:
+            return logits
+        logits = logits * wanted.gather(1, order).unsqueeze(-1)  # padding slots (unwanted positions): 0
+        full = logits.new_zeros(B, L, logits.shape[-1])
+        return full.scatter_(1, order.unsqueeze(-1).expand(-1, -1, logits.shape[-1]), logits)
 
     def _check_inputs(self, ids: Tensor, mask: Tensor, context: Tensor | None) -> None:
         expected = (ids.shape[0], self.num_tokens)
