@@ -137,12 +137,13 @@ def test_context_hook_changes_predictions():
 
 
 def _full_sequence_blocks(monkeypatch):
-    """Blocks that ignore ``queries`` and select from a full-sequence pass: the slow reference."""
+    """Blocks that ignore ``queries`` (and ``projected``: x holds the whole sequence) and select from a
+    full-sequence pass: the slow reference."""
     from mega.transformer.masked_transformer import Block, select_queries
 
     full = Block.forward
 
-    def reference(self, x, attn_mask=None, queries=None):
+    def reference(self, x, attn_mask=None, queries=None, projected=None):
         out = full(self, x, attn_mask)
         return out if queries is None else select_queries(out, queries)
 
@@ -202,6 +203,28 @@ def test_masked_only_logits_equal_the_full_pass_where_masked(monkeypatch, contex
         torch.testing.assert_close(
             model(ids, all_masked, context=ctx, masked_only=True), model(ids, all_masked, context=ctx)
         )
+
+
+def test_logits_fn_projects_the_prefix_once_and_equals_the_plain_pass():
+    """A sampler's logits_fn computes the (unchanging) prefix's first-block projections on its first
+    call and reuses them at every later step; each step's logits equal a pass without the cache."""
+    model = _model(context_dim=8).eval()
+    ctx = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(3))
+    rows = []
+    model.decoder_blocks[0].attn.qkv.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[1]))
+    fn = model.logits_fn(ctx)
+    g = torch.Generator().manual_seed(4)
+    ids = _ids(3)
+    with torch.no_grad():
+        for ratio in (1.0, 0.7, 0.3):
+            mask = torch.rand(3, L, generator=g) < ratio
+            mask[:, 0] = True
+            got = fn(ids, mask)
+            ref = model(ids, mask, context=ctx, masked_only=True)
+            torch.testing.assert_close(got, ref.float(), atol=1e-5, rtol=1e-5)
+            assert got.abs().max() > 0
+    # logits_fn: the prefix (5 rows) once, then the L body positions per call; the plain pass: L + 5 each
+    assert rows == [5, L, L + 5, L, L + 5, L, L + 5]
 
 
 def test_bad_inputs_get_clear_errors():

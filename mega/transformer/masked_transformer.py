@@ -52,11 +52,21 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, queries: Queries = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        queries: Queries = None,
+        projected: Tensor | None = None,
+    ) -> Tensor:
         """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool, True = key may be attended; queries: which
-        positions ask (keys and values still come from all S; see :func:`select_queries`). Returns
-        (B, S, D), or (B, n, D) for n queries."""
-        if queries is None:
+        positions ask (keys and values still come from all S; see :func:`select_queries`); projected:
+        (B, P, 3D) ``qkv`` of the first P positions computed beforehand, x then holding the other S - P
+        (queries must be None). Returns (B, S, D), or (B, n, D) for n queries."""
+        if projected is not None:
+            qkv = torch.cat([projected, self.qkv(x)], dim=1)  # (B, S, 3D)
+            q, k, v = rearrange(qkv, "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
+        elif queries is None:
             q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
         else:  # the q rows of the fused weight are its first D (the layout above)
             dim = x.shape[-1]
@@ -105,12 +115,27 @@ class Block(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, queries: Queries = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        queries: Queries = None,
+        projected: Tensor | None = None,
+    ) -> Tensor:
         """Args: x (B, S, D); attn_mask (B, 1, 1, S) bool or None; queries: compute only these positions'
-        outputs (they still attend to all S; see :func:`select_queries`). Returns (B, S, D) or (B, n, D)."""
-        keep = x if queries is None else select_queries(x, queries)
-        x = keep + self.attn(self.norm1(x), attn_mask, queries)
+        outputs (they still attend to all S; see :func:`select_queries`); projected: :meth:`project` of
+        x's first P positions, computed beforehand (a prefix that does not change between calls).
+        Returns (B, S, D) or (B, n, D)."""
+        if projected is not None:
+            x = x + self.attn(self.norm1(x[:, projected.shape[1] :]), attn_mask, None, projected)
+        else:
+            keep = x if queries is None else select_queries(x, queries)
+            x = keep + self.attn(self.norm1(x), attn_mask, queries)
         return x + self.mlp(self.norm2(x))
+
+    def project(self, x: Tensor) -> Tensor:
+        """(B, P, D) -> (B, P, 3D): the attention's query / key / value projections of these states."""
+        return self.attn.qkv(self.norm1(x))
 
     def forward_packed(self, x: Tensor, rows: Tensor, shape: tuple[int, int], attn_mask: Tensor) -> Tensor:
         """:meth:`forward` on the T real tokens (T, D) of a padded (B, S) batch (see ``Attention.forward_packed``)."""
@@ -202,11 +227,16 @@ class MaskedTokenTransformer(nn.Module):
 
         ``context`` / ``conditioning`` as in :meth:`forward` (rows already laid out as the sampler's, R = B * Q);
         None: unconditional generation. Samplers read the logits of masked positions only, so the last
-        block and the head run on those (``masked_only``); visible positions get zeros.
+        block and the head run on those (``masked_only``); visible positions get zeros. The image prefix
+        is the same at every decoding step, so its first-block projections are computed once per
+        ``logits_fn`` (``prefix_cache``).
         """
 
+        cache: dict[str, Tensor] = {}  # this context's prefix through the first block's projections
+
         def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
-            return self(ids, mask, context, conditioning=conditioning, masked_only=True).float()
+            out = self(ids, mask, context, conditioning=conditioning, masked_only=True, prefix_cache=cache)
+            return out.float()
 
         return logits_fn
 
@@ -217,6 +247,7 @@ class MaskedTokenTransformer(nn.Module):
         context: Any = None,
         conditioning: nn.Module | None = None,
         masked_only: bool = False,
+        prefix_cache: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Predict every position's code.
 
@@ -230,6 +261,8 @@ class MaskedTokenTransformer(nn.Module):
             conditioning: a :class:`mega.conditioning.Conditioning` (not owned by this module), or None.
             masked_only: compute the logits of masked positions only (what samplers read): the last block
                 and the head run on them; visible positions' logits are zeros. Exact otherwise.
+            prefix_cache: a dict kept between calls with the same context (a sampler's steps): the
+                prefix's first-block projections are stored there on the first call and reused.
 
         Returns:
             (B, L, K) logits (in the autocast dtype under autocast).
@@ -238,9 +271,8 @@ class MaskedTokenTransformer(nn.Module):
         encoded = None
         if not (bool(mask.all()) and not self._encoder_needs_grad()):
             encoded = self.forward_encoder(ids, mask)
-        return self.forward_decoder(
-            mask, encoded, context, conditioning, wanted=mask if masked_only else None
-        )
+        wanted = mask if masked_only else None
+        return self.forward_decoder(mask, encoded, context, conditioning, wanted, prefix_cache)
 
     def _encoder_needs_grad(self) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder_blocks.parameters())
@@ -299,6 +331,7 @@ class MaskedTokenTransformer(nn.Module):
         context: Any = None,
         conditioning: nn.Module | None = None,
         wanted: Tensor | None = None,
+        prefix_cache: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Decode all L positions from the encoded visible tokens and [MASK] embeddings.
 
@@ -310,6 +343,7 @@ class MaskedTokenTransformer(nn.Module):
             wanted: (B, L) bool, the positions whose logits are needed (None: all). The last block and the
                 head run on the rows' wanted positions, padded to the largest count with unwanted ones;
                 the logits of every unwanted position are zeros.
+            prefix_cache: see :meth:`forward` (read only when there is a prefix and more than one block).
 
         The last block computes only the L body positions (nothing reads the prefix's outputs after it).
 
@@ -344,11 +378,16 @@ class MaskedTokenTransformer(nn.Module):
                 # (B, n): each row's wanted positions first, in order
                 order = torch.argsort((~wanted).to(torch.int8), dim=1, stable=True)[:, :n]
                 queries = order + num_context
+        projected = None
+        if prefix_cache is not None and num_context and last > 0:
+            if "projected" not in prefix_cache or prefix_cache["projected"].shape[0] != B:
+                prefix_cache["projected"] = self.decoder_blocks[0].project(x[:, :num_context])
+            projected = prefix_cache["projected"]
         for i, block in enumerate(self.decoder_blocks):
             if i == last and queries is not None:
                 x, num_context = block(x, queries=queries), 0
             else:
-                x = block(x)
+                x = block(x, projected=projected) if i == 0 and projected is not None else block(x)
             if conditioning is not None:
                 for j in conditioning.layers_after(i):  # conditioning layers see the L token states
                     tokens = conditioning.layer(j, x[:, num_context:], context)
