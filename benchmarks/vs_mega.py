@@ -18,6 +18,8 @@ temperature 1, cosine). Tasks (batch 1 image unless said):
     q1, q16  stochastic MaskGIT decoding, T = 5, Q = 1 / 16 hypotheses of one image, meshes decoded
     train8   one training step at batch 8: target ids from ground-truth meshes, forward, CE + rotation +
              2D reprojection through the decoded mesh, backward, AdamW (ours: mega.losses.HMRObjective)
+    train8_bf16  the same with forward and loss under bf16 autocast (both sides): what train_hmr.py runs by
+             default (``engine.precision: auto``) on bf16 hardware (A100s, AMX CPUs); MEGA's code trains fp32
     dec1, dec16  the mesh decoder alone on 1 / 16 id sequences (reported per mesh)
     encdec8  tokenizer encode + decode of 8 meshes (what a training step needs for its target ids)
 
@@ -51,7 +53,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ["det", "det_compiled", "det_bf16", "q1", "q16", "train8", "dec1", "dec16", "encdec8"]
+TASKS = ["det", "det_compiled", "det_bf16", "q1", "q16", "train8", "train8_bf16", "dec1", "dec16", "encdec8"]
 PER_MESH = {"dec16": 16, "encdec8": 8}
 TARGETS = {"det": 0.6, "det_compiled": 0.6, "q16": 0.5, "train8": 0.7, "dec16": 1.0}
 #: a task name + this suffix: ours with the CNN backbone compiled (``eval.py compile=true``); theirs as is
@@ -124,7 +126,8 @@ def ours(task: str):
             return torch.no_grad()(lambda: tok.decode(tok.encode(meshes)))
         return torch.no_grad()(lambda: tok.decode(ids))
     model, _ = build_model(cfg, tok, body)
-    if task == "train8":
+    if task in ("train8", "train8_bf16"):
+        bf16 = task == "train8_bf16"
         sys.path.insert(0, str(REPO / "benchmarks"))
         from hmr import random_batch
 
@@ -139,9 +142,10 @@ def ours(task: str):
         data = random_batch(8, 224, "cpu")
         opt = build_optimizer(model, lr=1e-4, weight_decay=1e-4)  # what train_hmr.py builds (fused AdamW)
 
-        def step():
+        def step():  # as mega.engine.step: forward and loss under autocast, backward outside
             opt.zero_grad(set_to_none=True)
-            loss, _ = objective(model, data)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, _ = objective(model, data)
             loss.backward()
             opt.step()
 
@@ -253,7 +257,8 @@ def theirs(task: str, mega_dir: Path, mvq_dir: Path, connections: Path):
         mesh = vq.decode(ids)
         return mesh @ rot6d_to_matrix(rot).transpose(1, 2)
 
-    if task == "train8":
+    if task in ("train8", "train8_bf16"):
+        bf16 = task == "train8_bf16"
         vq = _their_vqvae(graph, mvq, connections, 8)
         model.train()
         meshes, img = _meshes(body, 8), _images(8)
@@ -265,7 +270,9 @@ def theirs(task: str, mega_dir: Path, mvq_dir: Path, connections: Path):
             opt.zero_grad(set_to_none=True)
             with torch.no_grad():
                 ids = vq.get_codebook_indices(meshes)
-            logits, rot, cam, mask = model(ids, img)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits, rot, cam, mask = model(ids, img)
+            logits, rot, cam = logits.float(), rot.float(), cam.float()
             with torch.no_grad():
                 mixed = (logits.argmax(-1) * mask + ids * (1 - mask)).long()
                 canon = vq.decode(mixed)
