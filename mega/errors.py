@@ -92,21 +92,29 @@ def entry_point(fn: F) -> F:
     """Wrap a script's ``main``: user errors print one message and exit with status 1, without a traceback.
 
     Place it directly under ``@hydra.main`` (Hydra unwraps it to find the script's config folder).
-    Other exceptions, and every exception when :func:`verbose` is on, propagate unchanged.
+    Other exceptions, and every exception when :func:`verbose` is on, propagate unchanged. A torchrun
+    worker (a process group of several ranks) that ends normally or with one of those statuses leaves
+    through :func:`mega.engine.dist.end_worker` (``os._exit`` after flushing: no abort in gloo's teardown).
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mega.engine.dist import end_worker  # a torchrun worker leaves here (see end_worker)
+
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except Exception as err:
             code = getattr(err, "exit_code", None)
             if isinstance(code, int):  # a clean stop with its own status (preemption: 75)
                 report_user_error(err, hint=False)
+                end_worker(code)
                 raise SystemExit(code) from None
             if verbose() or not is_user_error(err):
                 raise
             report_user_error(err)
+            end_worker(EXIT_USER_ERROR)
             raise SystemExit(EXIT_USER_ERROR) from None
+        end_worker(0)
+        return result
 
     return wrapper  # type: ignore[return-value]
