@@ -63,11 +63,11 @@ class Attention(nn.Module):
         positions ask (keys and values still come from all S; see :func:`select_queries`); projected:
         (B, P, 3D) ``qkv`` of the first P positions computed beforehand, x then holding the other S - P
         (queries must be None). Returns (B, S, D), or (B, n, D) for n queries."""
-        if projected is not None:
-            qkv = torch.cat([projected, self.qkv(x)], dim=1)  # (B, S, 3D)
+        if queries is None:
+            qkv = self.qkv(x)
+            if projected is not None:
+                qkv = torch.cat([projected, qkv], dim=1)  # (B, S, 3D)
             q, k, v = rearrange(qkv, "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
-        elif queries is None:
-            q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
         else:  # the q rows of the fused weight are its first D (the layout above)
             dim = x.shape[-1]
             w, b = self.qkv.weight, self.qkv.bias
